@@ -1,0 +1,242 @@
+"""Capture TokenGradients with one ordinary batched backward pass per batch.
+
+In eval mode the examples of a batch do not interact, so the gradient of the
+*summed* batch loss with respect to the (B, T, d) lookup output is exactly the
+per-example, per-position gradient: no per-sample machinery, no weight
+gradients. The user's model is restored exactly (modes, ``requires_grad``
+flags, device) afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from tracinwe.capture.records import TokenGradients
+from tracinwe.models.contract import Batch, TextClassifier
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """How gradients are captured. Saved beside every artefact built from them.
+
+    Attributes:
+        top_k: keep only the k positions with the largest gradient norm per
+            example (TracIn-WE-Topk; the paper uses 10). None keeps all.
+        keep_special_tokens: True keeps every special token ([CLS], [SEP], ...);
+            False drops them all; a collection of token strings or ids keeps
+            only those. Padding is always dropped.
+        batch_size: examples per forward/backward pass.
+    """
+
+    top_k: int | None = None
+    keep_special_tokens: bool | frozenset[str | int] = True
+    batch_size: int = 32
+    length_sorted: bool = field(default=True, metadata={"help": "batch texts of similar length together"})
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be at least 1 or None, got {self.top_k}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not isinstance(self.keep_special_tokens, bool):
+            object.__setattr__(self, "keep_special_tokens", frozenset(self.keep_special_tokens))
+
+    def to_json(self) -> dict:
+        keep = self.keep_special_tokens
+        return {
+            "top_k": self.top_k,
+            "keep_special_tokens": keep if isinstance(keep, bool) else sorted(map(str, keep)),
+            "batch_size": self.batch_size,
+            "length_sorted": self.length_sorted,
+        }
+
+
+@contextmanager
+def prepared_for_capture(module: nn.Module, device: str | torch.device | None) -> Iterator[None]:
+    """Eval mode, no weight gradients, on `device`; restores everything on exit."""
+    modes = [(m, m.training) for m in module.modules()]
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    first = next(module.parameters(), None)
+    original_device = first.device if first is not None else None
+    move = device is not None and original_device is not None and torch.device(device) != original_device
+    module.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    if move:
+        module.to(device)
+    try:
+        yield
+    finally:
+        if move:
+            module.to(original_device)
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.training = mode
+
+
+class _LookupOutputTap:
+    """Forward hook that makes the embedding lookup output a differentiable leaf and keeps it."""
+
+    def __init__(self, embedding: nn.Module) -> None:
+        self.outputs: list[torch.Tensor] = []
+        self._handle = embedding.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+        leaf = output.detach().requires_grad_(True)
+        self.outputs.append(leaf)
+        return leaf
+
+    def take(self) -> torch.Tensor:
+        if len(self.outputs) != 1:
+            raise RuntimeError(
+                f"the embedding lookup ran {len(self.outputs)} times in one forward pass; "
+                "TextClassifier.embedding must be the module called once per batch"
+            )
+        out = self.outputs.pop()
+        return out
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+def _kept_positions(batch: Batch, classifier: TextClassifier, keep_special: bool | frozenset) -> torch.Tensor:
+    """(B, T) bool: real tokens, with special tokens dropped as the settings say."""
+    ids = batch["input_ids"]
+    mask = batch.get("attention_mask", torch.ones_like(ids)).bool()
+    specials = classifier.special_token_ids
+    if keep_special is True or not specials:
+        return mask
+    if keep_special is False:
+        keep_ids: set[int] = set()
+    else:
+        strings = classifier.token_strings(sorted(specials))
+        keep_ids = {i for i, s in zip(sorted(specials), strings) if s in keep_special or i in keep_special}
+    drop = torch.tensor(sorted(specials - keep_ids), dtype=ids.dtype, device=ids.device)
+    return mask & ~torch.isin(ids, drop)
+
+
+def batch_token_gradients(
+    classifier: TextClassifier,
+    batch: Batch,
+    labels: torch.Tensor | None,
+    settings: CaptureSettings,
+) -> TokenGradients:
+    """TokenGradients of one batch; ``labels=None`` differentiates the predicted label.
+
+    The model must already be prepared (`prepared_for_capture`).
+    """
+    tap = _LookupOutputTap(classifier.embedding)
+    try:
+        with torch.enable_grad():
+            logits = classifier.logits(batch)
+            lookup = tap.take()
+            target = logits.argmax(dim=-1) if labels is None else labels.to(logits.device)
+            loss = classifier.per_example_loss(logits, target).sum()
+            (grad,) = torch.autograd.grad(loss, lookup)
+    finally:
+        tap.close()
+    kept = _kept_positions(batch, classifier, settings.keep_special_tokens)
+    if settings.top_k is not None and settings.top_k < kept.shape[1]:
+        norms = grad.float().norm(dim=-1).masked_fill(~kept, -1.0)
+        top = norms.topk(settings.top_k, dim=1).indices
+        in_top = torch.zeros_like(kept).scatter_(1, top, True)
+        kept = kept & in_top
+    return aggregate_by_token(batch["input_ids"], grad, kept, classifier.vocab_size, target, logits.detach())
+
+
+def aggregate_by_token(
+    input_ids: torch.Tensor, grad: torch.Tensor, kept: torch.Tensor, vocab_size: int,
+    labels: torch.Tensor, logits: torch.Tensor,
+) -> TokenGradients:
+    """Sum the kept positions' gradient rows per (example, token): G(x)[w]."""
+    n = input_ids.shape[0]
+    ex, pos = kept.nonzero(as_tuple=True)
+    keys = ex * vocab_size + input_ids[ex, pos].long()
+    unique_keys, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+    rows = torch.zeros(unique_keys.numel(), grad.shape[-1], dtype=torch.float32, device=grad.device)
+    rows.index_add_(0, inverse, grad[ex, pos].float())
+    counts = torch.bincount(unique_keys // vocab_size, minlength=n)
+    offsets = torch.zeros(n + 1, dtype=torch.long, device=grad.device)
+    offsets[1:] = torch.cumsum(counts, 0)
+    return TokenGradients(
+        offsets.cpu(), (unique_keys % vocab_size).cpu(), rows.cpu(), labels.long().cpu(), logits.float().cpu()
+    )
+
+
+def _batches(n: int, texts: Sequence[str], settings: CaptureSettings, window: int) -> Iterator[list[int]]:
+    """Batches of example indices; within each window texts of similar length go together."""
+    for start in range(0, n, window):
+        idx = list(range(start, min(start + window, n)))
+        if settings.length_sorted:
+            idx.sort(key=lambda i: len(texts[i]))
+        for b in range(0, len(idx), settings.batch_size):
+            yield idx[b : b + settings.batch_size]
+
+
+def iter_token_gradients(
+    classifier: TextClassifier,
+    texts: Sequence[str],
+    labels: Sequence[int] | None,
+    text_pairs: Sequence[str] | None = None,
+    settings: CaptureSettings = CaptureSettings(),
+    device: str | torch.device | None = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
+    description: str = "capturing gradients",
+) -> Iterator[tuple[int, TokenGradients]]:
+    """Yield ``(start, records)`` for consecutive chunks of examples, in input order.
+
+    Memory is bounded by the chunk (default 16 batches), not by the data set.
+    """
+    from tqdm.auto import tqdm
+
+    n = len(texts)
+    chunk = chunk_size or settings.batch_size * 16
+    run_device = device if device is not None else _module_device(classifier.module)
+    bar = tqdm(total=n, desc=description, unit="ex", disable=not progress, leave=False)
+    with prepared_for_capture(classifier.module, device), torch.inference_mode(False):
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            parts: list[tuple[list[int], TokenGradients]] = []
+            for local in _batches(stop - start, texts[start:stop], settings, window=stop - start):
+                rows = [start + i for i in local]
+                batch = classifier.tokenize(
+                    [texts[i] for i in rows], [text_pairs[i] for i in rows] if text_pairs is not None else None
+                )
+                batch = {k: v.to(run_device) for k, v in batch.items()}
+                y = None if labels is None else torch.tensor([labels[i] for i in rows], dtype=torch.long)
+                parts.append((local, batch_token_gradients(classifier, batch, y, settings)))
+                bar.update(len(rows))
+            order = [i for local, _ in parts for i in local]
+            records = TokenGradients.concat([r for _, r in parts])
+            inverse = torch.empty(len(order), dtype=torch.long)
+            inverse[torch.tensor(order)] = torch.arange(len(order))
+            yield start, records.select(inverse)
+    bar.close()
+
+
+def capture_token_gradients(
+    classifier: TextClassifier,
+    texts: Sequence[str],
+    labels: Sequence[int] | None,
+    text_pairs: Sequence[str] | None = None,
+    settings: CaptureSettings = CaptureSettings(),
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> TokenGradients:
+    """TokenGradients of all `texts` at one checkpoint (held in memory)."""
+    parts = [r for _, r in iter_token_gradients(classifier, texts, labels, text_pairs, settings, device, progress=progress)]
+    if not parts:
+        raise ValueError("no texts to capture")
+    return TokenGradients.concat(parts)
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    first = next(module.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")

@@ -1,0 +1,125 @@
+"""A small, seeded fine-tuning loop for HuggingFace classifiers that saves TracIn checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tracinwe.models.checkpoints import write_checkpoint_info
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning settings, saved as ``train_config.json`` in the run folder."""
+
+    epochs: float = 2.0
+    learning_rate: float = 5e-5
+    batch_size: int = 16
+    optimizer: str = "adamw"  # or "sgd" (with momentum, as in the paper)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # or "linear" decay to zero
+    num_checkpoints: int = 3
+    max_length: int = 64
+    seed: int = 0
+
+
+@dataclass
+class TrainedRun:
+    """What a training run left on disk."""
+
+    folder: Path
+    checkpoints: list[Path] = field(default_factory=list)
+    learning_rates: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+
+
+def _learning_rate(config: TrainConfig, step: int, total: int) -> float:
+    if config.schedule == "linear":
+        return config.learning_rate * max(0.0, 1.0 - step / total)
+    return config.learning_rate
+
+
+def train_classifier(
+    model: torch.nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    folder: str | Path,
+    config: TrainConfig = TrainConfig(),
+    text_pairs: Sequence[str] | None = None,
+    progress: bool = True,
+) -> TrainedRun:
+    """Fine-tune ``model`` and save ``config.num_checkpoints`` evenly spaced checkpoints.
+
+    Each ``folder/checkpoint-STEP`` holds the weights, the tokenizer and the
+    learning rate in force (``tracinwe_checkpoint.json``). Saves are atomic.
+    """
+    from tqdm.auto import tqdm
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    n = len(texts)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total = max(1, int(round(config.epochs * steps_per_epoch)))
+    save_at = {int(round(total * (i + 1) / config.num_checkpoints)) for i in range(config.num_checkpoints)}
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=config.learning_rate, momentum=config.momentum, weight_decay=config.weight_decay)
+    elif config.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    else:
+        raise ValueError(f"optimizer {config.optimizer!r} is not 'sgd' or 'adamw'")
+    run = TrainedRun(folder)
+    model.train()
+    order: list[int] = []
+    bar = tqdm(total=total, desc="fine-tuning", unit="step", disable=not progress)
+    device = next(model.parameters()).device
+    for step in range(1, total + 1):
+        if not order:
+            order = rng.permutation(n).tolist()
+        idx, order = order[: config.batch_size], order[config.batch_size :]
+        lr = _learning_rate(config, step - 1, total)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        enc = tokenizer(
+            [texts[i] for i in idx], [text_pairs[i] for i in idx] if text_pairs is not None else None,
+            padding=True, truncation=True, max_length=config.max_length, return_tensors="pt",
+        ).to(device)
+        out = model(**enc, labels=torch.tensor([labels[i] for i in idx], device=device))
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        run.losses.append(float(out.loss))
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(run.losses[-20:]):.3f}")
+        if step in save_at:
+            path = _save_checkpoint(model, tokenizer, folder, step, lr, step / steps_per_epoch)
+            run.checkpoints.append(path)
+            run.learning_rates.append(lr)
+    bar.close()
+    model.eval()
+    return run
+
+
+def _save_checkpoint(model, tokenizer, folder: Path, step: int, lr: float, epoch: float) -> Path:
+    """Write ``checkpoint-STEP`` through a temporary folder and an atomic rename."""
+    final = folder / f"checkpoint-{step}"
+    tmp = folder / f".checkpoint-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    write_checkpoint_info(tmp, learning_rate=lr, step=step, epoch=epoch)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
