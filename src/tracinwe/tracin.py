@@ -142,10 +142,17 @@ class TracInWE:
         return torch.cat(probs).numpy()
 
     def capture(
-        self, texts: Sequence[str], labels: Sequence[int] | None = None, text_pairs: Sequence[str] | None = None
+        self,
+        texts: Sequence[str],
+        labels: Sequence[int] | None = None,
+        text_pairs: Sequence[str] | None = None,
+        role: str = "test",
     ) -> list[TokenGradients]:
-        """TokenGradients of every checkpoint (in memory). ``labels=None``: the final model's prediction."""
-        texts, labels, text_pairs = self._validated(texts, labels, text_pairs, "capture")
+        """TokenGradients of every checkpoint (in memory). ``labels=None``: the final model's prediction.
+
+        ``role`` only names the inputs in error messages ("test" -> ``test_texts[3] is empty``).
+        """
+        texts, labels, text_pairs = self._validated(texts, labels, text_pairs, role)
         if labels is None:
             labels = self.predict(texts, text_pairs).argmax(1).tolist()
         return [
@@ -181,10 +188,11 @@ class TracInWE:
         ``test_labels=None`` explains the final model's predictions. Training
         examples stream through in chunks, so memory does not grow with them.
         """
-        test = self.capture(test_texts, test_labels, test_pairs)
         train_texts, train_labels, train_pairs = self._validated(train_texts, train_labels, train_pairs, "train")
         if train_labels is None:
             raise ValueError("train_labels are required")
+        self._validated(test_texts, test_labels, test_pairs, "test")  # fail fast, before any capture
+        test = self.capture(test_texts, test_labels, test_pairs)
         test_major = [TokenMajor.from_records(t) for t in test]
         out = torch.zeros(len(test[0]), len(train_texts), dtype=torch.float64)
         for c, start, rec in self.iter_capture(train_texts, train_labels, train_pairs):
@@ -236,7 +244,7 @@ class TracInWE:
 
         The contributions sum to ``scores([train_text], ..., [test_text], ...)[0, 0]``.
         """
-        train = self.capture([train_text], [train_label], [train_pair] if train_pair is not None else None)
+        train = self.capture([train_text], [train_label], [train_pair] if train_pair is not None else None, role="train")
         test = self.capture([test_text], None if test_label is None else [test_label], [test_pair] if test_pair is not None else None)
         return self.explain_pair(train, test, train_text, test_text, train_pair=train_pair, test_pair=test_pair)
 

@@ -100,7 +100,7 @@ def train_classifier(
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
-        run.losses.append(float(out.loss))
+        run.losses.append(float(out.loss.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(run.losses[-20:]):.3f}")
         if step in save_at:

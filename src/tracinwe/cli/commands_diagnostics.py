@@ -1,0 +1,91 @@
+"""`tracinwe cancellation` and `tracinwe mislabel-eval`: data-debugging diagnostics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from tracinwe.cli.app import app
+from tracinwe.errors import TracInWEError
+
+
+def _fail(exc: Exception) -> None:
+    """Print a one-line error and exit with status 2."""
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def load_classifier_for(model: str, num_labels: int, seed: int, max_length: int):
+    """An HF sequence classifier and its tokenizer for ``num_labels`` classes.
+
+    A fine-tuned classifier checkpoint must have ``num_labels`` classes; a base
+    encoder (e.g. ``bundled:minilm-l6``) gets a fresh head seeded with ``seed``.
+    A run folder holding ``checkpoint-*`` folders means its last checkpoint.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, logging
+
+    from tracinwe.models.checkpoints import find_tokenizer_folder
+    from tracinwe.models.huggingface import HuggingFaceClassifier
+    from tracinwe.models.pretrained import resolve_model_name
+
+    folder = Path(resolve_model_name(model))
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        runs = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+        if not runs:
+            raise TracInWEError(f"{str(folder)!r} has no config.json and no checkpoint-* folders: pass a model folder")
+        folder = runs[-1]
+    if not folder.is_dir():
+        raise TracInWEError(f"model {model!r} is not a folder: pass a checkpoint folder or bundled:minilm-l6")
+    config = AutoConfig.from_pretrained(folder)
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    if is_classifier and config.num_labels != num_labels:
+        raise TracInWEError(
+            f"model {str(folder)!r} has {config.num_labels} classes but the data has {num_labels} classes: "
+            "pass data with the model's labels, or a base model to get a fresh head"
+        )
+    logging.set_verbosity_error()
+    torch.manual_seed(seed)
+    net = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=num_labels).eval()
+    tok_folder = find_tokenizer_folder(folder) or folder
+    tokenizer = AutoTokenizer.from_pretrained(tok_folder)
+    return HuggingFaceClassifier(net, tokenizer, max_length=max_length), str(folder), not is_classifier
+
+
+@app.command("cancellation")
+def cancellation(
+    model: str = typer.Option(..., help="Checkpoint folder, run folder (its last checkpoint) or bundled:minilm-l6."),
+    data: str = typer.Option(..., help="bundled:NAME, a csv/jsonl/parquet file or a HF dataset name."),
+    n: int = typer.Option(200, help="Examples to measure (a stratified sample after de-duplication)."),
+    out: Path = typer.Option(Path("cancellation"), help="Folder for cancellation.json and cancellation.png."),
+    seed: int = typer.Option(0, help="Seed for the sample (and a fresh classification head)."),
+    max_length: int = typer.Option(64, help="Tokens per text."),
+    device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+) -> None:
+    """Cancellation ratio C = sum ||g_i|| / ||sum g_i|| of every layer: which layers' gradients cancel."""
+    import torch
+    from rich.console import Console
+
+    from tracinwe.data import load_dataset_source
+    from tracinwe.evaluate.cancellation import layer_cancellation
+
+    console = Console()
+    try:
+        dataset = load_dataset_source(data).dedupe().sample(n, seed=seed)
+        clf, folder, fresh_head = load_classifier_for(model, dataset.num_labels, seed, max_length)
+        if fresh_head:
+            console.print(f"[yellow]note:[/yellow] {folder} is not a fine-tuned classifier; its head is new (seed {seed})")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        report = layer_cancellation(clf, dataset.texts, dataset.labels, max_length=max_length, device=device, progress=True)
+    except TracInWEError as exc:
+        _fail(exc)
+        return
+    report.model["name"] = Path(folder).name
+    report.model["path"] = folder
+    report.settings.update({"data": data, "n": len(dataset), "seed": seed, "fresh_head": fresh_head})
+    json_path, png_path = report.save(out)
+    console.print(report.table())
+    console.print(f"wrote {json_path} and {png_path}")
