@@ -191,13 +191,20 @@ class TracInWE:
         train_texts, train_labels, train_pairs = self._validated(train_texts, train_labels, train_pairs, "train")
         if train_labels is None:
             raise ValueError("train_labels are required")
-        self._validated(test_texts, test_labels, test_pairs, "test")  # fail fast, before any capture
-        test = self.capture(test_texts, test_labels, test_pairs)
-        test_major = [TokenMajor.from_records(t) for t in test]
-        out = torch.zeros(len(test[0]), len(train_texts), dtype=torch.float64)
-        for c, start, rec in self.iter_capture(train_texts, train_labels, train_pairs):
-            block = out[:, start : start + len(rec)]
-            influence_matrix(test_major[c], TokenMajor.from_records(rec), block, weight=self.learning_rates[c])
+        test_texts, test_labels, test_pairs = self._validated(test_texts, test_labels, test_pairs, "test")
+        if test_labels is None:
+            test_labels = self.predict(test_texts, test_pairs).argmax(1).tolist()
+        out = torch.zeros(len(test_texts), len(train_texts), dtype=torch.float64)
+        for c in range(len(self.checkpoints)):  # checkpoint-major: each checkpoint is loaded once
+            clf = self.classifier(c)
+            test = capture_token_gradients(clf, test_texts, test_labels, test_pairs, self.settings, self.device)
+            test_major = TokenMajor.from_records(test)
+            for start, rec in iter_token_gradients(
+                clf, train_texts, train_labels, train_pairs, self.settings, self.device,
+                progress=self.progress, description=f"checkpoint {c + 1}/{len(self.checkpoints)}",
+            ):
+                block = out[:, start : start + len(rec)]
+                influence_matrix(test_major, TokenMajor.from_records(rec), block, weight=self.learning_rates[c])
         return out.numpy()
 
     def self_influence(
@@ -244,9 +251,15 @@ class TracInWE:
 
         The contributions sum to ``scores([train_text], ..., [test_text], ...)[0, 0]``.
         """
-        train = self.capture([train_text], [train_label], [train_pair] if train_pair is not None else None, role="train")
-        test = self.capture([test_text], None if test_label is None else [test_label], [test_pair] if test_pair is not None else None)
-        return self.explain_pair(train, test, train_text, test_text, train_pair=train_pair, test_pair=test_pair)
+        if test_label is None:
+            test_label = int(self.predict([test_text], [test_pair] if test_pair is not None else None)[0].argmax())
+        if (train_pair is None) != (test_pair is None):
+            train = self.capture([train_text], [train_label], [train_pair] if train_pair is not None else None, role="train")
+            test = self.capture([test_text], [test_label], [test_pair] if test_pair is not None else None)
+            return self.explain_pair(train, test, train_text, test_text, train_pair=train_pair, test_pair=test_pair)
+        pairs = None if train_pair is None else [train_pair, test_pair]
+        both = self.capture([train_text, test_text], [train_label, test_label], pairs, role="train/test")
+        return self.explain_pair(both, both, train_text, test_text, 0, 1, train_pair=train_pair, test_pair=test_pair)
 
     def explain_pair(
         self,
