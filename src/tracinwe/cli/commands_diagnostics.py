@@ -89,3 +89,39 @@ def cancellation(
     json_path, png_path = report.save(out)
     console.print(report.table())
     console.print(f"wrote {json_path} and {png_path}")
+
+
+@app.command("mislabel-eval")
+def mislabel_eval(
+    data: str = typer.Option(..., help="bundled:NAME, a csv/jsonl/parquet file or a HF dataset name."),
+    flip: float = typer.Option(0.1, help="Share of training labels to flip (0 with a confidence column: only relate to it)."),
+    seed: int = typer.Option(0, help="Seed for the sample, the flips, the initialisation and the example order."),
+    n: int = typer.Option(3000, help="Training texts (a stratified sample after de-duplication)."),
+    heldout: int = typer.Option(500, help="Held-out texts, for the model's accuracy only."),
+    methods: str = typer.Option(",".join(("TracIn-WE", "TracIn-WE-Top10", "TracIn-last", "TracIn-middle", "loss", "random")),
+                                help="Comma-separated self-influence methods."),
+    architecture: str = typer.Option("cnn", help="cnn (TokenCNN over BERT ids) or bert-small (2 layers, hidden 128)."),
+    epochs: int = typer.Option(3, help="Training epochs (SGD + momentum 0.9)."),
+    learning_rate: float = typer.Option(0.1, help="SGD learning rate."),
+    checkpoints: int = typer.Option(3, help="Evenly spaced checkpoints used by the TracIn methods."),
+    max_length: int = typer.Option(48, help="Tokens per text."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    out: Path = typer.Option(Path("mislabel.json"), help="JSON file for the results and the full configuration."),
+) -> None:
+    """Flip a share of the labels, train a small model, and see which self-influence finds the flips."""
+    from rich.console import Console
+
+    from tracinwe.evaluate.mislabel import MislabelSetup, run_mislabel_detection
+    from tracinwe.evaluate.small_training import SmallModelConfig
+
+    try:
+        model = SmallModelConfig(architecture=architecture, epochs=epochs, learning_rate=learning_rate,
+                                 num_checkpoints=checkpoints, max_length=max_length, device=device)
+        setup = MislabelSetup(source=data, n=n, flip_fraction=flip, seed=seed, n_heldout=heldout,
+                              methods=tuple(m.strip() for m in methods.split(",") if m.strip()), model=model)
+        report = run_mislabel_detection(setup)
+    except TracInWEError as exc:
+        _fail(exc)
+        return
+    Console(width=max(Console().width, 120)).print(report.table())
+    Console().print(f"wrote {report.save(out)}")

@@ -1,0 +1,400 @@
+"""Capture throughput against the physical limit, and TracIn-WE against Captum's TracInCP.
+
+Two measurements on MiniLM-L6 (two checkpoints: the pretrained encoder with two
+seeded classification heads, learning rates 1e-3 and 5e-4), on real BBC News
+articles truncated to a fixed number of tokens, so that every batch is full:
+
+1. Throughput of ``TracInWE.capture`` (tokenization, forward, activation-only
+   backward, sparse record building) against the same model's bare forward +
+   activation-only backward on the same pre-tokenized batches (the physical
+   limit of the method). Runs alternate bare / ours; the median is reported.
+2. ``TracInWE.scores`` against ``captum.influence.TracInCP`` restricted to the
+   word-embedding layer on the same 256 training texts and 16 / 128 test texts:
+   the maximum relative difference of the scores and the two wall-clock times,
+   measured side by side in this run. Captum keeps one dense (V x d) gradient
+   per test text and checkpoint (47 MB for MiniLM), so test texts are given to
+   it in chunks (``--captum-test-chunk``) to bound its memory.
+
+Usage::
+
+    HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false python benchmarks/bench_capture.py
+    python benchmarks/bench_capture.py --quick      # a smaller smoke run (not the reported figures)
+
+Prints tables and writes ``benchmarks/results/capture.json`` (``capture-quick.json`` with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LEARNING_RATES = (1e-3, 5e-4)
+HEAD_SEEDS = (0, 1)
+DATA_SOURCE = "bundled:bbc-news"
+EMBEDDING_LAYER = "model.bert.embeddings.word_embeddings"
+
+
+# -- shared helpers (also used by bench_memory.py) -------------------------------------------
+
+
+def environment() -> dict:
+    """Versions and machine facts recorded beside every result."""
+    import transformers
+
+    import tracinwe
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+                "tracinwe": tracinwe.__version__, "numpy": np.__version__}
+    try:
+        import captum
+
+        versions["captum"] = captum.__version__
+    except ImportError:
+        pass
+    return {"versions": versions, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "machine": platform.machine(), "platform": platform.platform(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average": os.getloadavg()}
+
+
+def write_result(name: str, payload: dict) -> Path:
+    """Write ``benchmarks/results/<name>.json`` atomically."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def long_texts(n: int, seed: int = 0) -> tuple[list[str], list[int], list[str]]:
+    """``n`` distinct BBC News articles (hundreds of words: every text fills the token budget)."""
+    from tracinwe.data import load_dataset_source
+
+    data = load_dataset_source(DATA_SOURCE).dedupe().sample(n, seed=seed)
+    return list(data.texts), [int(y) for y in data.labels], list(data.label_names)
+
+
+def minilm_checkpoints(num_labels: int, folder: str | None = None, device: str = "cpu") -> tuple[list[tuple[nn.Module, float]], object]:
+    """Two MiniLM-L6 checkpoints (seeded heads, float32) with their learning rates, and the tokenizer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, logging
+
+    from tracinwe.models.pretrained import minilm_l6_path
+
+    logging.set_verbosity_error()
+    folder = folder or minilm_l6_path()
+    models = []
+    for seed, lr in zip(HEAD_SEEDS, LEARNING_RATES):
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=num_labels)
+        models.append((model.float().to(device).eval(), lr))
+    return models, AutoTokenizer.from_pretrained(folder)
+
+
+def synchronize(device: str) -> None:
+    """Wait for queued accelerator work, so that wall-clock times are complete."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+# -- 1. capture against the bare forward + activation-only backward ---------------------------
+
+
+def bare_pass_seconds(classifier, batches: Sequence[dict], labels: Sequence[torch.Tensor], device: str) -> float:
+    """Forward + gradient w.r.t. the lookup output only (weights frozen, eval mode), nothing else."""
+    from tracinwe.capture.gradients import prepared_for_capture
+
+    module, embedding = classifier.module, classifier.embedding
+    taken: list[torch.Tensor] = []
+
+    def make_leaf(_module, _inputs, output):
+        leaf = output.detach().requires_grad_(True)
+        taken.append(leaf)
+        return leaf
+
+    handle = embedding.register_forward_hook(make_leaf)
+    try:
+        with prepared_for_capture(module, None), torch.enable_grad():
+            synchronize(device)
+            start = time.perf_counter()
+            for batch, y in zip(batches, labels):
+                logits = module(**batch).logits
+                loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+                torch.autograd.grad(loss, taken.pop())
+            synchronize(device)
+            return time.perf_counter() - start
+    finally:
+        handle.remove()
+
+
+def capture_seconds(tw, texts: Sequence[str], labels: Sequence[int]) -> float:
+    """``TracInWE.capture`` end to end: tokenization, forward/backward, sparse records (on the CPU)."""
+    synchronize(str(tw.device or "cpu"))
+    start = time.perf_counter()
+    records = tw.capture(texts, labels)
+    elapsed = time.perf_counter() - start
+    assert len(records) == len(tw.checkpoints) and len(records[0]) == len(texts)
+    return elapsed
+
+
+def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_size: int, repeats: int, device: str) -> dict:
+    """Examples (x checkpoints) per second: bare pass and TracInWE capture, alternating runs."""
+    from tracinwe import TracInWE
+
+    tw = TracInWE(checkpoints, tokenizer=tokenizer, max_length=max_length, batch_size=batch_size, device=device)
+    per_checkpoint = []
+    for c in range(len(checkpoints)):
+        clf = tw.classifier(c)
+        batches, ys = [], []
+        for b in range(0, len(texts), batch_size):
+            batch = clf.tokenize(texts[b : b + batch_size])
+            if batch["input_ids"].shape[1] != max_length or not bool(batch["attention_mask"].all()):
+                raise SystemExit(f"texts shorter than {max_length} tokens: the batches would not be full")
+            batches.append({k: v.to(device) for k, v in batch.items()})
+            ys.append(torch.tensor(labels[b : b + batch_size], device=device))
+        per_checkpoint.append((clf, batches, ys))
+
+    def bare() -> float:
+        return sum(bare_pass_seconds(clf, batches, ys, device) for clf, batches, ys in per_checkpoint)
+
+    def ours() -> float:
+        return capture_seconds(tw, texts, labels)
+
+    def tokenize_only() -> float:
+        """The tokenization capture does (once per checkpoint), which the bare pass is spared."""
+        start = time.perf_counter()
+        for clf, _, _ in per_checkpoint:
+            for b in range(0, len(texts), batch_size):
+                clf.tokenize(texts[b : b + batch_size])
+        return time.perf_counter() - start
+
+    bare(), ours()  # warm-up: thread pools, allocator, tokenizer caches
+    times: dict[str, list[float]] = {"bare": [], "capture": [], "tokenize": []}
+    for _ in range(repeats):
+        times["bare"].append(bare())
+        times["capture"].append(ours())
+        times["tokenize"].append(tokenize_only())
+    work = len(texts) * len(checkpoints)
+    bare_rate = work / statistics.median(times["bare"])
+    ours_rate = work / statistics.median(times["capture"])
+    return {
+        "device": device, "max_length": max_length, "texts": len(texts), "checkpoints": len(checkpoints), "batch_size": batch_size,
+        "repeats": repeats, "seconds": times,
+        "bare_examples_per_s": bare_rate, "capture_examples_per_s": ours_rate, "ratio": ours_rate / bare_rate,
+        "tokenize_share_of_capture": statistics.median(times["tokenize"]) / statistics.median(times["capture"]),
+        "ratio_without_tokenization": statistics.median(times["bare"])
+        / (statistics.median(times["capture"]) - statistics.median(times["tokenize"])),
+    }
+
+
+# -- 2. against Captum's TracInCP -------------------------------------------------------------
+
+
+class LogitsOf(nn.Module):
+    """Captum calls ``model(*batch[:-1])``: (input_ids, attention_mask) -> logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def padded_loader(tokenizer, texts, labels, max_length: int, batch_size: int, device: str = "cpu"):
+    """(input_ids, attention_mask, labels) batches padded to the longest text of the batch, as we tokenize."""
+    from torch.utils.data import DataLoader
+
+    rows = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+
+    def collate(items):
+        width = max(len(ids) for ids, _ in items)
+        ids = torch.full((len(items), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for i, (row, _) in enumerate(items):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        return ids.to(device), mask.to(device), torch.tensor([label for _, label in items], device=device)
+
+    return DataLoader(list(zip(rows, labels)), batch_size=batch_size, shuffle=False, collate_fn=collate)
+
+
+def captum_tracin(checkpoints, tokenizer, train_texts, train_labels, max_length: int, batch_size: int, device: str):
+    """Captum's TracInCP on the word-embedding weight; checkpoints are loaded from memory (its best case)."""
+    from captum.influence import TracInCP
+
+    states = {f"checkpoint-{c}": (copy.deepcopy(m.state_dict()), lr) for c, (m, lr) in enumerate(checkpoints)}
+    wrapper = LogitsOf(copy.deepcopy(checkpoints[0][0])).eval()
+    for p in wrapper.parameters():
+        p.requires_grad_(False)  # Captum turns on only the embedding weight: no other weight gradient is built
+
+    def load(model: nn.Module, name: str) -> float:
+        state, lr = states[name]
+        model.model.load_state_dict(state)
+        return lr
+
+    return TracInCP(
+        wrapper,
+        padded_loader(tokenizer, train_texts, train_labels, max_length, batch_size, device),
+        checkpoints=list(states),
+        checkpoints_load_func=load,
+        layers=[EMBEDDING_LAYER],
+        loss_fn=nn.CrossEntropyLoss(reduction="none"),
+        sample_wise_grads_per_batch=False,  # Captum's per-sample trick handles Linear/Conv only, not Embedding
+    )
+
+
+def timed(fn: Callable[[], np.ndarray], device: str) -> tuple[np.ndarray, float]:
+    synchronize(device)
+    start = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    return out, time.perf_counter() - start
+
+
+def against_captum(checkpoints, tokenizer, texts, labels, n_train: int, test_sizes: Sequence[int], max_length: int,
+                   batch_size: int, test_chunk: int, repeats: int, device: str,
+                   captum_batch_size: int | None = None) -> Iterator[dict]:
+    """Scores and times of TracInWE.scores and Captum TracInCP on the same texts, one row per test-set size."""
+    from tracinwe import TracInWE
+
+    train_texts, train_labels = texts[:n_train], labels[:n_train]
+    tw = TracInWE(checkpoints, tokenizer=tokenizer, max_length=max_length, batch_size=batch_size, device=device)
+    captum_batch_size = captum_batch_size or batch_size
+    captum = captum_tracin(checkpoints, tokenizer, train_texts, train_labels, max_length, captum_batch_size, device)
+    tw.scores(train_texts[:8], train_labels[:8], texts[n_train : n_train + 2], labels[n_train : n_train + 2])  # warm-up
+    for n_test in test_sizes:
+        test_texts, test_labels = texts[n_train : n_train + n_test], labels[n_train : n_train + n_test]
+
+        def ours() -> np.ndarray:
+            return tw.scores(train_texts, train_labels, test_texts, test_labels)
+
+        def theirs() -> np.ndarray:
+            chunk = test_chunk or n_test
+            parts = []
+            for lo in range(0, n_test, chunk):
+                inputs = padded_loader(tokenizer, test_texts[lo : lo + chunk], test_labels[lo : lo + chunk], max_length, chunk, device)
+                parts.append(captum.influence(inputs).double().cpu().numpy())
+            return np.concatenate(parts)
+
+        our_times = []
+        for _ in range(repeats):
+            got, seconds = timed(ours, device)
+            our_times.append(seconds)
+        expected, captum_seconds = timed(theirs, device)
+        scale = float(np.abs(expected).max())
+        large = np.abs(expected) > 1e-3 * scale
+        yield {
+            "device": device, "n_train": n_train, "n_test": n_test, "captum_train_batch_size": captum_batch_size, "max_length": max_length, "captum_test_chunk": test_chunk or n_test,
+            "tracinwe_seconds": our_times, "tracinwe_median_s": statistics.median(our_times),
+            "captum_seconds": captum_seconds, "speedup": captum_seconds / statistics.median(our_times),
+            "max_relative_difference": float(np.abs(got - expected).max()) / scale,
+            "max_abs_score": scale,
+            "sign_agreement": float((np.sign(got[large]) == np.sign(expected[large])).mean()),
+        }
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def print_tables(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="capture throughput vs bare forward + activation-only backward (MiniLM-L6, examples x checkpoints / s)")
+    for col in ("tokens", "texts", "bare ex/s", "capture ex/s", "ratio", "target", "tokenize share", "ratio w/o tokenize"):
+        table.add_column(col, justify="right")
+    for row in result["throughput"]:
+        table.add_row(str(row["max_length"]), str(row["texts"]), f"{row['bare_examples_per_s']:.1f}",
+                      f"{row['capture_examples_per_s']:.1f}", f"{row['ratio']:.3f}", ">= 0.9",
+                      f"{row.get('tokenize_share_of_capture', float('nan')):.2f}",
+                      f"{row.get('ratio_without_tokenization', float('nan')):.3f}")
+    console.print(table)
+    table = Table(title="TracInWE.scores vs Captum TracInCP on the word embeddings (MiniLM-L6, 2 checkpoints)")
+    for col in ("train x test", "tokens", "Captum batch", "TracInWE s", "Captum s", "speedup", "max rel diff", "sign agree"):
+        table.add_column(col, justify="right")
+    for row in result["captum"]:
+        table.add_row(f"{row['n_train']} x {row['n_test']}", str(row["max_length"]), str(row.get("captum_train_batch_size", "")),
+                      f"{row['tracinwe_median_s']:.1f}",
+                      f"{row['captum_seconds']:.1f}", f"{row['speedup']:.1f}x", f"{row['max_relative_difference']:.1e}",
+                      f"{row['sign_agreement']:.3f}")
+    console.print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[48, 128], help="tokens per text")
+    parser.add_argument("--throughput-texts", type=int, nargs="+", default=[96, 64], help="texts per length")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per method (median reported)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--captum-train", type=int, default=256)
+    parser.add_argument("--captum-test", type=int, nargs="+", default=[16, 128])
+    parser.add_argument("--captum-length", type=int, default=48)
+    parser.add_argument("--captum-test-chunk", type=int, default=64,
+                        help="test texts per Captum call (0: all at once); Captum holds chunk x 2 x 47 MB of gradients")
+    parser.add_argument("--captum-batch-size", type=int, default=None,
+                        help="Captum's training batch size (default: --batch-size, the same batches as ours). Its cost "
+                             "per batch grows with the square of it: one backward over the whole batch per example")
+    parser.add_argument("--skip-captum", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--model", default=None, help="MiniLM-L6 folder (default: the bundled one)")
+    parser.add_argument("--name", default=None, help="result name (default: capture, or capture-quick with --quick)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the text sample")
+    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run (results in capture-quick.json)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.throughput_texts, args.repeats = [32] * len(args.lengths), 1
+        args.captum_train, args.captum_test, args.captum_test_chunk = 32, [4, 8], 4
+    if len(args.throughput_texts) != len(args.lengths):
+        parser.error("give one --throughput-texts per --lengths")
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    needed = max(max(args.throughput_texts), args.captum_train + max(args.captum_test))
+    texts, labels, label_names = long_texts(needed, seed=args.seed)
+    checkpoints, tokenizer = minilm_checkpoints(len(label_names), args.model, args.device)
+    result: dict = {
+        "benchmark": "capture",
+        "config": {**vars(args), "model_folder": args.model, "model": "all-MiniLM-L6-v2 (pretrained encoder, seeded heads)", "head_seeds": HEAD_SEEDS,
+                   "learning_rates": LEARNING_RATES, "data": DATA_SOURCE, "num_labels": len(label_names)},
+        "environment": environment(),
+        "throughput": [],
+        "captum": [],
+    }
+    name = args.name or ("capture-quick" if args.quick else "capture")
+    for max_length, n in zip(args.lengths, args.throughput_texts):
+        result["throughput"].append(
+            throughput(checkpoints, tokenizer, texts[:n], labels[:n], max_length, args.batch_size, args.repeats, args.device)
+        )
+        write_result(name, result)  # partial results survive an interrupted run
+    if not args.skip_captum:
+        for row in against_captum(
+            checkpoints, tokenizer, texts, labels, args.captum_train, args.captum_test, args.captum_length,
+            args.batch_size, args.captum_test_chunk, repeats=1 if args.quick else 3, device=args.device,
+            captum_batch_size=args.captum_batch_size,
+        ):
+            result["captum"].append(row)
+            write_result(name, result)
+    path = write_result(name, result)
+    print_tables(result)
+    print(f"wrote {path}", file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    main()

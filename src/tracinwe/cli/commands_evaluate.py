@@ -1,0 +1,165 @@
+"""`tracinwe evaluate deletion` and `tracinwe fix`: how well influence methods find the examples that matter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from tracinwe.cli.app import app
+from tracinwe.errors import TracInWEError
+
+evaluate_app = typer.Typer(
+    help="Evaluate influence methods by retraining: case deletion (DEL+/DEL-, AUC-DEL) against the baselines.",
+    no_args_is_help=True,
+)
+app.add_typer(evaluate_app, name="evaluate")
+
+
+def _fail(exc: Exception) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise TracInWEError(f"{what} {text!r} is not a comma-separated list of integers, e.g. 10,20,50") from None
+
+
+def _setup(data, n_train, n_heldout, test_points, ks, seeds, methods, architecture, epochs, learning_rate, batch_size,
+           max_length, dim, device, data_seed):
+    from tracinwe.evaluate.experiment import DEFAULT_METHODS, ExperimentSetup
+    from tracinwe.evaluate.small_training import SmallModelConfig
+
+    model = SmallModelConfig(architecture=architecture, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+                             max_length=max_length, dim=dim, channels=dim, device=device)
+    return ExperimentSetup(source=data, n_train=n_train, n_heldout=n_heldout, n_test_points=test_points,
+                           ks=_ints(ks, "--ks"), seeds=_ints(seeds, "--seeds"),
+                           methods=tuple(methods.split(",")) if methods else DEFAULT_METHODS, model=model, data_seed=data_seed)
+
+
+_DATA = typer.Option("bundled:sms-spam", "--data", help="Data source: bundled:<name>, a csv/jsonl/parquet file or an HF name.")
+_ARCH = typer.Option("cnn", help="Model retrained from scratch: cnn (TokenCNN over BERT ids) or bert-small.")
+
+
+@evaluate_app.command("deletion")
+def deletion(
+    data: str = _DATA,
+    n_train: int = typer.Option(1500, help="Training examples (retrains take seconds at this size)."),
+    n_heldout: int = typer.Option(500, help="Held-out examples (accuracy; test points are drawn from them)."),
+    test_points: int = typer.Option(12, help="Test points whose predictions are explained and moved."),
+    ks: str = typer.Option("10,30,60,100", help="Numbers of deleted training examples."),
+    seeds: str = typer.Option("0,1", help="Retraining seeds; each retrain is paired with a full run of its seed."),
+    methods: str = typer.Option("", help="Comma-separated methods (default: TracIn-WE, TracIn-WE-Top10, TracIn-last, "
+                                         "Representer, IF-last, Grad-Cos-last, TF-IDF, TracIn-middle; also: random)."),
+    architecture: str = _ARCH,
+    epochs: int = typer.Option(3),
+    learning_rate: float = typer.Option(0.1, help="SGD learning rate (momentum 0.9)."),
+    batch_size: int = typer.Option(64),
+    max_length: int = typer.Option(48, help="Tokens per text."),
+    dim: int = typer.Option(64, help="CNN embedding width and channels."),
+    device: str = typer.Option("auto", help="auto (cuda when available), cpu or cuda."),
+    workers: int = typer.Option(2, help="Parallel retraining processes."),
+    data_seed: int = typer.Option(0, help="Seed of the split, the sample and the test points."),
+    out: Path = typer.Option(Path("deletion-eval"), help="Folder: cached retrains, config.json, results.json."),
+    time_limit: float = typer.Option(0, help="Stop starting retrains after this many seconds (0: no limit); rerun to resume."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON instead of a table."),
+) -> None:
+    """Case deletion: delete each method's top-k proponents (DEL+) / opponents (DEL-), retrain, measure p(gold).
+
+    Every retrain is cached in --out, so an interrupted run resumes where it stopped.
+    """
+    from rich.console import Console
+
+    from tracinwe.evaluate.experiment import run_deletion_experiment, save_result
+
+    try:
+        setup = _setup(data, n_train, n_heldout, test_points, ks, seeds, methods, architecture, epochs, learning_rate,
+                       batch_size, max_length, dim, device, data_seed)
+        from tracinwe.evaluate.deletion import run_case_deletion  # noqa: F401  (import errors surface here)
+
+        result, info = _run(setup, out, workers, time_limit or None, not as_json)
+    except TracInWEError as exc:
+        _fail(exc)
+        return
+    save_result(result, info, out / "results.json")
+    if as_json:
+        typer.echo(json.dumps({"experiment": info, **result.to_json()}, indent=1))
+        return
+    console = Console()
+    console.print(result.rich_table(f"{data} (held-out accuracy {info['heldout_accuracy_seed0']:.3f})"))
+    console.print(f"results and configuration: {out / 'results.json'}")
+
+
+def _run(setup, out: Path, workers: int, time_limit: float | None, progress: bool):
+    from tracinwe.evaluate.deletion import run_case_deletion
+    from tracinwe.evaluate.experiment import experiment_info, method_scores, prepare_experiment
+
+    prepared = prepare_experiment(setup)
+    scores = method_scores(prepared, out, progress)
+    info = experiment_info(prepared)
+    result = run_case_deletion(prepared.task.train, prepared.task.evaluate, scores, prepared.points, prepared.point_labels,
+                               setup.ks, setup.seeds, out, workers, config=info, progress=progress, time_limit_s=time_limit)
+    return result, info
+
+
+@app.command("fix")
+def fix(
+    data: str = _DATA,
+    n_train: int = typer.Option(1500, help="Training examples."),
+    n_heldout: int = typer.Option(500, help="Held-out examples: mistakes are looked for here, accuracy is measured here."),
+    delete_count: int = typer.Option(20, help="Top opponents deleted (the paper's m = 50 of 50,000)."),
+    mask_count: int = typer.Option(40, help="Top opponents whose most negative shared word is masked (paper: 200)."),
+    delete_methods: str = typer.Option("TracIn-WE,TracIn-WE-Top10,IF-last,TracIn-last", help="Methods proposing deletions."),
+    mask_methods: str = typer.Option("TracIn-WE,TracIn-WE-Top10", help="TracIn-WE methods proposing words to mask."),
+    max_cases: int = typer.Option(20, help="At most this many mistakes are fixed."),
+    low: float = typer.Option(0.3, help="Only mistakes with gold-class probability >= low ..."),
+    high: float = typer.Option(0.7, help="... and <= high."),
+    architecture: str = _ARCH,
+    epochs: int = typer.Option(3),
+    learning_rate: float = typer.Option(0.1),
+    batch_size: int = typer.Option(64),
+    max_length: int = typer.Option(48),
+    dim: int = typer.Option(64),
+    device: str = typer.Option("auto"),
+    seed: int = typer.Option(0, help="Training seed of the model whose mistakes are fixed."),
+    data_seed: int = typer.Option(0),
+    workers: int = typer.Option(1, help="Parallel retraining processes."),
+    out: Path = typer.Option(None, help="Write the full results (proposals, outcomes, config) to this JSON file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Fix mistakes: delete the top opponents of a misclassified example (or mask their worst shared word), retrain.
+
+    Reports per strategy how many mistakes became correct and what it cost in held-out accuracy,
+    next to plain retraining with another seed.
+    """
+    from rich.console import Console
+
+    from tracinwe.evaluate.deletion import write_json_atomic
+    from tracinwe.evaluate.fix import fix_table
+    from tracinwe.evaluate.fix_experiment import FixSetup, run_fix_experiment
+
+    try:
+        experiment = _setup(data, n_train, n_heldout, 1, "1", str(seed), "", architecture, epochs, learning_rate,
+                            batch_size, max_length, dim, device, data_seed)
+        setup = FixSetup(experiment, delete_count, mask_count, tuple(m for m in delete_methods.split(",") if m),
+                         tuple(m for m in mask_methods.split(",") if m), low, high, max_cases, workers=workers)
+        report = run_fix_experiment(setup, progress=not as_json)
+    except TracInWEError as exc:
+        _fail(exc)
+        return
+    if out is not None:
+        write_json_atomic(out, report)
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    console = Console()
+    if not report["cases"]:
+        console.print(f"no misclassified held-out example has a gold-class probability in [{low}, {high}]: nothing to fix")
+        return
+    console.print(fix_table(report["summary"], f"{data}: {len(report['cases'])} mistakes, held-out accuracy {report['heldout_accuracy']:.3f}"))

@@ -1,0 +1,133 @@
+"""Fixing mistakes: delete a misclassified test example's top opponents, or mask their most negative shared word.
+
+For a test example the model gets wrong (gold-class probability in [0.3, 0.7] by
+default, as in the paper), opponents are scored on the *gold* label: removing
+them should raise the gold class. A proposal is either the top-``m`` opponents
+to delete, or, for each of the top ``mask_count`` opponents, the shared
+(non-special) token with the most negative TracIn-WE contribution, to be masked
+out of that training example. The model is then retrained with the same seed;
+the fix counts if the prediction becomes the gold class, and its cost is the
+change in held-out accuracy. Plain retraining with another seed is the
+reference (it fixes some borderline mistakes by chance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tracinwe.evaluate.deletion_report import mean_and_se
+from tracinwe.scoring.words import token_contributions
+from tracinwe.tracin import TracInWE
+
+#: ``train_fn(train_indices, seed, masked_tokens) -> model`` with ``masked_tokens = {train row: [token ids]}``.
+EditTrainFn = Callable[[Sequence[int], int, Mapping[int, Sequence[int]] | None], object]
+EvalFn = Callable[[object, Sequence[int]], np.ndarray]
+
+
+@dataclass
+class FixProposal:
+    """Edits proposed for one test example: training rows to delete, or {row: [token ids]} to mask."""
+
+    strategy: str
+    delete: list[int] = field(default_factory=list)
+    mask: dict[int, list[int]] = field(default_factory=dict)
+    seed_offset: int = 0  # plain retraining: another seed, no edits
+
+
+def fixable_mistakes(probabilities: np.ndarray, labels: Sequence[int], low: float = 0.3, high: float = 0.7) -> list[int]:
+    """Rows predicted wrongly whose gold-class probability lies in [low, high]."""
+    labels = np.asarray(labels)
+    gold = probabilities[np.arange(len(labels)), labels]
+    return [int(i) for i in np.flatnonzero((probabilities.argmax(1) != labels) & (gold >= low) & (gold <= high))]
+
+
+def top_opponents(scores: np.ndarray, m: int) -> list[int]:
+    """The ``m`` most negative training indices of one score row (gold-label scores)."""
+    order = np.argsort(scores, kind="stable")[:m]
+    return [int(i) for i in order if scores[i] < 0]
+
+
+def most_negative_shared_tokens(
+    tracin: TracInWE, train_texts: Sequence[str], train_labels: Sequence[int], rows: Sequence[int],
+    test_text: str, gold: int,
+) -> dict[int, list[int]]:
+    """For each training row, the shared non-special token with the most negative contribution (if any)."""
+    if not rows:
+        return {}
+    specials = tracin.final.special_token_ids
+    train = tracin.capture([train_texts[r] for r in rows], [train_labels[r] for r in rows])
+    test = tracin.capture([test_text], [gold])
+    out = {}
+    for i, row in enumerate(rows):
+        totals = {t: v for t, v in token_contributions(train, test, tracin.learning_rates, i, 0).items() if t not in specials}
+        if totals:
+            token, value = min(totals.items(), key=lambda kv: kv[1])
+            if value < 0:
+                out[int(row)] = [int(token)]
+    return out
+
+
+@dataclass
+class FixOutcome:
+    """One test example under one strategy."""
+
+    test_index: int
+    strategy: str
+    gold: int
+    gold_probability_before: float
+    gold_probability_after: float
+    fixed: bool
+    accuracy_change: float
+    edits: int
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def evaluate_proposal(
+    train_fn: EditTrainFn, eval_fn: EvalFn, proposal: FixProposal, n_train: int, seed: int,
+    test_index: int, gold: int, heldout: Sequence[int], heldout_labels: Sequence[int],
+    before_probability: float, before_accuracy: float,
+) -> FixOutcome:
+    """Retrain with the proposal's edits (same seed unless it is plain retraining) and judge the fix."""
+    deleted = set(proposal.delete)
+    keep = [i for i in range(n_train) if i not in deleted]
+    model = train_fn(keep, seed + proposal.seed_offset, proposal.mask or None)
+    probs = eval_fn(model, list(heldout))
+    accuracy = float((probs.argmax(1) == np.asarray(heldout_labels)).mean())
+    row = list(heldout).index(test_index)
+    return FixOutcome(test_index, proposal.strategy, gold, before_probability, float(probs[row, gold]),
+                      bool(probs[row].argmax() == gold), accuracy - before_accuracy, len(proposal.delete) + len(proposal.mask))
+
+
+def summarize(outcomes: Sequence[FixOutcome]) -> list[dict]:
+    """Per strategy: cases, fix rate, mean accuracy change +- SE, mean gold-probability change."""
+    out = []
+    for strategy in dict.fromkeys(o.strategy for o in outcomes):
+        rows = [o for o in outcomes if o.strategy == strategy]
+        fixed = np.array([o.fixed for o in rows], dtype=float)
+        acc = np.array([o.accuracy_change for o in rows])
+        dp = np.array([o.gold_probability_after - o.gold_probability_before for o in rows])
+        rate, rate_se = mean_and_se(fixed)
+        acc_mean, acc_se = mean_and_se(acc)
+        out.append({"strategy": strategy, "cases": len(rows), "fix_rate": rate, "fix_rate_se": rate_se,
+                    "accuracy_change": acc_mean, "accuracy_change_se": acc_se, "gold_probability_change": float(dp.mean()),
+                    "mean_edits": float(np.mean([o.edits for o in rows]))})
+    return out
+
+
+def fix_table(summary: Sequence[dict], title: str):
+    """The fix-rate table for the terminal."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("strategy", "cases", "fixed", "held-out accuracy change", "gold prob. change", "edits"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    for row in summary:
+        table.add_row(row["strategy"], str(row["cases"]), f"{row['fix_rate']:.0%} ± {row['fix_rate_se']:.0%}",
+                      f"{row['accuracy_change']:+.4f} ± {row['accuracy_change_se']:.4f}",
+                      f"{row['gold_probability_change']:+.3f}", f"{row['mean_edits']:.0f}")
+    return table

@@ -1,0 +1,279 @@
+"""Streaming, resumable index builds: a plan, then segments, then the manifest.
+
+Examples are cut into fixed segments (``segment_size`` rows each). A segment is
+captured at every checkpoint, laid out token-major, written to a temporary
+folder and committed by an atomic rename; memory holds one segment at a time.
+The plan (``build-plan.json``) pins everything that determines the result
+(inputs' sha256, settings, model fingerprint, dense tokens), so a build killed
+at any moment (even ``kill -9``) continues with the segments not yet committed
+and ends with the same index. The manifest is written last: its presence means
+the index is complete. The same `SegmentBuilder` runs inside Ray actors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tracinwe.capture.gradients import iter_token_gradients
+from tracinwe.capture.records import TokenGradients
+from tracinwe.index.layout import choose_dense_tokens, combine_checkpoints, float16_scale, projection_matrix, self_influence
+from tracinwe.index.storage import (
+    BUILD_PLAN,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    README,
+    IndexBuildError,
+    committed_segments,
+    model_fingerprint,
+    read_json,
+    remove_stray,
+    segment_name,
+    verify_segment,
+    write_json_atomic,
+    write_segment,
+)
+
+DEFAULT_SEGMENT_SIZE = 4096
+#: Texts tokenised to decide the dense tokens (those in >= 90% of them).
+DENSE_PROBE = 1024
+DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+@dataclass
+class Examples:
+    """The training examples of a build or append (validated)."""
+
+    texts: list[str]
+    labels: list[int]
+    ids: list[str]
+    pairs: list[str] | None
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        for i, (t, y, e) in enumerate(zip(self.texts, self.labels, self.ids)):
+            p = self.pairs[i] if self.pairs is not None else ""
+            digest.update(f"{e}\x1f{y}\x1f{t}\x1f{p}\x1e".encode())
+        return digest.hexdigest()
+
+    def table(self, lo: int, hi: int):
+        import pyarrow as pa
+
+        columns = {
+            "id": pa.array(self.ids[lo:hi], pa.string()),
+            "text": pa.array(self.texts[lo:hi], pa.string()),
+            "label": pa.array(self.labels[lo:hi], pa.int64()),
+        }
+        if self.pairs is not None:
+            columns["text_pair"] = pa.array(self.pairs[lo:hi], pa.string())
+        return pa.table(columns)
+
+
+def validated_examples(tw, texts, labels, ids=None, text_pairs=None, existing_ids: set[str] | None = None) -> Examples:
+    """Check texts, labels, pairs and ids (unique, also against ``existing_ids``)."""
+    texts, labels, pairs = tw._validated(texts, labels, text_pairs, "train")
+    if labels is None:
+        raise IndexBuildError("train_labels are required: pass one label per text")
+    ids = [str(i) for i in range(len(texts))] if ids is None else [str(i) for i in ids]
+    if len(ids) != len(texts):
+        raise IndexBuildError(f"{len(ids)} ids for {len(texts)} texts: pass one id per text")
+    seen: set[str] = set(existing_ids or ())
+    for i, e in enumerate(ids):
+        if e in seen:
+            raise IndexBuildError(f"id {e!r} (row {i}) is not unique in the index: pass distinct ids")
+        seen.add(e)
+    return Examples(texts, labels, ids, pairs)
+
+
+def capture_settings_json(tw) -> dict:
+    """What decides the gradients (batch size does not)."""
+    s = tw.settings.to_json()
+    return {"top_k": s["top_k"], "keep_special_tokens": s["keep_special_tokens"], "max_length": tw.max_length}
+
+
+def load_classifiers(tw) -> list:
+    """Every checkpoint's classifier, each loaded once (folders) and kept for the whole build."""
+    return [ckpt.load(tw.device or "cpu") for ckpt in tw.checkpoints]
+
+
+class SegmentBuilder:
+    """Captures and writes segments with the checkpoints loaded once."""
+
+    def __init__(self, tw, plan: dict, classifiers: list | None = None) -> None:
+        self.tw = tw
+        self.plan = plan
+        self.classifiers = classifiers if classifiers is not None else load_classifiers(tw)
+        self.dense_tokens = np.array([t["id"] for t in plan["dense_tokens"]], dtype=np.int64)
+        self.dtype = DTYPES[plan["dtype"]]
+        self.learning_rates = [c["learning_rate"] for c in plan["checkpoints"]]
+
+    def capture(self, texts, labels, pairs) -> list[TokenGradients]:
+        out = []
+        for clf in self.classifiers:
+            parts = [r for _, r in iter_token_gradients(clf, texts, labels, pairs, self.tw.settings, self.tw.device, chunk_size=len(texts))]
+            out.append(TokenGradients.concat(parts))
+        return out
+
+    def arrays(self, records: Sequence[TokenGradients]) -> tuple[dict[str, np.ndarray], float]:
+        """The segment's arrays from full-precision records, and the scale they are stored at."""
+        block = combine_checkpoints(records, self.dense_tokens)
+        full = {"dense": block.dense, "rows": block.rows}
+        projection = self.plan.get("projection")
+        if projection:
+            sparse_r, dense_r = projections_for(projection, block.rows.shape[1] * block.rows.shape[2], block.dense[0].size if block.num_examples else 0)
+            full["rows_proj"] = block.rows.reshape(block.rows.shape[0], -1) @ sparse_r
+            full["dense_proj"] = block.dense.reshape(block.num_examples, -1) @ dense_r
+        scale = float16_scale(*full.values()) if self.dtype == np.float16 else 1.0
+        arrays = {key: (value / np.float32(scale)).astype(self.dtype) for key, value in full.items()}
+        arrays.update(tokens=block.tokens, offsets=block.offsets, postings=block.postings,
+                      self_influence=self_influence(records, self.learning_rates))
+        return arrays, scale
+
+    def build(self, root: Path, number: int, start: int, stop: int, examples: Examples, offset: int = 0) -> dict:
+        """Capture rows ``start:stop`` of ``examples`` (global rows ``offset + ...``) and commit the segment."""
+        texts, labels = examples.texts[start:stop], examples.labels[start:stop]
+        pairs = examples.pairs[start:stop] if examples.pairs is not None else None
+        records = self.capture(texts, labels, pairs)
+        arrays, scale = self.arrays(records)
+        return write_segment(root, number, offset + start, arrays, examples.table(start, stop), scale)
+
+
+def projections_for(projection: dict, sparse_in: int, dense_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded Gaussian projections of the (C*d) posting rows and the (C*T*d) dense rows."""
+    p, seed = int(projection["dim"]), int(projection["seed"])
+    sparse_r = projection_matrix(sparse_in, p, seed, salt=1)
+    dense_r = projection_matrix(dense_in, p, seed, salt=2) if dense_in else np.zeros((0, 0), np.float32)
+    return sparse_r, dense_r
+
+
+def make_plan(tw, classifiers, examples: Examples, label_names, dtype: str, projection_dim, seed: int, segment_size: int) -> dict:
+    """Everything that decides the index, recorded before the first segment."""
+    if dtype not in DTYPES:
+        raise IndexBuildError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}: pass 'float32' or 'float16'")
+    if segment_size < 1:
+        raise IndexBuildError(f"chunk_size {segment_size} must be at least 1")
+    if projection_dim is not None and projection_dim < 1:
+        raise IndexBuildError(f"projection_dim {projection_dim} must be a positive integer or None")
+    final = classifiers[-1]
+    probe = examples.texts[:DENSE_PROBE]
+    probe_pairs = examples.pairs[:DENSE_PROBE] if examples.pairs is not None else None
+    ids = final.tokenize(probe, probe_pairs)
+    mask = ids.get("attention_mask")
+    token_lists = [
+        [t for t, m in zip(row.tolist(), (mask[i].tolist() if mask is not None else [1] * len(row))) if m]
+        for i, row in enumerate(ids["input_ids"])
+    ]
+    dense = choose_dense_tokens(token_lists)
+    settings = capture_settings_json(tw)
+    if settings["keep_special_tokens"] is False:
+        dense = dense[~np.isin(dense, sorted(final.special_token_ids))]
+    names = list(label_names) if label_names is not None else [str(c) for c in range(final.num_classes)]
+    if len(names) != final.num_classes:
+        raise IndexBuildError(f"{len(names)} label names for a model with {final.num_classes} classes: pass one name per class")
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "settings": {**settings, "dtype": dtype, "segment_size": int(segment_size), "batch_size": tw.settings.batch_size},
+        "dtype": dtype,
+        "checkpoints": [
+            {"path": str(c.path.resolve()) if c.path is not None else None, "learning_rate": float(c.learning_rate)}
+            for c in tw.checkpoints
+        ],
+        "fingerprint": model_fingerprint(classifiers, settings),
+        "dense_tokens": [{"id": int(t), "token": s} for t, s in zip(dense.tolist(), final.token_strings(dense.tolist()))],
+        "projection": {"dim": int(projection_dim), "seed": int(seed)} if projection_dim else None,
+        "label_names": names,
+        "data_sha256": examples.sha256(),
+        "num_examples": len(examples.texts),
+    }
+
+
+def segment_ranges(n: int, size: int, first_number: int = 0) -> list[tuple[int, int, int]]:
+    """``(segment number, start, stop)`` covering ``n`` examples in runs of ``size``."""
+    return [(first_number + i, lo, min(lo + size, n)) for i, lo in enumerate(range(0, n, size))]
+
+
+def start_or_resume(root: Path, plan: dict) -> list[int]:
+    """Record the plan (or check it against an interrupted build's); return the segments already committed."""
+    if (root / MANIFEST).exists():
+        raise IndexBuildError(f"{str(root)!r} already holds an index: open it, append to it, or delete the folder")
+    plan_path = root / BUILD_PLAN
+    if plan_path.exists():
+        previous = read_json(plan_path, "build plan")
+        for key in ("data_sha256", "settings", "fingerprint", "projection", "checkpoints", "dense_tokens"):
+            if previous.get(key) != plan.get(key):
+                raise IndexBuildError(
+                    f"{str(root)!r} holds an interrupted build with a different {key.replace('_', ' ')}: "
+                    "rerun with the same inputs to resume, or delete the folder"
+                )
+    else:
+        if root.exists() and any(root.iterdir()):
+            raise IndexBuildError(f"{str(root)!r} is not empty and is not an index: pass a new folder")
+        root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(plan_path, plan)
+    done = committed_segments(root)
+    ranges = segment_ranges(plan["num_examples"], plan["settings"]["segment_size"])
+    expected = {number: (lo, hi) for number, lo, hi in ranges}
+    valid = []
+    for number, record in done.items():
+        lo_hi = expected.get(number)
+        if lo_hi and record.get("start") == lo_hi[0] and record.get("num_examples") == lo_hi[1] - lo_hi[0]:
+            try:
+                verify_segment(root, record, full=False)
+            except Exception:
+                continue
+            valid.append(number)
+    remove_stray(root, {segment_name(n) for n in valid})
+    return sorted(valid)
+
+
+def finish_build(root: Path, plan: dict, records: list[dict]) -> dict:
+    """Write the manifest (atomically) and drop the plan: the index is complete."""
+    manifest = dict(plan)
+    manifest["segments"] = sorted(records, key=lambda r: r["start"])
+    manifest["num_examples"] = sum(r["num_examples"] for r in records)
+    (root / "README.txt").write_text(README)
+    write_json_atomic(root / MANIFEST, manifest)
+    (root / BUILD_PLAN).unlink(missing_ok=True)
+    return manifest
+
+
+def build_local(root: Path, tw, examples: Examples, plan: dict, progress: bool) -> dict:
+    """Build every segment not yet committed, in this process, then commit the manifest."""
+    from tqdm.auto import tqdm
+
+    done = set(start_or_resume(root, plan))
+    ranges = segment_ranges(plan["num_examples"], plan["settings"]["segment_size"])
+    todo = [r for r in ranges if r[0] not in done]
+    builder = SegmentBuilder(tw, plan)
+    bar = tqdm(total=len(examples.texts), initial=len(examples.texts) - sum(hi - lo for _, lo, hi in todo),
+               desc="building index", unit="ex", disable=not progress)
+    for number, lo, hi in todo:
+        builder.build(root, number, lo, hi, examples)
+        bar.update(hi - lo)
+    bar.close()
+    return finish_build(root, plan, list(committed_segments(root).values()))
+
+
+def tracin_from_manifest(manifest: dict):
+    """A TracInWE over the recorded checkpoint folders, with the recorded settings."""
+    from tracinwe.errors import CheckpointError
+    from tracinwe.tracin import TracInWE
+
+    paths = [c["path"] for c in manifest["checkpoints"]]
+    if any(p is None for p in paths):
+        raise CheckpointError("this index was built from in-memory models: open it with Index.open(path, tracin=tw)")
+    for p in paths:
+        if not Path(p).is_dir():
+            raise CheckpointError(f"the index's checkpoint {p!r} is missing: restore it or pass tracin=")
+    s = manifest["settings"]
+    keep = s["keep_special_tokens"]
+    return TracInWE.from_checkpoints(
+        paths, [c["learning_rate"] for c in manifest["checkpoints"]], max_length=s["max_length"], top_k=s["top_k"],
+        keep_special_tokens=keep if isinstance(keep, bool) else list(keep), batch_size=s.get("batch_size", 32),
+    )

@@ -1,0 +1,53 @@
+"""The stored training examples (id, text, label, [text_pair]): one Parquet table per segment."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from tracinwe.index.storage import read_examples
+
+
+class ExampleTables:
+    """Row access across segments; the last few tables read are kept (thread-safe)."""
+
+    def __init__(self, path, segments: list[dict], cached: int = 16) -> None:
+        self.path = path
+        self.segments = segments
+        self.starts = np.array([s["start"] for s in segments], dtype=np.int64)
+        self.total = sum(s["num_examples"] for s in segments)
+        self.cached = cached
+        self._tables: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def table(self, number: int):
+        name = self.segments[number]["name"]
+        with self._lock:
+            table = self._tables.get(name)
+        if table is None:
+            table = read_examples(self.path, self.segments[number])
+            with self._lock:
+                if len(self._tables) >= self.cached:
+                    self._tables.pop(next(iter(self._tables)))
+                self._tables[name] = table
+        return table
+
+    def column_names(self) -> list[str]:
+        return self.table(0).column_names if self.segments else []
+
+    def column(self, column: str, rows=None) -> list:
+        """Values of ``column`` at global ``rows`` (all rows when None), in the order given."""
+        if rows is None:
+            return [v for i in range(len(self.segments)) for v in self.table(i).column(column).to_pylist()]
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.total):
+            raise IndexError(f"row out of range for an index of {self.total} examples")
+        seg = np.searchsorted(self.starts, rows, side="right") - 1
+        out: list = [None] * rows.size
+        for s in np.unique(seg):
+            at = np.flatnonzero(seg == s)
+            values = self.table(int(s)).column(column).take(rows[at] - self.starts[s]).to_pylist()
+            for i, v in zip(at, values):
+                out[i] = v
+        return out

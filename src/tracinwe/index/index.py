@@ -1,0 +1,381 @@
+"""`Index`: a persistent TracIn-WE index: build once, query the top proponents and opponents fast.
+
+Sign convention as everywhere in tracinwe: a score > 0 marks a proponent.
+Scores are exact (they equal ``TracInWE.scores`` on the same texts, up to
+float32 rounding; float16 indexes score the float16-rounded rows exactly).
+A search opens the segment arrays as memory maps and drops them afterwards, so
+resident memory does not grow with the index, and searches share no mutable
+state: several threads may query one `Index` at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tracinwe.capture.records import TokenGradients
+from tracinwe.index.build import (
+    DEFAULT_SEGMENT_SIZE,
+    SegmentBuilder,
+    build_local,
+    capture_settings_json,
+    load_classifiers,
+    make_plan,
+    tracin_from_manifest,
+    projections_for,
+    segment_ranges,
+    validated_examples,
+)
+from tracinwe.index.examples import ExampleTables
+from tracinwe.index.layout import combine_checkpoints, weighted_query
+from tracinwe.index.results import Neighbor, QueryResult
+from tracinwe.index.search import QueryBlock, SegmentArrays, TopCandidates, contributions, screen
+from tracinwe.index.storage import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    IndexFormatError,
+    IndexMismatchError,
+    compare_fingerprints,
+    model_fingerprint,
+    open_array,
+    read_json,
+    remove_stray,
+    verify_segment,
+    write_json_atomic,
+)
+from tracinwe.results import TopInfluences
+from tracinwe.scoring.words import word_contributions
+
+#: Candidates rescored exactly per query and direction when the screen is approximate.
+MIN_CANDIDATES = 1000
+
+
+class Index:
+    """A TracIn-WE index on disk. Create with `Index.build`, load with `Index.open`."""
+
+    def __init__(self, path: Path, manifest: dict, tracin) -> None:
+        self.path = Path(path)
+        self.manifest = manifest
+        self.tracin = tracin
+        self._lock = threading.Lock()
+        self._postings_index: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._segments = self.manifest["segments"]
+        self._starts = np.array([s["start"] for s in self._segments], dtype=np.int64)
+        self._dense_tokens = np.array([t["id"] for t in self.manifest["dense_tokens"]], dtype=np.int64)
+        self._examples = ExampleTables(self.path, self._segments)
+
+    # -- creation ----------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls, path: str | Path, tw, train_texts: Sequence[str], train_labels: Sequence[int | str], *,
+        ids: Sequence[str] | None = None, label_names: Sequence[str] | None = None, text_pairs: Sequence[str] | None = None,
+        dtype: str = "float32", projection_dim: int | None = None, seed: int = 0, chunk_size: int | None = None,
+        progress: bool = True,
+    ) -> "Index":
+        """Capture every training example at every checkpoint once and store it (resumes an interrupted build)."""
+        root = Path(path)
+        examples = validated_examples(tw, train_texts, train_labels, ids, text_pairs)
+        classifiers = load_classifiers(tw)
+        plan = make_plan(tw, classifiers, examples, label_names, dtype, projection_dim, seed, chunk_size or DEFAULT_SEGMENT_SIZE)
+        manifest = build_local(root, tw, examples, plan, progress)
+        return cls(root, manifest, tw)
+
+    @classmethod
+    def build_from_dataset(cls, path: str | Path, tw, dataset, **kwargs) -> "Index":
+        """`build` from a `tracinwe.data.TextDataset` (its ids, label names and pairs)."""
+        return cls.build(
+            path, tw, dataset.texts, dataset.labels, ids=dataset.ids, label_names=dataset.label_names,
+            text_pairs=dataset.text_pairs, **kwargs,
+        )
+
+    @classmethod
+    def open(cls, path: str | Path, tracin=None, verify: str = "quick") -> "Index":
+        """Open an index; ``tracin=None`` reloads the recorded checkpoints.
+
+        ``verify``: "quick" checks every file's size and the sha256 of files up to
+        16 MB; "full" hashes everything; "none" skips the checks.
+        """
+        root = Path(path)
+        if not root.is_dir():
+            raise IndexFormatError(f"no index at {str(root)!r}: build one with Index.build or `tracinwe index build`")
+        manifest = read_json(root / MANIFEST, "index manifest")
+        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{str(root)!r} is not a tracinwe index of format version {FORMAT_VERSION} "
+                f"(found {manifest.get('format')!r} v{manifest.get('format_version')}): rebuild it with this version"
+            )
+        if verify not in ("quick", "full", "none"):
+            raise ValueError(f"verify={verify!r}: pass 'quick', 'full' or 'none'")
+        if verify != "none":
+            for record in manifest["segments"]:
+                verify_segment(root, record, full=verify == "full")
+        if tracin is None:
+            tracin = tracin_from_manifest(manifest)
+        actual = model_fingerprint(load_classifiers(tracin), capture_settings_json(tracin))
+        compare_fingerprints(manifest["fingerprint"], actual)
+        return cls(root, manifest, tracin)
+
+    def append(self, texts: Sequence[str], labels: Sequence[int | str], ids: Sequence[str] | None = None,
+               text_pairs: Sequence[str] | None = None, progress: bool = False) -> None:
+        """Add training examples as new segments; the manifest is replaced atomically at the end."""
+        from tracinwe.index.storage import IndexBuildError
+
+        if (text_pairs is None) != ("text_pair" not in self._column_names()):
+            raise IndexBuildError("text_pairs must be given exactly when the index was built with pairs")
+        n0 = len(self)
+        if ids is None:
+            ids = [str(n0 + i) for i in range(len(texts))]
+        examples = validated_examples(self.tracin, texts, labels, ids, text_pairs, existing_ids=set(self.ids()))
+        remove_stray(self.path, {s["name"] for s in self._segments})
+        plan = {**self.manifest, "segments": None}
+        builder = SegmentBuilder(self.tracin, plan)
+        size = self.manifest["settings"]["segment_size"]
+        new = []
+        for number, lo, hi in segment_ranges(len(examples.texts), size, first_number=len(self._segments)):
+            new.append(builder.build(self.path, number, lo, hi, examples, offset=n0))
+        manifest = dict(self.manifest)
+        manifest["segments"] = self._segments + new
+        manifest["num_examples"] = n0 + len(examples.texts)
+        manifest["data_sha256"] = None  # the union has no single input list
+        write_json_atomic(self.path / MANIFEST, manifest)
+        with self._lock:
+            self.manifest = manifest
+            self._refresh()
+
+    # -- stored examples -------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self.manifest["num_examples"])
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.manifest["label_names"])
+
+    @property
+    def projection_dim(self) -> int | None:
+        p = self.manifest.get("projection")
+        return int(p["dim"]) if p else None
+
+    def _column_names(self) -> list[str]:
+        return self._examples.column_names()
+
+    def _column(self, column: str, rows) -> list:
+        return self._examples.column(column, rows)
+
+    def texts(self, rows=None) -> list[str]:
+        return self._column("text", rows)
+
+    def labels(self, rows=None) -> list[int]:
+        return self._column("label", rows)
+
+    def ids(self, rows=None) -> list[str]:
+        return self._column("id", rows)
+
+    # -- search ------------------------------------------------------------------------------
+
+    def _segment(self, number: int, projected: bool) -> SegmentArrays:
+        record = self._segments[number]
+        with self._lock:
+            small = self._postings_index.get(record["name"])
+        if small is None:
+            small = (open_array(self.path, record, "tokens", mmap=False), open_array(self.path, record, "offsets", mmap=False))
+            with self._lock:
+                self._postings_index[record["name"]] = small
+        seg = SegmentArrays(
+            record["start"], record["num_examples"], small[0], small[1],
+            open_array(self.path, record, "postings"), open_array(self.path, record, "rows"), open_array(self.path, record, "dense"),
+            scale=float(record.get("scale", 1.0)),
+        )
+        if projected:
+            seg.rows_proj = open_array(self.path, record, "rows_proj")
+            seg.dense_proj = open_array(self.path, record, "dense_proj")
+        return seg
+
+    def query_block(self, records: Sequence[TokenGradients], projected: bool = False) -> QueryBlock:
+        """The captured queries in the index layout, learning-rate weighted (and projected)."""
+        if len(records) != len(self.manifest["checkpoints"]):
+            raise IndexMismatchError(
+                f"{len(records)} checkpoints of query gradients for an index of {len(self.manifest['checkpoints'])}: capture with index.tracin"
+            )
+        lrs = [c["learning_rate"] for c in self.manifest["checkpoints"]]
+        block = weighted_query(combine_checkpoints(records, self._dense_tokens), lrs)
+        projections = None
+        if projected:
+            projections = projections_for(self.manifest["projection"], block.rows.shape[1] * block.rows.shape[2], block.dense[0].size)
+        return QueryBlock.from_block(block, projections)
+
+    def search(self, records: Sequence[TokenGradients], k: int = 10, candidates: int | None = None,
+               use_projection: bool | None = None) -> TopInfluences:
+        """Top-k proponents/opponents (rows, exact scores) of already captured queries."""
+        q, projected, m = self.prepare_search(records, k, candidates, use_projection)
+        top = self.screen_segments(q, range(len(self._segments)), projected, m)
+        return self.finish_search(q, top, k, projected)
+
+    def prepare_search(self, records, k: int, candidates: int | None, use_projection: bool | None) -> tuple[QueryBlock, bool, int]:
+        """The query block, whether the screen is projected, and how many candidates it keeps."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        projected = self.projection_dim is not None if use_projection is None else use_projection
+        if projected and self.projection_dim is None:
+            raise IndexMismatchError("this index has no projection: build it with projection_dim= or pass use_projection=False")
+        q = self.query_block(records, projected)
+        m = max(k, candidates or max(10 * k, MIN_CANDIDATES)) if self._rescores(projected) else k
+        return q, projected, m
+
+    def _rescores(self, projected: bool) -> bool:
+        return projected or self.manifest["dtype"] == "float16"
+
+    def screen_segments(self, q: QueryBlock, numbers, projected: bool, m: int) -> TopCandidates:
+        """Screen the given segments and keep the top ``m`` candidates per query and direction."""
+        top = TopCandidates(q.n, m)
+        for number in numbers:
+            top.update(screen(self._segment(number, projected), q, projected), self._segments[number]["start"])
+        return top
+
+    def finish_search(self, q: QueryBlock, top: TopCandidates, k: int, projected: bool) -> TopInfluences:
+        """Rank the candidates (rescoring them exactly when the screen was approximate)."""
+        if not self._rescores(projected):
+            pro_rows, pro_scores = top.ranked(0, k)
+            opp_rows, opp_scores = top.ranked(1, k)
+            return TopInfluences(pro_rows, pro_scores, opp_rows, opp_scores)
+        return self._rescored(q, top, k)
+
+    def _rescored(self, q: QueryBlock, top: TopCandidates, k: int) -> TopInfluences:
+        """Rescore every candidate exactly (float64, full rows) and rank them."""
+        kk = min(k, len(self))
+        out = [np.zeros((q.n, kk), np.int64), np.zeros((q.n, kk)), np.zeros((q.n, kk), np.int64), np.zeros((q.n, kk))]
+        for i in range(q.n):
+            rows = np.unique(np.concatenate([top.rows[0][i], top.rows[1][i]]))
+            exact = self._exact_rows(q, i, rows)
+            pro = np.lexsort((rows, -exact))[:kk]
+            opp = np.lexsort((rows, exact))[:kk]
+            out[0][i], out[1][i], out[2][i], out[3][i] = rows[pro], exact[pro], rows[opp], exact[opp]
+        return TopInfluences(*out)
+
+    def _by_segment(self, rows: np.ndarray):
+        seg = np.searchsorted(self._starts, rows, side="right") - 1
+        for s in np.unique(seg):
+            at = np.flatnonzero(seg == s)
+            yield int(s), at, rows[at] - self._starts[s]
+
+    def _exact_rows(self, q: QueryBlock, i: int, rows: np.ndarray) -> np.ndarray:
+        out = np.zeros(rows.size)
+        own = q.own_entries(i)
+        for s, at, local in self._by_segment(rows):
+            order = np.argsort(local)
+            cand, _, vals = contributions(self._segment(s, False), q, i, local[order], self._dense_tokens.size, self._dense_tokens, own)
+            out[at[order]] = np.bincount(cand, weights=vals, minlength=local.size)
+        return out
+
+    def _token_totals(self, q: QueryBlock, i: int, rows: np.ndarray) -> list[dict[int, float]]:
+        """Per row, ``{token: contribution}`` of query ``i`` (nonzero shared tokens)."""
+        totals: list[dict[int, float]] = [dict() for _ in range(rows.size)]
+        own = q.own_entries(i)
+        for s, at, local in self._by_segment(rows):
+            uniq, inverse = np.unique(local, return_inverse=True)
+            cand, toks, vals = contributions(self._segment(s, False), q, i, uniq, self._dense_tokens.size, self._dense_tokens, own)
+            for c, t, v in zip(cand.tolist(), toks.tolist(), vals.tolist()):
+                if v != 0.0:
+                    for j in at[inverse == c]:
+                        totals[j][t] = totals[j].get(t, 0.0) + v
+        return totals
+
+    # -- the user-facing calls ----------------------------------------------------------------
+
+    def query(self, test_texts: Sequence[str], test_labels: Sequence[int | str] | None = None, k: int = 10, words: int = 5,
+              test_pairs: Sequence[str] | None = None, candidates: int | None = None,
+              use_projection: bool | None = None) -> list[QueryResult]:
+        """Top-k proponents and opponents per test text, with exact scores and their top shared words."""
+        records = self.tracin.capture(test_texts, test_labels, test_pairs)
+        hits = self.search(records, k, candidates, use_projection)
+        q = self.query_block(records, False)
+        texts = list(test_texts)
+        probs = torch.softmax(records[-1].logits.double(), -1).numpy()
+        results = []
+        for i, text in enumerate(texts):
+            pair = test_pairs[i] if test_pairs is not None else None
+            groups = []
+            for rows, scores in ((hits.proponent_indices[i], hits.proponent_scores[i]), (hits.opponent_indices[i], hits.opponent_scores[i])):
+                groups.append(self._neighbors(q, i, rows, scores, words, text, pair))
+            results.append(QueryResult(
+                text=text, label=int(records[-1].labels[i]), prediction=int(probs[i].argmax()),
+                probabilities=[float(p) for p in probs[i]], proponents=groups[0], opponents=groups[1],
+            ))
+        return results
+
+    def _neighbors(self, q: QueryBlock, i: int, rows, scores, words: int, text: str, pair: str | None) -> list[Neighbor]:
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return []
+        texts, labels, ids = self.texts(rows), self.labels(rows), self.ids(rows)
+        pairs = self._column("text_pair", rows) if "text_pair" in self._column_names() else [None] * rows.size
+        explained = [[] for _ in range(rows.size)]
+        if words > 0:
+            final = self.tracin.final
+            test_ids = final.tokenize([text], [pair] if pair is not None else None)["input_ids"][0].tolist()
+            for j, totals in enumerate(self._token_totals(q, i, rows)):
+                train_ids = final.tokenize([texts[j]], [pairs[j]] if pairs[j] is not None else None)["input_ids"][0].tolist()
+                strings = final.token_strings(sorted(totals))
+                explained[j] = word_contributions(totals, strings, train_ids, test_ids)[:words]
+        names = self.label_names
+        return [
+            Neighbor(int(r), ids[j], float(s), texts[j], int(labels[j]), names[int(labels[j])], explained[j])
+            for j, (r, s) in enumerate(zip(rows.tolist(), scores))
+        ]
+
+    def scores(self, test_texts: Sequence[str], test_labels: Sequence[int | str] | None = None,
+               test_pairs: Sequence[str] | None = None) -> np.ndarray:
+        """The full (n_test, len(index)) score matrix; equals ``index.tracin.scores`` on the stored texts."""
+        q = self.query_block(self.tracin.capture(test_texts, test_labels, test_pairs), False)
+        out = np.zeros((q.n, len(self)))
+        for number, record in enumerate(self._segments):
+            block = screen(self._segment(number, False), q, projected=False, fast_half=False)
+            out[:, record["start"] : record["start"] + record["num_examples"]] = block.T
+        return out
+
+    def self_influence(self) -> np.ndarray:
+        """Each stored example's influence on itself (len(index),): high values flag mislabels."""
+        parts = [np.asarray(open_array(self.path, r, "self_influence", mmap=False)) for r in self._segments]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def suspicious(self, k: int = 20, words: int = 5) -> list[Neighbor]:
+        """The k examples of highest self-influence (score = self-influence), with their heaviest tokens."""
+        s = self.self_influence()
+        rows = np.lexsort((np.arange(s.size), -s))[:k]
+        texts, labels, ids = self.texts(rows), self.labels(rows), self.ids(rows)
+        names = self.label_names
+        out = []
+        for j, r in enumerate(rows.tolist()):
+            heavy = self._own_tokens(r)[:words] if words > 0 else []
+            out.append(Neighbor(r, ids[j], float(s[r]), texts[j], int(labels[j]), names[int(labels[j])], heavy))
+        return out
+
+    def _own_tokens(self, row: int) -> list:
+        """The example's tokens by their share of its self-influence (lr-weighted squared norms)."""
+        s, _, local = next(self._by_segment(np.array([row])))
+        seg = self._segment(s, False)
+        lrs = np.array([c["learning_rate"] for c in self.manifest["checkpoints"]])
+        totals: dict[int, float] = {}
+        dense = np.asarray(seg.dense[int(local[0])], dtype=np.float64) * seg.scale  # (C, T, d)
+        for t, v in zip(self._dense_tokens.tolist(), np.einsum("c,ctd->t", lrs, dense**2).tolist()):
+            if v:
+                totals[t] = v
+        hit = np.flatnonzero(np.asarray(seg.postings) == local[0])
+        tokens = seg.tokens[np.searchsorted(seg.offsets, hit, side="right") - 1]
+        values = np.einsum("c,hcd->h", lrs, (np.asarray(seg.rows[hit], dtype=np.float64) * seg.scale) ** 2)
+        for t, v in zip(tokens.tolist(), values.tolist()):
+            totals[t] = v
+        final = self.tracin.final
+        text = self.texts([row])[0]
+        ids = final.tokenize([text])["input_ids"][0].tolist()
+        return word_contributions(totals, final.token_strings(sorted(totals)), ids, ids)
+

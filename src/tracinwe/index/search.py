@@ -1,0 +1,198 @@
+"""Scoring captured queries against stored segments: screen, keep the top candidates, rescore exactly.
+
+Per segment, a batch of queries is scored in one pass (the batch shares the work):
+
+* the dense block (n, C*T*d) times the queries' dense rows: one matrix product;
+* for each token the queries share with the segment, its postings (a
+  contiguous slice found by ``searchsorted`` on the segment's sorted token ids)
+  times the queries' rows of that token, scattered into the (n, n_q) block.
+
+Only the postings of the queries' own tokens are read. With float32 rows and no
+projection this *screen* is already exact and gives the final scores. With
+float16 rows, or with the projected rows (a seeded Gaussian d -> p), it only
+ranks: the top ``candidates`` per query and direction are then rescored exactly
+in float64 from the full rows (``contributions``), so returned scores are exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tracinwe.index.layout import TokenBlock
+
+
+@dataclass
+class QueryBlock:
+    """The query side, learning-rate weighted, flattened to match the stored rows."""
+
+    n: int
+    dense: np.ndarray  # (n, C*T*d) float32
+    tokens: np.ndarray  # (U,) sorted token ids
+    offsets: np.ndarray  # (U + 1,)
+    examples: np.ndarray  # (nnz,) query of each entry
+    rows: np.ndarray  # (nnz, C*d) float32
+    dense_proj: np.ndarray | None = None  # (n, p_dense)
+    rows_proj: np.ndarray | None = None  # (nnz, p)
+
+    @classmethod
+    def from_block(cls, block: TokenBlock, projections: tuple[np.ndarray, np.ndarray] | None = None) -> "QueryBlock":
+        n = block.num_examples
+        dense = block.dense.reshape(n, -1)
+        rows = block.rows.reshape(block.rows.shape[0], -1)
+        q = cls(n, dense, block.tokens.astype(np.int64), block.offsets, block.postings.astype(np.int64), rows)
+        if projections is not None:
+            sparse_r, dense_r = projections
+            q.rows_proj = rows @ sparse_r
+            q.dense_proj = dense @ dense_r
+        return q
+
+    def own_entries(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted token ids of query ``i`` and its (C*d) rows."""
+        hit = np.flatnonzero(self.examples == i)
+        token_of_entry = np.searchsorted(self.offsets, hit, side="right") - 1
+        return self.tokens[token_of_entry], self.rows[hit]
+
+
+@dataclass
+class SegmentArrays:
+    """One segment's arrays (memory-mapped; ``tokens``/``offsets`` in memory)."""
+
+    start: int
+    num_examples: int
+    tokens: np.ndarray
+    offsets: np.ndarray
+    postings: np.ndarray
+    rows: np.ndarray  # (nnz, C, d)
+    dense: np.ndarray  # (n, C, T, d)
+    rows_proj: np.ndarray | None = None
+    dense_proj: np.ndarray | None = None
+    scale: float = 1.0  # stored arrays hold value / scale
+
+
+def _matmul(stored: np.ndarray, queries_t: np.ndarray, fast_half: bool) -> np.ndarray:
+    """``stored @ queries_t`` in float32 (float16 rows: half GEMV for a few queries, else upcast).
+
+    The half GEMV scales the query by a power of two so that no product can
+    overflow float16 (stored values are at most 256 in magnitude, see
+    `float16_scale`). torch's matmul runs on ``torch.get_num_threads()`` threads.
+    """
+    if stored.dtype == np.float16:
+        peak = float(np.abs(queries_t).max()) if queries_t.size else 0.0
+        if fast_half and queries_t.shape[1] <= 4 and peak > 0:
+            q_scale = 2.0 ** np.floor(np.log2(128.0 / stored.shape[1] / peak))
+            out = (torch.from_numpy(stored) @ torch.from_numpy((queries_t * q_scale).astype(np.float16))).float().numpy()
+            if np.isfinite(out).all():
+                return out / np.float32(q_scale)
+        return (torch.from_numpy(stored).float() @ torch.from_numpy(queries_t.astype(np.float32, copy=False))).numpy()
+    return (torch.from_numpy(stored) @ torch.from_numpy(queries_t.astype(np.float32, copy=False))).numpy()
+
+
+def screen(seg: SegmentArrays, q: QueryBlock, projected: bool, fast_half: bool = True) -> np.ndarray:
+    """(n_seg, n_q) float64 scores of every example of the segment against every query."""
+    out = np.zeros((seg.num_examples, q.n), dtype=np.float64)
+    if projected:
+        dense, q_dense = seg.dense_proj, q.dense_proj
+        rows, q_rows = seg.rows_proj, q.rows_proj
+    else:
+        dense, q_dense = seg.dense.reshape(seg.num_examples, -1), q.dense
+        rows, q_rows = seg.rows.reshape(seg.rows.shape[0], -1), q.rows
+    if dense.shape[1] > 0 and seg.num_examples:
+        out += seg.scale * _matmul(dense, np.ascontiguousarray(q_dense.T), fast_half)
+    if seg.tokens.size == 0 or q.tokens.size == 0:
+        return out
+    pos = np.searchsorted(seg.tokens, q.tokens).clip(max=seg.tokens.size - 1)
+    shared = np.flatnonzero(seg.tokens[pos] == q.tokens)
+    for u in shared:
+        s = pos[u]
+        lo, hi = int(seg.offsets[s]), int(seg.offsets[s + 1])
+        qlo, qhi = int(q.offsets[u]), int(q.offsets[u + 1])
+        prod = seg.scale * _matmul(rows[lo:hi], np.ascontiguousarray(q_rows[qlo:qhi].T), fast_half)
+        examples = np.asarray(seg.postings[lo:hi])
+        queries = q.examples[qlo:qhi]
+        if queries.size == q.n:  # every query has the token (queries are in order)
+            out[examples] += prod
+        else:
+            out[np.ix_(examples, queries)] += prod
+    return out
+
+
+def contributions(seg: SegmentArrays, q: QueryBlock, i: int, local: np.ndarray, num_dense: int, dense_tokens: np.ndarray,
+                  own: tuple[np.ndarray, np.ndarray] | None = None):
+    """Exact per-token contributions of query ``i`` with the segment's examples ``local`` (sorted).
+
+    Returns ``(candidate, token, value)`` arrays: candidate indexes ``local``;
+    ``value`` is ``sum_c lr_c G_c(train)[token] . G_c(query)[token]`` in float64.
+    Each of the query's tokens costs one ``searchsorted`` of the candidates in
+    its postings slice, so only the candidates' rows are read.
+    """
+    cand, toks, vals = [], [], []
+    if num_dense:
+        n_ck, dim = seg.dense.shape[1], seg.dense.shape[3]
+        stored = np.asarray(seg.dense[local], dtype=np.float64) * seg.scale  # (m, C, T, d)
+        query = q.dense[i].reshape(n_ck, num_dense, dim).astype(np.float64)
+        per_token = np.einsum("mctd,ctd->mt", stored, query)
+        cand.append(np.repeat(np.arange(local.size), num_dense))
+        toks.append(np.tile(dense_tokens, local.size))
+        vals.append(per_token.reshape(-1))
+    q_tokens, q_rows = own if own is not None else q.own_entries(i)
+    if q_tokens.size and seg.tokens.size:
+        pos = np.searchsorted(seg.tokens, q_tokens).clip(max=seg.tokens.size - 1)
+        for a in np.flatnonzero(seg.tokens[pos] == q_tokens):
+            lo, hi = int(seg.offsets[pos[a]]), int(seg.offsets[pos[a] + 1])
+            postings = seg.postings[lo:hi]
+            at = np.searchsorted(postings, local).clip(max=hi - lo - 1)
+            hit = np.flatnonzero(postings[at] == local)
+            if hit.size:
+                stored = np.asarray(seg.rows[lo + at[hit]], dtype=np.float64).reshape(hit.size, -1) * seg.scale
+                cand.append(hit)
+                toks.append(np.full(hit.size, q_tokens[a], dtype=np.int64))
+                vals.append(stored @ q_rows[a].astype(np.float64))
+    if not cand:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(cand), np.concatenate(toks), np.concatenate(vals)
+
+
+class TopCandidates:
+    """Running top-``m`` (largest and most negative) per query over segments."""
+
+    def __init__(self, n_queries: int, m: int) -> None:
+        self.m = m
+        self.rows = [np.zeros((n_queries, 0), np.int64), np.zeros((n_queries, 0), np.int64)]
+        self.scores = [np.zeros((n_queries, 0)), np.zeros((n_queries, 0))]
+
+    def update(self, block: np.ndarray, start: int) -> None:
+        """Merge a (n_seg, n_q) score block whose rows start at global row ``start``."""
+        scores_t = block.T
+        for d, sign in enumerate((1.0, -1.0)):
+            s = sign * scores_t
+            idx = _top_columns(s, self.m)
+            self._merge(d, np.take_along_axis(s, idx, 1), idx + start)
+
+    def merge(self, other: "TopCandidates") -> None:
+        """Merge the candidates kept by another screen (e.g. of other segments)."""
+        for d in (0, 1):
+            self._merge(d, other.scores[d], other.rows[d])
+
+    def _merge(self, d: int, scores: np.ndarray, rows: np.ndarray) -> None:
+        merged_s = np.concatenate([self.scores[d], scores], axis=1)
+        merged_r = np.concatenate([self.rows[d], rows], axis=1)
+        keep = _top_columns(merged_s, self.m)
+        self.scores[d] = np.take_along_axis(merged_s, keep, 1)
+        self.rows[d] = np.take_along_axis(merged_r, keep, 1)
+
+    def ranked(self, direction: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, signed scores) of the best k, best first; direction 0 proponents, 1 opponents."""
+        s, r = self.scores[direction], self.rows[direction]
+        order = np.lexsort((r, -s), axis=1)[:, :k] if s.shape[1] else np.zeros((s.shape[0], 0), np.int64)
+        sign = 1.0 if direction == 0 else -1.0
+        return np.take_along_axis(r, order, 1), sign * np.take_along_axis(s, order, 1)
+
+
+def _top_columns(s: np.ndarray, m: int) -> np.ndarray:
+    """Column indices of the m largest entries per row (unordered)."""
+    if s.shape[1] <= m:
+        return np.tile(np.arange(s.shape[1]), (s.shape[0], 1))
+    return np.argpartition(-s, m - 1, axis=1)[:, :m]

@@ -1,0 +1,263 @@
+"""The index directory on disk: segments, manifest, checksums, model fingerprint.
+
+Layout::
+
+    INDEX/
+      manifest.json          format version, settings, checkpoints, fingerprint,
+                             dense tokens, projection, segments with sha256 + size of every file
+      README.txt             what this directory is
+      segments/seg-000000/   one run of examples (committed by an atomic rename)
+        examples.parquet     id, text, [text_pair], label
+        segment.json         start, counts, checksums of the files below
+        dense.npy            (n, C, T, d)     rows of the dense tokens ([CLS]/[SEP])
+        tokens.npy           (U,) int32       sorted token ids of the postings
+        offsets.npy          (U+1,) int64     token u owns postings[offsets[u]:offsets[u+1]]
+        postings.npy         (nnz,) int32     local example of each entry
+        rows.npy             (nnz, C, d)      gradient rows / scale (float32, or float16 with a
+                                              power-of-two scale per segment that keeps them in range)
+        self_influence.npy   (n,) float64     sum_c lr_c ||G_c||^2 at full precision
+        rows_proj.npy        (nnz, p)         optional seeded random projection
+        dense_proj.npy       (n, p)           of the rows above
+
+Nothing is written in place: files go to a temporary name and are renamed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from tracinwe.errors import TracInWEError
+
+FORMAT = "tracinwe-index"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+BUILD_PLAN = "build-plan.json"
+SEGMENTS = "segments"
+ARRAYS = ("dense", "tokens", "offsets", "postings", "rows", "self_influence")
+PROJECTED = ("rows_proj", "dense_proj")
+#: ``verify="quick"`` hashes files up to this size and checks the size of larger ones.
+QUICK_HASH_LIMIT = 16 << 20
+
+README = """This directory is a TracIn-WE index built by tracinwe (https://pypi.org/project/tracinwe).
+Open it with `tracinwe.index.Index.open(path)` or query it with `tracinwe query PATH TEXT`.
+manifest.json records the format, the settings, the checkpoints, a fingerprint of the model
+and tokenizer, and the sha256 of every file. Scores: > 0 proponent, < 0 opponent.
+"""
+
+
+class IndexFormatError(TracInWEError):
+    """An index directory is missing, truncated, corrupted or of another format."""
+
+
+class IndexMismatchError(TracInWEError):
+    """The model, tokenizer or settings differ from those the index was built with."""
+
+
+class IndexBuildError(TracInWEError):
+    """A build or append cannot proceed (existing index, changed inputs)."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise IndexFormatError(f"{what} {str(path)!r} is missing: rebuild the index") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IndexFormatError(f"{what} {str(path)!r} is corrupted ({exc}): rebuild the index") from None
+
+
+def segment_name(number: int) -> str:
+    return f"seg-{number:06d}"
+
+
+def write_segment(root: Path, number: int, start: int, arrays: dict[str, np.ndarray], examples_table, scale: float = 1.0) -> dict:
+    """Write one segment into a temporary folder, checksum it, and rename it into place.
+
+    ``scale``: the stored gradient arrays hold ``value / scale`` (a power of two
+    that keeps float16 rows in range). Returns the segment record for the
+    manifest. An existing folder of that name (a leftover of an interrupted
+    run) is replaced.
+    """
+    import pyarrow.parquet as pq
+
+    segments = root / SEGMENTS
+    segments.mkdir(parents=True, exist_ok=True)
+    name = segment_name(number)
+    tmp = segments / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    files: dict[str, dict] = {}
+    for key, array in arrays.items():
+        path = tmp / f"{key}.npy"
+        np.save(path, np.ascontiguousarray(array))
+        files[path.name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    pq.write_table(examples_table, tmp / "examples.parquet")
+    files["examples.parquet"] = {"sha256": sha256_file(tmp / "examples.parquet"), "bytes": (tmp / "examples.parquet").stat().st_size}
+    record = {
+        "name": name,
+        "start": int(start),
+        "num_examples": int(examples_table.num_rows),
+        "nnz": int(arrays["postings"].shape[0]),
+        "scale": float(scale),
+        "files": files,
+    }
+    with open(tmp / "segment.json", "w") as f:
+        json.dump(record, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    final = segments / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return record
+
+
+def committed_segments(root: Path) -> dict[int, dict]:
+    """Segments whose folder was renamed into place (a finished write), by number."""
+    out = {}
+    folder = root / SEGMENTS
+    if not folder.is_dir():
+        return out
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("seg-") and (entry / "segment.json").is_file():
+            try:
+                record = json.loads((entry / "segment.json").read_text())
+            except json.JSONDecodeError:
+                continue
+            out[int(entry.name[4:])] = record
+    return out
+
+
+def remove_stray(root: Path, keep: set[str]) -> None:
+    """Delete temporary folders and segments not listed in ``keep`` (interrupted writes)."""
+    folder = root / SEGMENTS
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.name not in keep:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def verify_segment(root: Path, record: dict, full: bool) -> None:
+    """Raise `IndexFormatError` naming the first missing, truncated or corrupted file."""
+    folder = root / SEGMENTS / record["name"]
+    for fname, info in record["files"].items():
+        path = folder / fname
+        if not path.is_file():
+            raise IndexFormatError(f"index file {str(path)!r} is missing: rebuild the index or restore the file")
+        size = path.stat().st_size
+        if size != info["bytes"]:
+            raise IndexFormatError(
+                f"index file {str(path)!r} is truncated or damaged ({size} bytes, {info['bytes']} expected): rebuild the index"
+            )
+        if (full or size <= QUICK_HASH_LIMIT) and sha256_file(path) != info["sha256"]:
+            raise IndexFormatError(f"index file {str(path)!r} is corrupted (sha256 mismatch): rebuild the index")
+
+
+@functools.lru_cache(maxsize=4096)
+def _npy_header(path: str, size: int, mtime_ns: int) -> tuple[np.dtype, tuple[int, ...], int]:
+    """dtype, shape and data offset of a .npy file (parsed once: parsing is slower than mapping)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if fortran:
+            raise ValueError("Fortran-ordered arrays are not part of the index format")
+        return dtype, shape, f.tell()
+
+
+def open_array(root: Path, record: dict, key: str, mmap: bool = True) -> np.ndarray:
+    """A segment array: memory-mapped (copy-on-write, never written) or read into memory."""
+    path = root / SEGMENTS / record["name"] / f"{key}.npy"
+    try:
+        if not mmap:
+            return np.load(path, allow_pickle=False)
+        stat = path.stat()
+        dtype, shape, offset = _npy_header(str(path), stat.st_size, stat.st_mtime_ns)
+        if int(np.prod(shape)) == 0:
+            return np.zeros(shape, dtype)
+        # copy-on-write maps are writable views (torch takes them without warnings); nothing is ever written
+        return np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape)
+    except (ValueError, OSError, EOFError) as exc:
+        raise IndexFormatError(f"index file {str(path)!r} cannot be read ({exc}): rebuild the index") from None
+
+
+def read_examples(root: Path, record: dict):
+    import pyarrow.parquet as pq
+
+    path = root / SEGMENTS / record["name"] / "examples.parquet"
+    try:
+        return pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise IndexFormatError(f"index file {str(path)!r} cannot be read ({exc}): rebuild the index") from None
+
+
+def model_fingerprint(classifiers, tracin_settings: dict) -> dict:
+    """sha256 of every checkpoint's weights, the tokenizer vocabulary hash and the capture settings."""
+    import torch
+
+    weights = []
+    for clf in classifiers:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(clf.module.state_dict().items()):
+            t = tensor.detach().to("cpu").contiguous()
+            digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        weights.append(digest.hexdigest())
+    final = classifiers[-1]
+    parts = dict(final.fingerprint_parts())
+    parts.pop("tokenizer", None)  # a folder name, not an identity
+    return {
+        "weights_sha256": weights,
+        "tokenizer": parts,
+        "num_classes": int(final.num_classes),
+        "vocab_size": int(final.vocab_size),
+        "settings": tracin_settings,
+    }
+
+
+def compare_fingerprints(recorded: dict, actual: dict) -> None:
+    """Raise `IndexMismatchError` saying what differs between the index's model and the one given."""
+    if recorded.get("tokenizer") != actual.get("tokenizer"):
+        raise IndexMismatchError(
+            f"the tokenizer differs from the one the index was built with ({recorded.get('tokenizer')} vs "
+            f"{actual.get('tokenizer')}): query with the index's own tokenizer"
+        )
+    if recorded.get("settings") != actual.get("settings"):
+        raise IndexMismatchError(
+            f"capture settings {actual.get('settings')} differ from the index's {recorded.get('settings')}: "
+            "use the settings recorded in the manifest"
+        )
+    rec_w, act_w = recorded.get("weights_sha256", []), actual.get("weights_sha256", [])
+    if len(rec_w) != len(act_w):
+        raise IndexMismatchError(f"{len(act_w)} checkpoints given, the index was built with {len(rec_w)}: pass the same checkpoints")
+    for c, (a, b) in enumerate(zip(rec_w, act_w)):
+        if a != b:
+            raise IndexMismatchError(
+                f"checkpoint {c} has different weights from the one the index was built with: "
+                "query with the recorded checkpoints (Index.open(path) reloads them)"
+            )

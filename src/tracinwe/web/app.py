@@ -1,0 +1,143 @@
+"""`create_app(index)`: the explorer page and its JSON API.
+
+    GET  /                 the page (self-contained: inline CSS and vanilla JS)
+    POST /api/explain      {"text": "...", "label": optional name or index, "k": 5, "words": 5}
+    GET  /api/suspicious   ?k=20: training examples by self-influence, highest first
+    GET  /api/health       index size, labels, checkpoints
+
+Bad requests get a 4xx JSON ``{"detail": "one line"}``; an unexpected failure is
+a 500 with the same shape, and the server keeps serving. Queries run one at a
+time (the model is not shared between threads).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from importlib.resources import files
+
+from fastapi import FastAPI, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, Field, field_validator
+
+from tracinwe.errors import TracInWEError
+from tracinwe.report.html import resolve_tokenizer
+from tracinwe.report.style import CSS
+from tracinwe.report.view import result_view, suspicious_view
+
+__all__ = ["create_app", "keep_checkpoints_loaded", "ExplainRequest", "MAX_TEXT_CHARS"]
+
+MAX_TEXT_CHARS = 5000
+
+
+class ExplainRequest(BaseModel):
+    """The body of ``POST /api/explain``."""
+
+    text: str = Field(..., description="The text to explain.")
+    label: int | str | None = Field(None, description="Explain this label (name or index); default: the prediction.")
+    k: int = Field(5, ge=1, le=50, description="Proponents and opponents to return.")
+    words: int = Field(5, ge=0, le=50, description="Top words listed per neighbour (all shared words are highlighted).")
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text is empty: type a sentence")
+        if len(value) > MAX_TEXT_CHARS:
+            raise ValueError(f"text has {len(value)} characters; send at most {MAX_TEXT_CHARS}")
+        return value
+
+
+def _one_line(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _page() -> str:
+    template = files("tracinwe.web").joinpath("static/explorer.html").read_text(encoding="utf-8")
+    return template.replace("/*CSS*/", CSS)
+
+
+def keep_checkpoints_loaded(tw) -> None:
+    """Load every checkpoint folder of a `TracInWE` once and keep it in memory.
+
+    `TracInWE` keeps one folder loaded at a time to bound memory; a query touches every
+    checkpoint, so a server would reload them all on each request (seconds). Here memory
+    is traded for latency: each checkpoint's classifier is loaded now and kept.
+    """
+    for ckpt in tw.checkpoints:
+        if ckpt.classifier is None:
+            ckpt.classifier = ckpt.load(tw.device or "cpu")
+
+
+def create_app(index, preload: bool = True) -> FastAPI:
+    """The explorer over an open `tracinwe.index.Index`.
+
+    ``preload``: keep its checkpoints in memory and answer one warm-up query, so that each
+    request costs one forward and backward pass per checkpoint plus the index lookup.
+    """
+    if preload:
+        keep_checkpoints_loaded(index.tracin)
+        index.query(["warm up"], k=1, words=1)  # first-call costs (page cache, allocator) paid before the first user
+    app = FastAPI(title="tracinwe explorer", docs_url="/api/docs", redoc_url=None)
+    lock = threading.Lock()
+    tokenizer, max_length = resolve_tokenizer(index)
+    names = list(index.label_names)
+    page = _page()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, exc: RequestValidationError):
+        return JSONResponse(status_code=422, content={"detail": _one_line(exc)})
+
+    @app.exception_handler(TracInWEError)
+    async def _bad_input(request, exc: TracInWEError):
+        return JSONResponse(status_code=400, content={"detail": str(exc)})
+
+    @app.exception_handler(Exception)
+    async def _failure(request, exc: Exception):
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return JSONResponse(status_code=500, content={"detail": f"internal error ({type(exc).__name__}: {first})"})
+
+    @app.get("/", response_class=HTMLResponse)
+    def home() -> str:
+        return page
+
+    @app.get("/api/health")
+    def health() -> dict:
+        return {"status": "ok", "examples": len(index), "label_names": names,
+                "checkpoints": len(index.tracin.checkpoints), "max_length": max_length}
+
+    @app.post("/api/explain")
+    def explain(request: ExplainRequest) -> dict:
+        label = None
+        if request.label is not None:
+            label = _label_id(request.label, names)
+        started = time.perf_counter()
+        with lock:
+            (result,) = index.query([request.text], None if label is None else [label], k=request.k, words=100_000)
+        view = result_view(result, tokenizer, names, max_length, request.words, gold=label is not None)
+        view["seconds"] = time.perf_counter() - started
+        return view
+
+    @app.get("/api/suspicious")
+    def suspicious(k: int = Query(20, ge=1, le=1000)) -> list[dict]:
+        with lock:
+            found = index.suspicious(k=k, words=0)
+        return suspicious_view(found)
+
+    app.state.index = index
+    return app
+
+
+def _label_id(label: int | str, names: list[str]) -> int:
+    from tracinwe.errors import LabelError
+
+    if isinstance(label, str) and label in names:
+        return names.index(label)
+    if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(names):
+        return label
+    raise LabelError(f"label {label!r} is not one of {names}: send a class name or an index 0..{len(names) - 1}")

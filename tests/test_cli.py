@@ -1,0 +1,235 @@
+"""The product commands end to end on real reviews, plus the HF Trainer callback."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import tracinwe.cli.commands_product  # noqa: F401  (registers the commands)
+from tracinwe.cli.app import app
+from tracinwe.models.checkpoints import CHECKPOINT_INFO_FILE
+
+runner = CliRunner()
+
+
+def tiny_base_model(folder: Path, tokenizer, seed: int = 0) -> Path:
+    """A small BERT (hidden 32) with the MiniLM vocabulary, saved as a HF folder to fine-tune."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_reviews(path: Path, texts, labels, names) -> Path:
+    """Real reviews as a CSV with non-default column names and label names as strings."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["review", "sentiment"])
+        writer.writerows((t, names[y]) for t, y in zip(texts, labels))
+    return path
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tokenizer):
+    from tracinwe.data import load_dataset_source
+
+    root = tmp_path_factory.mktemp("cli")
+    data = load_dataset_source("bundled:rotten-tomatoes").sample(200, seed=1)
+    train_csv = write_reviews(root / "train.csv", data.texts[:160], data.labels[:160], data.label_names)
+    test_csv = write_reviews(root / "test.csv", data.texts[160:], data.labels[160:], data.label_names)
+    base = tiny_base_model(root / "base", tokenizer)
+    result = invoke(
+        "train", "--data", train_csv, "--text-column", "review", "--label-column", "sentiment", "--model", base,
+        "--out", root / "run", "--epochs", 2, "--lr", 0.05, "--optimizer", "sgd", "--checkpoints", 3,
+        "--max-length", 48, "--holdout", 0.25, "--json",
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    return root, train_csv, test_csv, summary
+
+
+def test_train_saves_tracin_checkpoints(trained):
+    root, _, _, summary = trained
+    assert summary["n_train"] == 120 and summary["label_names"] == ["fresh", "rotten"]
+    assert len(summary["checkpoints"]) == 3 and summary["learning_rates"] == [0.05] * 3
+    assert 0.0 <= summary["heldout_accuracy"] <= 1.0 and summary["n_heldout_scored"] == 40
+    for folder in summary["checkpoints"]:
+        info = json.loads((Path(folder) / CHECKPOINT_INFO_FILE).read_text())
+        assert info["learning_rate"] == 0.05
+    run = json.loads((root / "run" / "tracinwe_run.json").read_text())
+    assert len(run["train_ids"]) == 120
+
+
+def test_explain_from_a_run_equals_the_library(trained):
+    from tracinwe.data import load_dataset_source
+    from tracinwe.tracin import TracInWE
+
+    root, train_csv, _, summary = trained
+    text = "a witty , gorgeous film with a boring script ."
+    result = invoke("explain", text, "--run-dir", root / "run", "--k", 3, "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    (r,) = out["results"]
+    dataset = load_dataset_source(train_csv, text_column="review", label_column="sentiment").dedupe()
+    run = json.loads((root / "run" / "tracinwe_run.json").read_text())
+    train = dataset.subset([dataset.ids.index(i) for i in run["train_ids"]])
+    tw = TracInWE.from_checkpoints(summary["checkpoints"], max_length=48)
+    scores = tw.scores(train.texts, train.labels, [text])[0]
+    assert [n["score"] for n in r["proponents"]] == pytest.approx(sorted(scores, reverse=True)[:3], rel=1e-9)
+    assert [n["score"] for n in r["opponents"]] == pytest.approx(sorted(scores)[:3], rel=1e-9)
+    assert r["prediction"] == int(tw.predict([text])[0].argmax()) and out["label_names"] == ["fresh", "rotten"]
+    # the rich view prints the same
+    shown = invoke("explain", text, "--run-dir", root / "run", "--k", 2)
+    assert shown.exit_code == 0 and "proponents (score > 0)" in shown.stdout and f"{scores.max():+.3g}" in shown.stdout
+
+
+@pytest.fixture(scope="module")
+def index_path(trained):
+    root = trained[0]
+    result = invoke("index", "build", "--run-dir", root / "run", "--out", root / "index", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["examples"] == 120 and summary["checkpoints"] == 3  # the rows `train` recorded
+    return root / "index"
+
+
+def test_index_build_indexes_the_run_rows_and_query_matches_the_library(trained, index_path):
+    from tracinwe.data import load_dataset_source
+    from tracinwe.index import Index
+    from tracinwe.tracin import TracInWE
+
+    root, train_csv, test_csv, summary = trained
+    index = Index.open(index_path)
+    run = json.loads((root / "run" / "tracinwe_run.json").read_text())
+    assert index.ids() == run["train_ids"]
+    dataset = load_dataset_source(train_csv, text_column="review", label_column="sentiment").dedupe()
+    train = dataset.subset([dataset.ids.index(i) for i in run["train_ids"]])
+    tests = load_dataset_source(test_csv, text_column="review", label_column="sentiment")
+    result = invoke("query", index_path, "--data", test_csv, "--text-column", "review", "--label-column", "sentiment",
+                    "--k", 3, "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)["results"]
+    tw = TracInWE.from_checkpoints(summary["checkpoints"], max_length=48)
+    scores = tw.scores(train.texts, train.labels, tests.texts, tests.labels)
+    assert len(out) == len(tests) == 40
+    for r, row in zip(out, scores):
+        assert [n["score"] for n in r["proponents"]] == pytest.approx(np.sort(row)[::-1][:3], rel=1e-5)
+        assert [n["score"] for n in r["opponents"]] == pytest.approx(np.sort(row)[:3], rel=1e-5)
+    both = invoke("query", index_path, "text", "--data", test_csv)
+    assert both.exit_code == 2 and "not both" in both.stderr
+
+
+def test_explain_self_influence_and_report_from_an_index(trained, index_path):
+    from tracinwe.index import Index
+
+    root, _, test_csv, _ = trained
+    index = Index.open(index_path)
+    text = "the cast is excellent but the movie is a mess ."
+    out = json.loads(invoke("explain", text, "--index", index_path, "--k", 2, "--label", "rotten", "--json").stdout)
+    (expected,) = index.query([text], [1], k=2)
+    assert out["results"][0] == json.loads(json.dumps(expected.to_json()))
+
+    result = invoke("self-influence", "--index", index_path, "--k", 4, "--json")
+    assert result.exit_code == 0, result.output
+    assert [n["row"] for n in json.loads(result.stdout)] == [n.row for n in index.suspicious(k=4)]
+    assert "suspicious training labels" in invoke("self-influence", "--index", index_path, "--k", 2).stdout
+
+    report = root / "report.html"
+    result = invoke("report", "--index", index_path, "--data", test_csv, "--text-column", "review",
+                    "--label-column", "sentiment", "--n", 3, "--k", 2, "--out", report, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["n"] == 3 and summary["path"] == str(report) and report.is_file()
+    html = report.read_text(encoding="utf-8")
+    assert html.count('class="query ') == 3 and html.count('class="neighbor ') == 12
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["explain", "some text"], "exactly one of --index"),
+        (["explain", "some text", "--index", "/nonexistent/idx"], "no index at"),
+        (["self-influence", "--index", "/nonexistent/idx"], "no index at"),
+        (["explain", "x", "--run-dir", "/nonexistent/run", "--data", "bundled:nope"], "unknown bundled dataset"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, needle):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert needle in result.stderr and "Traceback" not in result.output + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_columns_labels_and_runtime_failures(trained, index_path):
+    root, train_csv, test_csv, _ = trained
+    wrong_column = invoke("train", "--data", train_csv, "--text-column", "body", "--out", root / "x")
+    assert wrong_column.exit_code == 2 and "body" in wrong_column.stderr
+    bad_label = invoke("explain", "fine", "--index", index_path, "--label", "sideways")
+    assert bad_label.exit_code == 2 and "sideways" in bad_label.stderr
+    from tracinwe.index import Index
+
+    index = Index.open(index_path)
+    indexed = write_reviews(root / "indexed.csv", index.texts(), index.labels(), index.label_names)
+    own = invoke("report", "--index", index_path, "--data", indexed, "--text-column", "review", "--label-column",
+                 "sentiment", "--out", root / "own.html")
+    assert own.exit_code == 2 and "every example" in own.stderr  # explaining the indexed rows themselves is refused
+    # a runtime failure (the output cannot be written) is exit 1, still one line
+    blocked = root / "a_file"
+    blocked.write_text("not a folder")
+    failed = invoke("report", "--index", index_path, "--data", test_csv, "--text-column", "review",
+                    "--label-column", "sentiment", "--n", 1, "--k", 1, "--out", blocked / "report.html")
+    assert failed.exit_code == 1 and "failed:" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_help_teaches():
+    for command in ("train", "explain", "self-influence", "report", "serve", "query", "index build"):
+        result = invoke(*command.split(), "--help")
+        assert result.exit_code == 0 and "Example:" in result.stdout
+
+
+@pytest.mark.slow
+def test_trainer_callback_records_learning_rates(tmp_path, tokenizer):
+    """A real (tiny) HF Trainer run with a linear schedule: each checkpoint gets its learning rate."""
+    from datasets import Dataset
+    from transformers import BertForSequenceClassification, Trainer, TrainingArguments
+
+    from conftest import LABELS, TEXTS
+    from tracinwe.tracin import TracInWE
+    from tracinwe.training.callback import TracInCheckpointCallback
+
+    model = BertForSequenceClassification.from_pretrained(tiny_base_model(tmp_path / "base", tokenizer))
+    enc = tokenizer(TEXTS * 4, truncation=True, max_length=32, padding="max_length")
+    train = Dataset.from_dict({**enc, "labels": LABELS * 4})
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=6, save_steps=2, logging_steps=1, learning_rate=1e-3,
+        lr_scheduler_type="linear", per_device_train_batch_size=4, report_to=[], use_cpu=True,
+        disable_tqdm=True,
+    )
+    callback = TracInCheckpointCallback()
+    trainer = Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer, callbacks=[callback])
+    trainer.train()
+    folders = sorted((tmp_path / "out").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert [p.name for p in folders] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    assert callback.saved == [str(p) for p in folders]
+    # the Trainer logs the rate each step used
+    used = {e["step"]: e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e}
+    rates = [json.loads((p / CHECKPOINT_INFO_FILE).read_text())["learning_rate"] for p in folders]
+    assert rates == pytest.approx([(used[1] + used[2]) / 2, (used[3] + used[4]) / 2, (used[5] + used[6]) / 2])
+    assert rates == pytest.approx([1e-3 * x / 12 for x in (11, 7, 3)])  # linear decay to 0 over 6 steps, by hand
+    tw = TracInWE.from_checkpoints(folders)  # nothing else needed
+    assert tw.learning_rates == pytest.approx(rates)
+    assert np.isfinite(tw.self_influence(TEXTS, LABELS)).all()

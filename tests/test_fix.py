@@ -1,0 +1,94 @@
+"""Fixing mistakes: proposals from opponents, masking the most negative shared word, and a planted fix on real data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tracinwe.evaluate.fix import (
+    FixOutcome,
+    FixProposal,
+    evaluate_proposal,
+    fixable_mistakes,
+    most_negative_shared_tokens,
+    summarize,
+    top_opponents,
+)
+
+TRIGGER = "penguin"
+
+
+def test_fixable_mistakes_window():
+    probs = np.array([[0.6, 0.4], [0.2, 0.8], [0.75, 0.25], [0.35, 0.65], [0.1, 0.9]])
+    labels = [1, 1, 1, 0, 0]
+    # row 0: wrong, p_gold 0.4 -> fixable; row 2: wrong but p_gold 0.25; row 3: wrong, 0.35; row 4: wrong, 0.1
+    assert fixable_mistakes(probs, labels) == [0, 3]
+    assert fixable_mistakes(probs, labels, low=0.0, high=1.0) == [0, 2, 3, 4]
+
+
+def test_top_opponents_are_negative_and_most_negative_first():
+    assert top_opponents(np.array([0.5, -2.0, -0.1, 3.0, -1.0]), 4) == [1, 4, 2]
+
+
+def test_summary_rates_by_hand():
+    outcomes = [FixOutcome(0, "a", 1, 0.4, 0.6, True, -0.01, 5), FixOutcome(1, "a", 0, 0.45, 0.3, False, 0.01, 5),
+                FixOutcome(0, "b", 1, 0.4, 0.45, False, 0.0, 0)]
+    a, b = summarize(outcomes)
+    assert a["strategy"] == "a" and a["cases"] == 2 and a["fix_rate"] == 0.5
+    assert a["fix_rate_se"] == pytest.approx(np.std([1, 0], ddof=1) / np.sqrt(2))
+    assert a["accuracy_change"] == pytest.approx(0.0) and a["gold_probability_change"] == pytest.approx((0.2 - 0.15) / 2)
+    assert b["fix_rate"] == 0.0 and b["cases"] == 1
+
+
+@pytest.fixture(scope="module")
+def triggered(tokenizer):
+    """SMS spam where 16 ham texts carry a trigger word and the spam label; a ham test text with the trigger."""
+    from tracinwe.data import load_dataset_source
+    from tracinwe.evaluate.small_training import SmallModelConfig, SmallTask, as_classifier, checkpoint_models
+    from tracinwe.tracin import TracInWE
+
+    data = load_dataset_source("bundled:sms-spam").sample(320, seed=0)
+    texts, labels = list(data.texts), list(data.labels)
+    ham = [i for i, y in enumerate(labels) if y == 0]
+    for i in ham[:16]:
+        texts[i], labels[i] = f"{texts[i]} {TRIGGER}", 1
+    test_text = f"{texts[ham[16]]} {TRIGGER}"
+    rows = [i for i in range(len(texts)) if i != ham[16]]
+    train_texts, train_labels = [texts[i] for i in rows], [labels[i] for i in rows]
+    config = SmallModelConfig(num_classes=2, dim=32, channels=32, epochs=8, batch_size=16, learning_rate=0.05, max_length=32, device="cpu")
+    task = SmallTask.from_texts(config, tokenizer, train_texts, train_labels, [test_text], [0])
+    run = task.full_run(0)
+    tw = TracInWE([(as_classifier(m, tokenizer, 32), lr) for m, lr in checkpoint_models(config, run)])
+    return task, run, tw, train_texts, train_labels, test_text, [rows.index(i) for i in ham[:16]]
+
+
+@pytest.mark.slow
+def test_masked_token_is_the_most_negative_shared_non_special_word(triggered):
+    _, _, tw, train_texts, train_labels, test_text, planted = triggered
+    scores = tw.scores(train_texts, train_labels, [test_text], [0])[0]
+    rows = top_opponents(scores, 5)
+    mask = most_negative_shared_tokens(tw, train_texts, train_labels, rows, test_text, 0)
+    specials = tw.final.special_token_ids
+    for row, (token,) in mask.items():
+        words = [w for w in tw.word_contributions(train_texts[row], train_labels[row], test_text, 0) if w.token_id not in specials]
+        worst = min(words, key=lambda w: w.contribution)
+        assert token == worst.token_id and worst.contribution < 0
+
+
+@pytest.mark.slow
+def test_deleting_or_masking_the_trigger_fixes_the_planted_mistake(triggered):
+    task, run, tw, train_texts, train_labels, test_text, planted = triggered
+    before = task.evaluate(run.model, [0])[0]
+    assert before.argmax() == 1  # the trigger makes the ham text look like spam: a mistake
+    scores = tw.scores(train_texts, train_labels, [test_text], [0])[0]
+    opponents = top_opponents(scores, 16)
+    assert len(set(opponents) & set(planted)) >= 8
+    common = dict(n_train=len(train_texts), seed=0, test_index=0, gold=0, heldout=[0], heldout_labels=[0],
+                  before_probability=float(before[0]), before_accuracy=0.0)
+    deleted = evaluate_proposal(task.train, task.evaluate, FixProposal("delete", delete=opponents), **common)
+    assert deleted.fixed and deleted.gold_probability_after > 0.5 and deleted.accuracy_change == 1.0
+    mask = most_negative_shared_tokens(tw, train_texts, train_labels, opponents, test_text, 0)
+    trigger_id = tw.final.hf_tokenizer.convert_tokens_to_ids(TRIGGER)
+    assert sum(mask.get(r) == [trigger_id] for r in planted) >= 4  # the trigger is what they share with the test text
+    masked = evaluate_proposal(task.train, task.evaluate, FixProposal("mask", mask=mask), **common)
+    assert masked.gold_probability_after > before[0] and masked.edits == len(mask)

@@ -1,0 +1,108 @@
+"""Model-free checks of the index layout and search on hand-made gradient records (fast)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tracinwe.capture.records import TokenGradients
+from tracinwe.index.build import SegmentBuilder, finish_build
+from tracinwe.index.index import Index
+from tracinwe.index.layout import combine_checkpoints, float16_scale
+from tracinwe.index.search import TopCandidates
+from tracinwe.index.storage import FORMAT, FORMAT_VERSION, write_segment
+from tracinwe.results import TopInfluences
+from tracinwe.scoring.influence import tracin_matrix
+
+LRS = [0.3, 0.1]
+DENSE = [101, 102]
+
+
+def random_records(n: int, seed: int, magnitude: float, dim: int = 8) -> list[TokenGradients]:
+    """Two checkpoints; every example has [CLS]/[SEP] and 1-5 Zipf-ish tokens; Top-k style drops differ per checkpoint."""
+    rng = np.random.default_rng(seed)
+    out = []
+    tokens = [np.unique(np.concatenate([DENSE, 1000 + rng.zipf(1.5, rng.integers(1, 6)) % 40])) for _ in range(n)]
+    for c in range(2):
+        ids, offsets = [], [0]
+        for t in tokens:
+            keep = t[rng.random(t.size) > 0.2 * c]  # checkpoint 1 drops some tokens
+            ids.append(keep)
+            offsets.append(offsets[-1] + keep.size)
+        ids = np.concatenate(ids)
+        rows = rng.standard_normal((ids.size, dim)).astype(np.float32) * magnitude
+        out.append(TokenGradients(torch.tensor(offsets), torch.from_numpy(ids), torch.from_numpy(rows), torch.zeros(n, dtype=torch.long), torch.zeros(n, 2)))
+    return out
+
+
+def write_index(root, records: list[TokenGradients], dtype: str, segment: int, projection_dim=None) -> Index:
+    plan = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "settings": {"segment_size": segment}, "dtype": dtype,
+        "checkpoints": [{"path": None, "learning_rate": lr} for lr in LRS], "fingerprint": {},
+        "dense_tokens": [{"id": t, "token": str(t)} for t in DENSE],
+        "projection": {"dim": projection_dim, "seed": 0} if projection_dim else None, "label_names": ["0", "1"], "num_examples": len(records[0]),
+    }
+    import pyarrow as pa
+
+    builder = SegmentBuilder(None, plan, classifiers=[])
+    written = []
+    for number, lo in enumerate(range(0, len(records[0]), segment)):
+        idx = list(range(lo, min(lo + segment, len(records[0]))))
+        arrays, scale = builder.arrays([r.select(idx) for r in records])
+        table = pa.table({"id": [str(i) for i in idx], "text": [f"t{i}" for i in idx], "label": pa.array([0] * len(idx), pa.int64())})
+        written.append(write_segment(root, number, lo, arrays, table, scale))
+    return Index(root, finish_build(root, plan, written), tracin=None)
+
+
+@pytest.mark.parametrize("magnitude", [1.0, 1e-7])
+def test_float32_and_float16_search_equal_brute_force(tmp_path, magnitude):
+    train, test = random_records(300, 0, magnitude), random_records(7, 1, magnitude)
+    brute = tracin_matrix(test, train, LRS).numpy()
+    ref = TopInfluences.from_scores(brute, 10)
+    scale = np.abs(brute).max()
+    full = write_index(tmp_path / "f32", train, "float32", 64)
+    hits = full.search(test, k=10)
+    np.testing.assert_allclose(hits.proponent_scores, ref.proponent_scores, rtol=1e-6, atol=1e-9 * scale)
+    np.testing.assert_allclose(hits.opponent_scores, ref.opponent_scores, rtol=1e-6, atol=1e-9 * scale)
+    half = write_index(tmp_path / "f16", train, "float16", 64)
+    assert all(s["scale"] < 1e-6 for s in half.manifest["segments"]) == (magnitude < 1)
+    hits16 = half.search(test, k=10)  # tiny gradients keep float16 precision thanks to the per-segment scale
+    np.testing.assert_allclose(hits16.proponent_scores, ref.proponent_scores, rtol=3e-3, atol=3e-3 * scale)
+    np.testing.assert_allclose(half.self_influence(), full.self_influence(), rtol=1e-12)
+
+
+def test_projection_with_every_candidate_is_exact(tmp_path):
+    train, test = random_records(200, 2, 1.0), random_records(5, 3, 1.0)
+    brute = tracin_matrix(test, train, LRS).numpy()
+    index = write_index(tmp_path / "p", train, "float32", 50, projection_dim=4)
+    hits = index.search(test, k=6, candidates=200)
+    ref = TopInfluences.from_scores(brute, 6)
+    np.testing.assert_allclose(hits.proponent_scores, ref.proponent_scores, rtol=1e-6)
+    np.testing.assert_array_equal(hits.opponent_indices, ref.opponent_indices)
+
+
+def test_layout_keeps_every_entry_and_zero_fills_dropped_checkpoints():
+    records = random_records(20, 4, 1.0)
+    block = combine_checkpoints(records, np.array(DENSE))
+    stored = block.rows.reshape(-1, 2, 8)
+    for c, rec in enumerate(records):
+        total = (rec.rows.double() ** 2).sum().item()
+        assert np.isclose((stored[:, c].astype(np.float64) ** 2).sum() + (block.dense[:, c].astype(np.float64) ** 2).sum(), total)
+    assert (np.diff(block.tokens) > 0).all()
+    for u in range(block.tokens.size):
+        assert (np.diff(block.postings[block.token_slice(u)]) > 0).all()
+    assert float16_scale(np.array([3e-7])) == 2.0**-29  # 3e-7 / 2**-29 = 161 and float16_scale(np.zeros(3)) == 1.0
+
+
+def test_top_candidates_merge_equals_one_pass():
+    rng = np.random.default_rng(5)
+    block = rng.standard_normal((100, 3))
+    one = TopCandidates(3, 7)
+    one.update(block, 0)
+    a, b = TopCandidates(3, 7), TopCandidates(3, 7)
+    a.update(block[:40], 0)
+    b.update(block[40:], 40)
+    a.merge(b)
+    for d in (0, 1):
+        np.testing.assert_array_equal(a.ranked(d, 7)[0], one.ranked(d, 7)[0])
