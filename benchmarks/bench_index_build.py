@@ -107,7 +107,8 @@ def main() -> None:
     console.print(table)
     config = {"rounds": args.rounds, "segment_size": args.segment_size, "torch_threads": args.threads, "top_k": 10, "max_length": 64,
               "batch_size": 64, "seeds": [0, 1], "data": {"bert-small": "bundled:rotten-tomatoes", "cnn": "bundled:twitter-sentiment"},
-              "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+              "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+              "load_average_1_5_15": list(__import__("os").getloadavg())}
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{args.out}.json"
     tmp = out.with_suffix(".json.tmp")

@@ -212,7 +212,7 @@ def main() -> None:
         "learning_rates": lrs, "top_k": 10, "max_length": 64, "batch_size": 128, "dtype": "float32", "segment_size": args.segment_size,
         "cnn_loss_first20_last20": [float(np.mean(losses[:20])), float(np.mean(losses[-20:]))],
         "torch_threads": args.threads, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-        "machine": platform.machine(), "cpus": __import__("os").cpu_count(),
+        "machine": platform.machine(), "cpus": __import__("os").cpu_count(), "load_average_1_5_15": list(__import__("os").getloadavg()),
     }
     table = Table(title=f"TracIn-WE index: {args.n_test} test x {args.n_train} real training tweets, exact top-10")
     table.add_column("measure")

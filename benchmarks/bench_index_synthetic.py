@@ -282,7 +282,8 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
     config = {k: v for k, v in vars(args).items() if k not in ("measure_only", "reuse", "keep")}
     config.update({"learning_rates": lrs, "dtype": "float16", "shapes_from": shapes["source"], "numpy": np.__version__,
-                   "python": platform.python_version(), "cpus": os.cpu_count(), "page_cache": "warm (written just before)"})
+                   "python": platform.python_version(), "cpus": os.cpu_count(), "page_cache": "warm (written just before)",
+                   "load_average_1_5_15": list(os.getloadavg())})
     table = Table(title=f"synthetic TracIn-WE index: {args.n:,} examples, top-10")
     table.add_column("measure")
     table.add_column("value", justify="right")

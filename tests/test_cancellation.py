@@ -31,9 +31,13 @@ def one_torch_thread():
 
 
 def _ratio_of(rows) -> float:
+    return _accumulated(rows).ratio
+
+
+def _accumulated(rows) -> CancellationAccumulator:
     acc = CancellationAccumulator(len(rows[0]))
     acc.add(torch.tensor(rows, dtype=torch.float64))
-    return acc.ratio
+    return acc
 
 
 def test_hand_made_ratios():
@@ -46,6 +50,17 @@ def test_hand_made_ratios():
     for row in ([3.0, 4.0], [0.0, -4.0]):
         acc.add(torch.tensor(row))
     assert acc.ratio == pytest.approx(3.0) and acc.count == 2
+
+
+def test_mean_pairwise_cosine_tells_opposition_from_orthogonality():
+    assert _accumulated([[1.0, 2.0], [-1.0, -2.0]]).mean_pairwise_cosine == pytest.approx(-1.0)
+    assert _accumulated([[1.0, 2.0], [2.0, 4.0]]).mean_pairwise_cosine == pytest.approx(1.0)
+    assert _accumulated(np.eye(5).tolist()).mean_pairwise_cosine == pytest.approx(0.0)  # C = sqrt(5), yet nothing opposes
+    rows = np.random.default_rng(0).normal(size=(6, 4))
+    norms = np.linalg.norm(rows, axis=1)
+    pairs = [(rows[i] @ rows[j], norms[i] * norms[j]) for i in range(6) for j in range(6) if i != j]
+    expected = sum(p for p, _ in pairs) / sum(w for _, w in pairs)
+    assert _accumulated(rows.tolist()).mean_pairwise_cosine == pytest.approx(expected)
 
 
 def _brute_force(module: torch.nn.Module, batches, labels, word_name: str, group_by) -> dict[str, float]:
@@ -78,7 +93,7 @@ def test_tiny_bert_matches_dense_brute_force(tokenizer):
     expected["embeddings (rest)"] = expected.pop("embeddings")
     for layer in report.layers:
         assert layer.ratio == pytest.approx(expected[layer.name], rel=1e-5), layer.name
-        assert layer.ratio >= 1.0
+        assert layer.ratio >= 1.0 and -1.0 <= layer.mean_pairwise_cosine <= 1.0
     assert report.ratio("classifier") == report.layers[-1].ratio
     assert sum(l.num_parameters for l in report.layers) == sum(p.numel() for p in model.parameters())
 

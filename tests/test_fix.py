@@ -53,7 +53,7 @@ def triggered(tokenizer):
     for i in ham[:16]:
         texts[i], labels[i] = f"{texts[i]} {TRIGGER}", 1
     test_text = f"{texts[ham[16]]} {TRIGGER}"
-    rows = [i for i in range(len(texts)) if i != ham[16]]
+    rows = [i for i in range(len(texts)) if i not in (ham[16], ham[17])]  # the training set of test_deletion's planted case
     train_texts, train_labels = [texts[i] for i in rows], [labels[i] for i in rows]
     config = SmallModelConfig(num_classes=2, dim=32, channels=32, epochs=8, batch_size=16, learning_rate=0.05, max_length=32, device="cpu")
     task = SmallTask.from_texts(config, tokenizer, train_texts, train_labels, [test_text], [0])

@@ -73,6 +73,7 @@ def cancellation(
     from tracinwe.evaluate.cancellation import layer_cancellation
 
     console = Console()
+    console = Console(width=max(console.width, 120))
     try:
         dataset = load_dataset_source(data).dedupe().sample(n, seed=seed)
         clf, folder, fresh_head = load_classifier_for(model, dataset.num_labels, seed, max_length)

@@ -42,6 +42,19 @@ _LAYER_INDEX = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
 GroupBy = Callable[[str], "str | None"]
 
 
+def pairwise_cosine(sum_of_norms: float, norm_of_sum: float, sum_of_squared_norms: float) -> float:
+    """Norm-weighted mean cosine between *different* examples' gradients (-1 .. 1).
+
+    ``sum_{i != j} g_i . g_j / sum_{i != j} ||g_i|| ||g_j||``: about 0 when the gradients are
+    unrelated (e.g. texts sharing no words have orthogonal word-embedding gradients), < 0 when
+    they oppose each other. It tells which of the two makes ``C`` large.
+    """
+    denominator = sum_of_norms ** 2 - sum_of_squared_norms
+    if denominator <= 0.0:
+        return math.nan
+    return (norm_of_sum ** 2 - sum_of_squared_norms) / denominator
+
+
 def cancellation_ratio(sum_of_norms: float, norm_of_sum: float) -> float:
     """``sum_i ||g_i|| / ||sum_i g_i||``; ``inf`` when the sum vanishes, ``nan`` when every g_i does."""
     if sum_of_norms == 0.0:
@@ -57,13 +70,16 @@ class CancellationAccumulator:
     def __init__(self, size: int, device: torch.device | str = "cpu") -> None:
         self.total = torch.zeros(size, dtype=torch.float64, device=device)
         self.sum_of_norms = 0.0
+        self.sum_of_squared_norms = 0.0
         self.count = 0
 
     def add(self, gradients: torch.Tensor) -> None:
         """Add per-example gradients (n, size), or one gradient (size,)."""
         g = gradients.reshape(-1, self.total.numel()).to(self.total.device, torch.float64)
         self.total += g.sum(dim=0)
-        self.sum_of_norms += float(g.norm(dim=1).sum())
+        norms = g.norm(dim=1)
+        self.sum_of_norms += float(norms.sum())
+        self.sum_of_squared_norms += float((norms ** 2).sum())
         self.count += g.shape[0]
 
     @property
@@ -73,6 +89,10 @@ class CancellationAccumulator:
     @property
     def ratio(self) -> float:
         return cancellation_ratio(self.sum_of_norms, self.norm_of_sum)
+
+    @property
+    def mean_pairwise_cosine(self) -> float:
+        return pairwise_cosine(self.sum_of_norms, self.norm_of_sum, self.sum_of_squared_norms)
 
 
 @dataclass
@@ -84,6 +104,7 @@ class LayerCancellation:
     mean_gradient_norm: float  # (1/n) sum_i ||g_i||
     norm_of_mean_gradient: float  # ||(1/n) sum_i g_i||
     ratio: float  # C = sum_i ||g_i|| / ||sum_i g_i||
+    mean_pairwise_cosine: float  # ~0: unrelated gradients, < 0: opposing ones (see `pairwise_cosine`)
 
 
 @dataclass
@@ -123,12 +144,12 @@ class CancellationReport:
         from rich.table import Table
 
         table = Table(title=title or f"Cancellation ratio per layer (n = {self.num_examples}, sqrt(n) = {self.random_direction_ratio:.1f})")
-        for col in ("group", "parameters", "mean ||g_i||", "||mean g_i||", "C"):
+        for col in ("group", "parameters", "mean ||g_i||", "||mean g_i||", "C", "mean cos(g_i, g_j)"):
             table.add_column(col, justify="left" if col == "group" else "right")
         for layer in self.layers:
             table.add_row(
                 layer.name, f"{layer.num_parameters:,}", f"{layer.mean_gradient_norm:.3g}",
-                f"{layer.norm_of_mean_gradient:.3g}", f"{layer.ratio:.2f}",
+                f"{layer.norm_of_mean_gradient:.3g}", f"{layer.ratio:.2f}", f"{layer.mean_pairwise_cosine:+.3f}",
             )
         return table
 
@@ -243,10 +264,12 @@ def _word_embedding_layer(
     vocab, dim = classifier.vocab_size, records.dim
     total = torch.zeros(vocab, dim, dtype=torch.float64)
     total.index_add_(0, records.token_ids, records.rows.double())
-    sum_of_norms = float(records.squared_norms().sqrt().sum())
+    squared = records.squared_norms()
+    sum_of_norms, sum_of_squares = float(squared.sqrt().sum()), float(squared.sum())
     norm_of_sum = float(total.norm())
     n = len(texts)
-    return LayerCancellation(WORD_EMBEDDINGS, vocab * dim, sum_of_norms / n, norm_of_sum / n, cancellation_ratio(sum_of_norms, norm_of_sum))
+    return LayerCancellation(WORD_EMBEDDINGS, vocab * dim, sum_of_norms / n, norm_of_sum / n,
+                             cancellation_ratio(sum_of_norms, norm_of_sum), pairwise_cosine(sum_of_norms, norm_of_sum, sum_of_squares))
 
 
 def layer_cancellation(
@@ -279,7 +302,8 @@ def layer_cancellation(
     _accumulate_per_example(classifier, texts, checked, groups, device, progress)
     n = len(texts)
     layers = [word_layer] + [
-        LayerCancellation(g.name, g.size, g.accumulator.sum_of_norms / n, g.accumulator.norm_of_sum / n, g.accumulator.ratio)
+        LayerCancellation(g.name, g.size, g.accumulator.sum_of_norms / n, g.accumulator.norm_of_sum / n,
+                          g.accumulator.ratio, g.accumulator.mean_pairwise_cosine)
         for g in groups
     ]
     return CancellationReport(

@@ -219,6 +219,7 @@ class MislabelReport:
         if conf:
             for col in ("Spearman(SI, confidence)", "conf. top 10% SI", "conf. rest"):
                 table.add_column(col, justify="right")
+        table.add_column("Spearman(SI, length)", justify="right")
         names = [d.method for d in self.detection] or [c.method for c in self.confidence]
         by_name = {d.method: d for d in self.detection}
         for name in names:
@@ -229,6 +230,7 @@ class MislabelReport:
             if name in conf:
                 c = conf[name]
                 row += [f"{c.spearman:+.3f}", f"{c.mean_confidence_top_decile:.3f}", f"{c.mean_confidence_rest:.3f}"]
+            row.append(f"{self.length_spearman[name]:+.3f}" if name in self.length_spearman else "")
             table.add_row(*row)
         return table
 

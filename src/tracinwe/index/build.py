@@ -136,12 +136,16 @@ class SegmentBuilder:
 
     def build(self, root: Path, number: int, start: int, stop: int, examples: Examples, offset: int = 0) -> dict:
         """Capture rows ``start:stop`` of ``examples`` (global rows ``offset + ...``) and commit the segment."""
-        texts, labels = examples.texts[start:stop], examples.labels[start:stop]
+        return self.commit(root, number, start, stop, examples, self.capture_rows(start, stop, examples), offset)
+
+    def capture_rows(self, start: int, stop: int, examples: Examples) -> list[TokenGradients]:
         pairs = examples.pairs[start:stop] if examples.pairs is not None else None
-        records = self.capture(texts, labels, pairs)
+        return self.capture(examples.texts[start:stop], examples.labels[start:stop], pairs)
+
+    def commit(self, root: Path, number: int, start: int, stop: int, examples: Examples, records, offset: int = 0) -> dict:
+        """Lay out, write and rename one captured segment into place."""
         arrays, scale = self.arrays(records)
         return write_segment(root, number, offset + start, arrays, examples.table(start, stop), scale)
-
 
 def projections_for(projection: dict, sparse_in: int, dense_in: int) -> tuple[np.ndarray, np.ndarray]:
     """The seeded Gaussian projections of the (C*d) posting rows and the (C*T*d) dense rows."""
@@ -253,6 +257,8 @@ def build_local(root: Path, tw, examples: Examples, plan: dict, progress: bool) 
     builder = SegmentBuilder(tw, plan)
     bar = tqdm(total=len(examples.texts), initial=len(examples.texts) - sum(hi - lo for _, lo, hi in todo),
                desc="building index", unit="ex", disable=not progress)
+    # Sequential on purpose: writing a segment in a background thread while the next is captured
+    # was slower on 2 shared cores (bench_index_build.py), as the two compete for the same cores.
     for number, lo, hi in todo:
         builder.build(root, number, lo, hi, examples)
         bar.update(hi - lo)
