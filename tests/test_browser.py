@@ -105,7 +105,7 @@ def server(small):
     """`tracinwe serve INDEX` in a subprocess on a free localhost port."""
     root, index, train, held = small
     port = _free_port()
-    code = "import tracinwe.cli.commands_product; from tracinwe.cli.app import app; app()"
+    code = "from tracinwe.cli.app import app; app()"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "serve", str(root / "index"), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -123,7 +123,6 @@ def test_report_files_and_json(tmp_path, tokenizer):
 def test_cli_on_real_data(tmp_path, tokenizer):
     from typer.testing import CliRunner
 
-    import tracinwe.cli.commands_diagnostics  # noqa: F401  (registers the command)
     from tracinwe.cli.app import app
 
     model_dir = tmp_path / "tiny"

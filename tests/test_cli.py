@@ -11,7 +11,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import tracinwe.cli.commands_product  # noqa: F401  (registers the commands)
 from tracinwe.cli.app import app
 from tracinwe.models.checkpoints import CHECKPOINT_INFO_FILE
 

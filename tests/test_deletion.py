@@ -183,7 +183,6 @@ def test_time_limit_keeps_complete_points_and_resume_finishes(tmp_path):
 def test_cli_rejects_bad_grid_with_one_line_error():
     from typer.testing import CliRunner
 
-    import tracinwe.cli.commands_evaluate  # noqa: F401  (registers `evaluate` and `fix`)
     from tracinwe.cli.app import app
 
     result = CliRunner().invoke(app, ["evaluate", "deletion", "--ks", "10,x"])

@@ -8,7 +8,6 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
-import tracinwe.cli.commands_index  # noqa: F401  (registers the commands)
 from conftest import LABELS, TEXTS, tiny_bert
 from tracinwe.cli.app import app
 from tracinwe.index import Index
@@ -31,8 +30,8 @@ def test_build_query_info_suspicious(tokenizer, tmp_path):
             writer.writerow([f"{t} #{i}", "pos" if y else "neg"])
     runner = CliRunner()
     out = runner.invoke(app, [
-        "index", "build", str(tmp_path / "idx"), "--run-dir", str(run), "--data", str(table), "--text-column", "sentence",
-        "--label-column", "sentiment", "--max-length", "64", "--chunk-size", "10",
+        "index", "build", "--out", str(tmp_path / "idx"), "--run-dir", str(run), "--data", str(table), "--text-column", "sentence",
+        "--label-column", "sentiment", "--max-length", "64", "--chunk-size", "10", "--top-k", "10",
     ])
     assert out.exit_code == 0, out.output
     index = Index.open(tmp_path / "idx")
@@ -41,7 +40,7 @@ def test_build_query_info_suspicious(tokenizer, tmp_path):
 
     out = runner.invoke(app, ["query", str(tmp_path / "idx"), TEXTS[0], TEXTS[1], "--k", "3", "--json", "--label", "pos"])
     assert out.exit_code == 0, out.output
-    results = json.loads(out.stdout)
+    results = json.loads(out.stdout)["results"]
     assert len(results) == 2 and all(len(r["proponents"]) == 3 for r in results)
     brute = index.tracin.scores(index.texts(), index.labels(), TEXTS[:2], [index.label_names.index("pos")] * 2)
     for i, r in enumerate(results):
@@ -51,7 +50,7 @@ def test_build_query_info_suspicious(tokenizer, tmp_path):
     assert out.exit_code == 0 and "proponents" in out.output
     out = runner.invoke(app, ["index", "info", str(tmp_path / "idx")])
     assert out.exit_code == 0 and "[CLS]" in out.output
-    out = runner.invoke(app, ["index", "suspicious", str(tmp_path / "idx"), "--k", "3", "--json"])
+    out = runner.invoke(app, ["self-influence", "--index", str(tmp_path / "idx"), "--k", "3", "--json"])
     assert out.exit_code == 0 and len(json.loads(out.stdout)) == 3
     out = runner.invoke(app, ["query", str(tmp_path / "nowhere"), "text"])
-    assert out.exit_code == 1 and "no index" in out.output
+    assert out.exit_code == 2 and "no index" in out.output

@@ -93,7 +93,6 @@ def test_end_to_end_on_real_data_flipped_labels_rank_high(tmp_path):
     """SMS spam, 10% flipped with a fixed seed: an easy, planted case where self-influence must beat chance."""
     from typer.testing import CliRunner
 
-    import tracinwe.cli.commands_diagnostics  # noqa: F401  (registers the command)
     from tracinwe.cli.app import app
 
     out = tmp_path / "mislabel.json"

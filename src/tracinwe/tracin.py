@@ -15,7 +15,7 @@ from tracinwe.models.checkpoints import Checkpoint, check_checkpoint_folder, rea
 from tracinwe.models.contract import TextClassifier
 from tracinwe.models.huggingface import as_text_classifier
 from tracinwe.results import TopInfluences
-from tracinwe.scoring.influence import SIGN_CONVENTION, TokenMajor, influence_matrix, self_influence_scores
+from tracinwe.scoring.influence import SIGN_CONVENTION, TokenMajor, influence_matrix
 from tracinwe.scoring.words import WordContribution, token_contributions, word_contributions
 from tracinwe.validation import check_labels, check_pairs, check_texts
 

@@ -17,11 +17,11 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def main() -> None:
     """Which training examples made your text classifier say this, and through which words."""
 
 
 # Command modules register themselves on `app`; import order sets the --help order.
-from tracinwe.cli import commands_core  # noqa: E402,F401
+from tracinwe.cli import commands_core, commands_product, commands_index  # noqa: E402,F401
+from tracinwe.cli import commands_evaluate, commands_diagnostics  # noqa: E402,F401

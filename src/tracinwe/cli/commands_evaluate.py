@@ -76,7 +76,7 @@ def deletion(
     """
     from rich.console import Console
 
-    from tracinwe.evaluate.experiment import run_deletion_experiment, save_result
+    from tracinwe.evaluate.experiment import save_result
 
     try:
         setup = _setup(data, n_train, n_heldout, test_points, ks, seeds, methods, architecture, epochs, learning_rate,

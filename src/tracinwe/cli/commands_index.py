@@ -1,118 +1,112 @@
-"""`tracinwe index build|info|suspicious` and `tracinwe query`: the persistent index from the shell."""
+"""`tracinwe index build | info` and `tracinwe query`: the persistent index from the shell."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from tracinwe.cli.app import app
+from tracinwe.cli.common import (
+    JSON_OPTION, LABEL_COLUMN, PAIR_COLUMN, TEXT_COLUMN, checkpoint_folders, exit_codes, label_ids, load_data,
+    open_index, output_console, print_json, run_training_data, stderr,
+)
+from tracinwe.errors import TracInWEError
 
 index_app = typer.Typer(
-    help="Build a persistent TracIn-WE index of a training set, then query it in milliseconds.",
+    help="Build a persistent TracIn-WE index of a training set (gradients stored once), then query it in milliseconds.",
     no_args_is_help=True,
 )
 app.add_typer(index_app, name="index")
 
 
-def _fail(message: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code=1)
-
-
 def _checkpoints(checkpoint: list[Path] | None, run_dir: Path | None) -> list[Path]:
-    if run_dir is not None:
-        found = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else 0)
-        found = [p for p in found if p.is_dir()]
-        if not found:
-            _fail(f"no checkpoint-* folders in {str(run_dir)!r}: pass --checkpoint for each checkpoint")
-        return found
-    if not checkpoint:
-        _fail("no checkpoints: pass --checkpoint PATH (repeatable) or --run-dir RUN")
-    return list(checkpoint)
+    if (run_dir is None) == (not checkpoint):
+        raise TracInWEError("pass --run-dir RUN (a `tracinwe train` folder) or --checkpoint PATH for each checkpoint, not both")
+    return checkpoint_folders(run_dir) if run_dir is not None else list(checkpoint)
 
 
 @index_app.command("build")
 def build(
-    index_path: Path = typer.Argument(..., help="Folder to create (an interrupted build there resumes)."),
-    data: str = typer.Option(..., "--data", help="Training data: bundled:NAME, a csv/jsonl/parquet file, or an HF dataset."),
-    checkpoint: Optional[list[Path]] = typer.Option(None, "--checkpoint", help="A checkpoint folder, oldest first (repeatable)."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Use every checkpoint-* folder in this training run."),
-    learning_rate: Optional[list[float]] = typer.Option(None, "--learning-rate", help="One per checkpoint (default: recorded ones)."),
-    text_column: Optional[str] = typer.Option(None, help="Text column of a table file."),
-    label_column: Optional[str] = typer.Option(None, help="Label column of a table file."),
-    text_pair_column: Optional[str] = typer.Option(None, help="Second-segment column for sentence pairs."),
-    top_k: Optional[int] = typer.Option(10, help="TracIn-WE-Topk positions kept per example (0: all)."),
-    max_length: int = typer.Option(128, help="Tokens per text."),
-    dtype: str = typer.Option("float32", help="Stored gradient precision: float32 or float16."),
-    projection_dim: Optional[int] = typer.Option(None, help="Add a seeded random projection of this size (faster approximate screen)."),
-    seed: int = typer.Option(0, help="Seed of the projection."),
-    batch_size: int = typer.Option(32, help="Examples per forward/backward pass."),
-    chunk_size: Optional[int] = typer.Option(None, help="Examples per segment (default 4096)."),
-    use_ray: bool = typer.Option(False, "--ray", help="Build with Ray actors (ray.init(address='auto') if a cluster runs)."),
-    num_workers: int = typer.Option(2, help="Ray actors."),
+    out: Path = typer.Option(..., help="The index folder to create (an interrupted build there resumes)."),
+    run_dir: Optional[Path] = typer.Option(None, help="A `tracinwe train` run folder: its checkpoints, data and rows."),
+    checkpoint: Optional[list[Path]] = typer.Option(None, help="Or: a checkpoint folder, oldest first (repeatable)."),
+    learning_rate: Optional[list[float]] = typer.Option(None, help="One per checkpoint (default: the recorded ones)."),
+    data: Optional[str] = typer.Option(None, help="Training data (default: the data and rows recorded by `train`)."),
+    text_column: str = TEXT_COLUMN, label_column: str = LABEL_COLUMN, text_pair_column: str = PAIR_COLUMN,
+    n_train: Optional[int] = typer.Option(None, min=1, help="Index a stratified sample of this many examples."),
+    top_k: Optional[int] = typer.Option(None, min=1, help="TracIn-WE-Topk: keep the k heaviest positions per example (paper: 10)."),
+    max_length: Optional[int] = typer.Option(None, min=8, help="Tokens per text (default: the run's, else 128)."),
+    dtype: str = typer.Option("float32", help="float32, or float16 (half the disk)."),
+    projection_dim: Optional[int] = typer.Option(None, min=1, help="Also store a seeded random projection of this size (fast screen, exact re-rank)."),
+    seed: int = typer.Option(0, help="Seed of the sample and of the projection."),
+    batch_size: int = typer.Option(32, min=1, help="Examples per forward/backward pass."),
+    chunk_size: Optional[int] = typer.Option(None, min=1, help="Examples per segment (default 4096)."),
+    use_ray: bool = typer.Option(False, "--ray", help="Build with Ray actors (joins the cluster in RAY_ADDRESS if set)."),
+    num_workers: int = typer.Option(2, min=1, help="Ray actors (with --ray)."),
+    json_out: bool = JSON_OPTION,
 ) -> None:
-    """Capture every training example's word-embedding gradients once and store them, token-major."""
-    from rich.console import Console
+    """Capture every training example's word-embedding gradients at every checkpoint once; store them token-major.
 
-    from tracinwe.data import load_dataset_source
-    from tracinwe.errors import TracInWEError
-
-    columns = {k: v for k, v in {"text_column": text_column, "label_column": label_column, "text_pair_column": text_pair_column}.items() if v}
-    paths = _checkpoints(checkpoint, run_dir)
-    options = dict(max_length=max_length, top_k=top_k or None, batch_size=batch_size)
-    build_options = dict(dtype=dtype, projection_dim=projection_dim, seed=seed, chunk_size=chunk_size)
-    try:
-        dataset = load_dataset_source(data, **columns)
+    Example: tracinwe index build --run-dir runs/mr --out mr.index
+    """
+    with exit_codes():
+        paths = _checkpoints(checkpoint, run_dir)
+        if run_dir is not None:
+            dataset, run_length = run_training_data(run_dir, data, text_column, label_column, text_pair_column)
+        elif data is None:
+            raise TracInWEError("no training data: pass --data (the data the checkpoints were trained on)")
+        else:
+            dataset, run_length = load_data(data, text_column, label_column, text_pair_column), 128
+        if n_train is not None:
+            dataset = dataset.sample(n_train, seed=seed)
+        options = dict(max_length=max_length or run_length, top_k=top_k, batch_size=batch_size)
+        build_options = dict(dtype=dtype, projection_dim=projection_dim, seed=seed, chunk_size=chunk_size)
         if use_ray:
-            from tracinwe.index.ray_build import build_index_on_ray
-
-            try:
-                import ray
-
-                if not ray.is_initialized():
-                    ray.init(address="auto") if _ray_cluster_running() else ray.init()
-            except ImportError:
-                _fail("Ray is not installed: pip install 'tracinwe[ray]'")
-            index = build_index_on_ray(
-                index_path, paths, learning_rate, dataset.texts, dataset.labels, num_workers, ids=dataset.ids,
-                label_names=dataset.label_names, text_pairs=dataset.text_pairs, **options, **build_options,
-            )
+            index = _build_on_ray(out, paths, learning_rate, dataset, num_workers, options, build_options)
         else:
             from tracinwe.index import Index
             from tracinwe.tracin import TracInWE
 
             tw = TracInWE.from_checkpoints(paths, learning_rate, **options)
-            index = Index.build_from_dataset(index_path, tw, dataset, progress=True, **build_options)
-    except TracInWEError as exc:
-        _fail(str(exc))
-    Console().print(f"[green]index of {len(index)} examples[/green] in {index.path} ({len(index.manifest['segments'])} segments)")
+            index = Index.build_from_dataset(out, tw, dataset, progress=True, **build_options)
+        summary = {"index": str(out), "examples": len(index), "label_names": index.label_names,
+                   "checkpoints": len(paths), "top_k": top_k, "dtype": dtype, "segments": len(index.manifest["segments"])}
+    if json_out:
+        print_json(summary)
+    else:
+        output_console(json_out).print(
+            f"indexed {summary['examples']} examples x {summary['checkpoints']} checkpoints in [bold]{out}[/bold]; "
+            f"next: tracinwe explain \"some text\" --index {out}")
 
 
-def _ray_cluster_running() -> bool:
-    import os
+def _build_on_ray(out: Path, paths, learning_rates, dataset, num_workers: int, options: dict, build_options: dict):
+    try:
+        import ray
+    except ImportError:
+        raise TracInWEError("Ray is not installed: pip install 'tracinwe[ray]', or build without --ray") from None
+    from tracinwe.index.ray_build import build_index_on_ray
 
-    return bool(os.environ.get("RAY_ADDRESS"))
+    if not ray.is_initialized():
+        ray.init(address="auto") if os.environ.get("RAY_ADDRESS") else ray.init()
+    return build_index_on_ray(
+        out, paths, learning_rates, dataset.texts, dataset.labels, num_workers, ids=dataset.ids,
+        label_names=dataset.label_names, text_pairs=dataset.text_pairs, **options, **build_options,
+    )
 
 
 @index_app.command("info")
-def info(index_path: Path = typer.Argument(..., help="An index folder.")) -> None:
+def info(index_path: Path = typer.Argument(..., help="An index folder."), json_out: bool = JSON_OPTION) -> None:
     """What an index holds: size, settings, checkpoints, dense tokens, disk use."""
-    from rich.console import Console
     from rich.table import Table
 
     from tracinwe.index.storage import MANIFEST, read_json
-    from tracinwe.errors import TracInWEError
 
-    try:
+    with exit_codes():
         manifest = read_json(index_path / MANIFEST, "index manifest")
-    except TracInWEError as exc:
-        _fail(str(exc))
-    table = Table(title=str(index_path), show_header=False)
     size = sum(f["bytes"] for s in manifest["segments"] for f in s["files"].values())
     rows = {
         "examples": manifest["num_examples"],
@@ -125,92 +119,50 @@ def info(index_path: Path = typer.Argument(..., help="An index folder.")) -> Non
         "projection": json.dumps(manifest["projection"]),
         "labels": ", ".join(manifest["label_names"]),
     }
+    if json_out:
+        print_json({**rows, "disk_bytes": size})
+        return
+    table = Table(title=str(index_path), show_header=False)
     for key, value in rows.items():
         table.add_row(key, str(value))
-    Console().print(table)
+    output_console(json_out).print(table)
 
 
-@app.command("query")
+@app.command()
 def query(
-    index_path: Path = typer.Argument(..., help="An index built with `tracinwe index build`."),
-    texts: Optional[list[str]] = typer.Argument(None, help="Texts to explain."),
-    file: Optional[Path] = typer.Option(None, "--file", help="A file with one text per line."),
-    label: Optional[str] = typer.Option(None, "--label", help="Explain this label (index or name) instead of the prediction."),
-    k: int = typer.Option(5, "--k", help="Proponents and opponents per text."),
-    words: int = typer.Option(3, help="Shared words shown per neighbour."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    index: Path = typer.Argument(..., help="An index built by `tracinwe index build`."),
+    texts: Optional[list[str]] = typer.Argument(None, help="Texts to query (or --data)."),
+    data: Optional[str] = typer.Option(None, help="A file / dataset of texts to query instead (its labels are explained when present)."),
+    text_column: str = TEXT_COLUMN, label_column: str = LABEL_COLUMN, text_pair_column: str = PAIR_COLUMN,
+    label: Optional[list[str]] = typer.Option(None, help="Explain this label (name or index; one for all texts or one per text) instead of the prediction."),
+    k: int = typer.Option(10, min=1, help="Proponents and opponents per text."),
+    words: int = typer.Option(0, min=0, help="Shared words listed per neighbour (0: none, fastest)."),
+    json_out: bool = JSON_OPTION,
 ) -> None:
-    """The training examples that most helped (proponents, score > 0) and hurt (opponents) each text."""
-    from rich.console import Console
+    """Top-k proponents and opponents of many texts at once (exact scores); --json for scripts.
 
-    from tracinwe.errors import TracInWEError
-    from tracinwe.index import Index
-
-    queries = list(texts or [])
-    if file is not None:
-        if not file.is_file():
-            _fail(f"--file {str(file)!r} does not exist")
-        queries += [line.strip() for line in file.read_text().splitlines() if line.strip()]
-    if not queries:
-        _fail("no texts: pass TEXT arguments or --file")
-    try:
-        index = Index.open(index_path)
+    Example: tracinwe query mr.index "a gorgeous film" "a mess" --k 5 --json
+    """
+    with exit_codes():
+        if bool(texts) == bool(data):
+            raise TracInWEError("pass texts as arguments or --data FILE, not both and not neither")
+        idx = open_index(index)
         labels = None
-        if label is not None:
-            value: int | str = int(label) if label.isdigit() else label
-            if isinstance(value, str) and value in index.label_names:
-                value = index.label_names.index(value)
-            labels = [value] * len(queries)
-        results = index.query(queries, labels, k=k, words=words)
-    except TracInWEError as exc:
-        _fail(str(exc))
-    if as_json:
-        print(json.dumps([r.to_json() for r in results], indent=2))
+        if data:
+            dataset = load_data(data, text_column, label_column, text_pair_column)
+            texts, labels = dataset.texts, dataset.labels
+        if label:
+            labels = label_ids(label, len(texts), idx.label_names)
+        with stderr.status(f"querying {len(texts)} text(s) ..."):
+            results = idx.query(list(texts), labels, k=k, words=words)
+    if json_out:
+        print_json({"label_names": idx.label_names, "results": [r.to_json() for r in results]})
         return
-    _print_results(results, index.label_names)
+    from tracinwe.report.console import result_tables
 
-
-def _print_results(results, label_names: list[str]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
+    console = output_console(json_out)
     for r in results:
-        console.print(f"\n[bold]{r.text}[/bold]  explained label: {label_names[r.label]}  "
-                      f"(predicted {label_names[r.prediction]}, p={max(r.probabilities):.2f})")
-        for title, group in (("proponents (score > 0)", r.proponents), ("opponents (score < 0)", r.opponents)):
-            table = Table(title=title, title_justify="left")
-            for col in ("score", "id", "label", "text", "top shared words"):
-                table.add_column(col, overflow="fold")
-            for n in group:
-                shared = ", ".join(f"{w.token} {w.contribution:+.2e}" for w in n.words)
-                table.add_row(f"{n.score:+.3e}", n.id, n.label_name, n.text[:120], shared)
-            console.print(table)
-
-
-@index_app.command("suspicious")
-def suspicious(
-    index_path: Path = typer.Argument(..., help="An index folder."),
-    k: int = typer.Option(20, "--k", help="How many examples to list."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-) -> None:
-    """Training examples of highest self-influence: likely mislabels or outliers."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from tracinwe.errors import TracInWEError
-    from tracinwe.index import Index
-
-    try:
-        found = Index.open(index_path).suspicious(k=k)
-    except TracInWEError as exc:
-        _fail(str(exc))
-    if as_json:
-        print(json.dumps([n.to_json() for n in found], indent=2))
-        return
-    table = Table(title="highest self-influence")
-    for col in ("self-influence", "id", "label", "text"):
-        table.add_column(col, overflow="fold")
-    for n in found:
-        table.add_row(f"{n.score:.3e}", n.id, n.label_name, n.text[:120])
-    Console().print(table)
+        head, tables = result_tables(r, idx.label_names, gold=labels is not None)
+        console.print(head)
+        for t in tables:
+            console.print(t)

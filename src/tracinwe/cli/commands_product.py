@@ -1,98 +1,18 @@
-"""`tracinwe train | explain | self-influence | report | serve`: the product commands.
-
-Every command prints rich tables (or ``--json`` for scripts; messages then go to
-stderr) and exits 0 on success, 1 on a runtime failure, 2 on bad input (a
-one-line message in red, no traceback).
-"""
+"""`tracinwe train | explain | self-influence | report | serve`: the product commands."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from tracinwe.cli.app import app
+from tracinwe.cli.common import (
+    JSON_OPTION, LABEL_COLUMN, PAIR_COLUMN, RUN_INFO_FILE, TEXT_COLUMN, checkpoint_folders, exit_codes, label_ids,
+    load_data, open_index, output_console, print_json, run_training_data, stderr,
+)
 from tracinwe.errors import LabelError, TracInWEError
-
-RUN_INFO_FILE = "tracinwe_run.json"
-_JSON = typer.Option(False, "--json", help="Print JSON on stdout for scripts (messages go to stderr).")
-_TEXT_COL = typer.Option(None, help="Column holding the text (csv/jsonl/parquet/HF data; default 'text').")
-_LABEL_COL = typer.Option(None, help="Column holding the label (default 'label').")
-_PAIR_COL = typer.Option(None, help="Column holding the second text of sentence pairs (optional).")
-
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-@contextmanager
-def _exit_codes() -> Iterator[None]:
-    """Bad input (a TracInWEError) -> one red line, exit 2; anything else that breaks -> exit 1."""
-    try:
-        yield
-    except (typer.Exit, typer.Abort):
-        raise
-    except TracInWEError as exc:
-        _err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        _err.print("[red]interrupted[/red]")
-        raise typer.Exit(130) from None
-    except Exception as exc:  # a runtime failure: say what, keep it to one line
-        first = (str(exc).strip().splitlines() or [""])[0]
-        _err.print(f"[red]failed:[/red] {type(exc).__name__}: {first}")
-        raise typer.Exit(1) from None
-
-
-def _out(json_out: bool) -> Console:
-    """Where tables go: stdout normally; stderr when stdout carries JSON."""
-    return _err if json_out else Console(highlight=False)
-
-
-def _print_json(value) -> None:
-    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
-
-
-def _load_data(source: str, text_column, label_column, pair_column, split: str = "train"):
-    from tracinwe.data import load_dataset_source
-
-    with _err.status(f"loading {source} ..."):
-        return load_dataset_source(
-            source, split=split, text_column=text_column, label_column=label_column, text_pair_column=pair_column
-        ).validate()
-
-
-def _label_ids(labels: Sequence[str] | None, n: int, names: Sequence[str]) -> list[int] | None:
-    """``--label`` values (names or indices; one for all texts or one per text) as class indices."""
-    if not labels:
-        return None
-    if len(labels) not in (1, n):
-        raise LabelError(f"{len(labels)} --label values for {n} texts: pass one label, or one per text")
-    out = []
-    for value in labels:
-        if value in names:
-            out.append(list(names).index(value))
-        elif value.lstrip("-").isdigit() and 0 <= int(value) < len(names):
-            out.append(int(value))
-        else:
-            raise LabelError(f"label {value!r} is not one of {list(names)}: pass a class name or index 0..{len(names) - 1}")
-    return out * n if len(out) == 1 else out
-
-
-def _open_index(path: Path):
-    from tracinwe.index import Index
-
-    with _err.status(f"opening index {path} ..."):
-        return Index.open(path)
-
-
-def _checkpoint_folders(run_dir: Path) -> list[Path]:
-    found = [p for p in run_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    if not found:
-        raise TracInWEError(f"no checkpoint-* folders in {str(run_dir)!r}: pass the --out folder of `tracinwe train`")
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
 # -- train --------------------------------------------------------------------------------------
@@ -103,7 +23,7 @@ def train(
     data: str = typer.Option(..., help="Training data: bundled:NAME, a csv/jsonl/parquet file, a saved HF dataset or a hub name."),
     out: Path = typer.Option(..., help="Run folder: checkpoint-STEP folders, each with its learning rate."),
     model: str = typer.Option("bundled:minilm-l6", help="Base model: bundled:minilm-l6, a local HF folder or a hub id."),
-    text_column: str = _TEXT_COL, label_column: str = _LABEL_COL, text_pair_column: str = _PAIR_COL,
+    text_column: str = TEXT_COLUMN, label_column: str = LABEL_COLUMN, text_pair_column: str = PAIR_COLUMN,
     epochs: float = typer.Option(2.0, min=0.01, help="Passes over the training set."),
     lr: float = typer.Option(5e-5, min=0.0, help="Learning rate."),
     batch_size: int = typer.Option(16, min=1),
@@ -114,16 +34,16 @@ def train(
     n_train: int = typer.Option(None, min=1, help="Train on a stratified sample of this many examples."),
     holdout: float = typer.Option(0.2, min=0.0, max=0.9, help="Fraction held out to measure accuracy (0: none)."),
     seed: int = typer.Option(0, help="Seed for the split, the sample, the new head and the batch order."),
-    json_out: bool = _JSON,
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """Fine-tune a HuggingFace classifier and save TracIn checkpoints (weights + learning rate).
 
     Example: tracinwe train --data bundled:rotten-tomatoes --n-train 2000 --out runs/mr
     """
-    with _exit_codes():
+    with exit_codes():
         if optimizer not in ("adamw", "sgd") or schedule not in ("constant", "linear"):
             raise TracInWEError(f"--optimizer {optimizer!r} / --schedule {schedule!r}: use adamw|sgd and constant|linear")
-        dataset = _load_data(data, text_column, label_column, text_pair_column).dedupe()
+        dataset = load_data(data, text_column, label_column, text_pair_column).dedupe()
         train_set, held = dataset.split(holdout, seed) if holdout > 0 else (dataset, None)
         if n_train is not None:
             train_set = train_set.sample(n_train, seed=seed)
@@ -133,7 +53,7 @@ def train(
             schedule=schedule, max_length=max_length, seed=seed,
         ))
     if json_out:
-        _print_json(summary)
+        print_json(summary)
         return
     from rich.table import Table
 
@@ -142,7 +62,7 @@ def train(
     table.add_column("learning rate", justify="right")
     for path, rate in zip(summary["checkpoints"], summary["learning_rates"]):
         table.add_row(path, f"{rate:.3g}")
-    console = _out(json_out)
+    console = output_console(json_out)
     console.print(table)
     acc = summary["heldout_accuracy"]
     console.print(f"{summary['n_train']} training examples, final loss {summary['final_loss']:.3f}"
@@ -162,7 +82,7 @@ def _fine_tune(model: str, train_set, held, out: Path, data: str, columns: dict,
 
     logging.set_verbosity_error()
     names = train_set.label_names
-    with _err.status(f"loading {model} ..."):
+    with stderr.status(f"loading {model} ..."):
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(model))
             torch.manual_seed(seed)
@@ -180,7 +100,7 @@ def _fine_tune(model: str, train_set, held, out: Path, data: str, columns: dict,
     if held is not None and len(held):
         probe = held.sample(min(len(held), 500), seed=seed)
         tw = TracInWE.from_checkpoints(run.checkpoints[-1:], max_length=settings["max_length"])
-        with _err.status(f"predicting {len(probe)} held-out examples ..."):
+        with stderr.status(f"predicting {len(probe)} held-out examples ..."):
             probs = tw.predict(probe.texts, probe.text_pairs)
         accuracy, scored = float((probs.argmax(1) == np.asarray(probe.labels)).mean()), len(probe)
     summary = {
@@ -205,11 +125,11 @@ def explain(
     index: Path = typer.Option(None, help="An index built by `tracinwe index build` (fast)."),
     run_dir: Path = typer.Option(None, help="A `tracinwe train` run folder (recomputes; for small training sets)."),
     data: str = typer.Option(None, help="Training data for --run-dir (default: the data recorded by `train`)."),
-    text_column: str = _TEXT_COL, label_column: str = _LABEL_COL, text_pair_column: str = _PAIR_COL,
+    text_column: str = TEXT_COLUMN, label_column: str = LABEL_COLUMN, text_pair_column: str = PAIR_COLUMN,
     label: list[str] = typer.Option(None, help="Explain this label (name or index) instead of the prediction."),
     k: int = typer.Option(5, min=1, help="Proponents and opponents to show."),
     words: int = typer.Option(5, min=0, help="Shared words listed per neighbour."),
-    json_out: bool = _JSON,
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """Explain a prediction: its proponents, its opponents and the shared words that carry them.
 
@@ -219,22 +139,22 @@ def explain(
 
     Example: tracinwe explain "a gorgeous, witty, seductive movie" --index mr.index
     """
-    with _exit_codes():
+    with exit_codes():
         if (index is None) == (run_dir is None):
             raise TracInWEError("pass exactly one of --index INDEX or --run-dir RUN_DIR")
         if index is not None:
-            idx = _open_index(index)
+            idx = open_index(index)
             names = idx.label_names
-            with _err.status(f"explaining {len(texts)} text(s) ..."):
-                results = idx.query(texts, _label_ids(label, len(texts), names), k=k, words=words)
+            with stderr.status(f"explaining {len(texts)} text(s) ..."):
+                results = idx.query(texts, label_ids(label, len(texts), names), k=k, words=words)
         else:
             results, names = _explain_from_run(run_dir, texts, label, k, words, data, text_column, label_column, text_pair_column)
     if json_out:
-        _print_json({"label_names": names, "results": [r.to_json() for r in results]})
+        print_json({"label_names": names, "results": [r.to_json() for r in results]})
         return
     from tracinwe.report.console import result_tables
 
-    console = _out(json_out)
+    console = output_console(json_out)
     for r in results:
         head, tables = result_tables(r, names, gold=bool(label))
         console.print(head)
@@ -242,113 +162,19 @@ def explain(
             console.print(t)
 
 
-def _run_training_data(run_dir: Path, data, text_column, label_column, pair_column):
-    """``(dataset, max_length)``: the data a run was trained on (recorded by `train`), or ``--data``."""
-    info_file = run_dir / RUN_INFO_FILE
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
-    source = data or info.get("data")
-    if source is None:
-        raise TracInWEError(f"no training data recorded in {str(run_dir)!r}: pass --data (the data the run was trained on)")
-    if data is None:  # the data and columns the run was trained on
-        recorded = info.get("columns", {})
-        text_column, label_column, pair_column = (recorded.get(c) for c in ("text_column", "label_column", "text_pair_column"))
-    dataset = _load_data(source, text_column, label_column, pair_column)
-    if data is None and info.get("train_ids"):
-        dataset = dataset.dedupe()
-        where = {rid: i for i, rid in enumerate(dataset.ids)}
-        dataset = dataset.subset([where[r] for r in info["train_ids"] if r in where])
-    return dataset, int(info.get("settings", {}).get("max_length", 128))
 
 
 def _explain_from_run(run_dir: Path, texts, label, k, words, data, text_column, label_column, pair_column):
     from tracinwe.report.explanations import explain_with_tracin
     from tracinwe.tracin import TracInWE
 
-    dataset, max_length = _run_training_data(run_dir, data, text_column, label_column, pair_column)
-    tw = TracInWE.from_checkpoints(_checkpoint_folders(run_dir), max_length=max_length, progress=True)
+    dataset, max_length = run_training_data(run_dir, data, text_column, label_column, pair_column)
+    tw = TracInWE.from_checkpoints(checkpoint_folders(run_dir), max_length=max_length, progress=True)
     results, _ = explain_with_tracin(
-        tw, dataset.texts, dataset.labels, texts, _label_ids(label, len(texts), dataset.label_names),
+        tw, dataset.texts, dataset.labels, texts, label_ids(label, len(texts), dataset.label_names),
         k=k, words=words, ids=dataset.ids, label_names=dataset.label_names,
     )
     return results, dataset.label_names
-
-
-# -- index build / query ------------------------------------------------------------------------
-
-index_app = typer.Typer(help="Build a TracIn-WE index: training gradients stored once, queried in milliseconds.",
-                        no_args_is_help=True)
-app.add_typer(index_app, name="index")
-
-
-@index_app.command("build")
-def index_build(
-    run_dir: Path = typer.Option(..., help="A `tracinwe train` run folder (its checkpoint-* folders)."),
-    out: Path = typer.Option(..., help="The index folder to create (an interrupted build resumes)."),
-    data: str = typer.Option(None, help="Training data (default: the data and rows recorded by `train`)."),
-    text_column: str = _TEXT_COL, label_column: str = _LABEL_COL, text_pair_column: str = _PAIR_COL,
-    n_train: int = typer.Option(None, min=1, help="Index a stratified sample of this many examples."),
-    top_k: int = typer.Option(None, min=1, help="TracIn-WE-Topk: keep the k heaviest positions per example (paper: 10)."),
-    dtype: str = typer.Option("float32", help="float32, or float16 (half the disk; scores re-checked exactly)."),
-    seed: int = typer.Option(0, help="Seed for the sample."),
-    json_out: bool = _JSON,
-) -> None:
-    """Capture every training example's word-embedding gradients at every checkpoint, once.
-
-    Example: tracinwe index build --run-dir runs/mr --out mr.index
-    """
-    with _exit_codes():
-        from tracinwe.index import Index
-        from tracinwe.tracin import TracInWE
-
-        dataset, max_length = _run_training_data(run_dir, data, text_column, label_column, text_pair_column)
-        if n_train is not None:
-            dataset = dataset.sample(n_train, seed=seed)
-        tw = TracInWE.from_checkpoints(_checkpoint_folders(run_dir), max_length=max_length, top_k=top_k)
-        index = Index.build_from_dataset(out, tw, dataset, dtype=dtype, progress=True)
-        summary = {"index": str(out), "examples": len(index), "label_names": index.label_names,
-                   "checkpoints": len(tw.checkpoints), "top_k": top_k, "dtype": dtype}
-    if json_out:
-        _print_json(summary)
-    else:
-        _out(json_out).print(f"indexed {summary['examples']} examples x {summary['checkpoints']} checkpoints in [bold]{out}[/bold]; "
-                             f"next: tracinwe explain \"some text\" --index {out}")
-
-
-@app.command()
-def query(
-    index: Path = typer.Argument(..., help="An index built by `tracinwe index build`."),
-    texts: list[str] = typer.Argument(None, help="Texts to query (or --data)."),
-    data: str = typer.Option(None, help="A file / dataset of texts to query instead (labels used if present)."),
-    text_column: str = _TEXT_COL, label_column: str = _LABEL_COL, text_pair_column: str = _PAIR_COL,
-    k: int = typer.Option(10, min=1, help="Proponents and opponents per text."),
-    words: int = typer.Option(0, min=0, help="Shared words listed per neighbour (0: none, fastest)."),
-    json_out: bool = _JSON,
-) -> None:
-    """Top-k proponents and opponents of many texts at once (scores exact); --json for scripts.
-
-    Example: tracinwe query mr.index "a gorgeous film" "a mess" --k 5 --json
-    """
-    with _exit_codes():
-        if bool(texts) == bool(data):
-            raise TracInWEError("pass texts as arguments or --data FILE, not both and not neither")
-        idx = _open_index(index)
-        labels = None
-        if data:
-            dataset = _load_data(data, text_column, label_column, text_pair_column)
-            texts, labels = dataset.texts, dataset.labels
-        with _err.status(f"querying {len(texts)} text(s) ..."):
-            results = idx.query(list(texts), labels, k=k, words=words)
-    if json_out:
-        _print_json({"label_names": idx.label_names, "results": [r.to_json() for r in results]})
-        return
-    from tracinwe.report.console import result_tables
-
-    console = _out(json_out)
-    for r in results:
-        head, tables = result_tables(r, idx.label_names, gold=labels is not None)
-        console.print(head)
-        for t in tables:
-            console.print(t)
 
 
 # -- self-influence -----------------------------------------------------------------------------
@@ -358,20 +184,20 @@ def query(
 def self_influence(
     index: Path = typer.Option(..., help="An index built by `tracinwe index build`."),
     k: int = typer.Option(20, min=1, help="How many examples to list."),
-    json_out: bool = _JSON,
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """The training examples most likely mislabeled: highest self-influence first.
 
     Example: tracinwe self-influence --index mr.index --k 20
     """
-    with _exit_codes():
-        found = _open_index(index).suspicious(k=k)
+    with exit_codes():
+        found = open_index(index).suspicious(k=k)
     if json_out:
-        _print_json([n.to_json() for n in found])
+        print_json([n.to_json() for n in found])
         return
     from tracinwe.report.console import suspicious_table
 
-    _out(json_out).print(suspicious_table(found))
+    output_console(json_out).print(suspicious_table(found))
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -381,7 +207,7 @@ def self_influence(
 def report(
     index: Path = typer.Option(..., help="An index built by `tracinwe index build`."),
     data: str = typer.Option(..., help="Test data with gold labels (same label names as the index); rows in the index are skipped."),
-    text_column: str = _TEXT_COL, label_column: str = _LABEL_COL, text_pair_column: str = _PAIR_COL,
+    text_column: str = TEXT_COLUMN, label_column: str = LABEL_COLUMN, text_pair_column: str = PAIR_COLUMN,
     split: str = typer.Option("train", help="Split of a HF dataset; 'test' picks a bundled corpus' *-test set."),
     n: int = typer.Option(8, min=1, help="Test examples to explain."),
     mistakes: bool = typer.Option(True, help="Pick up to half misclassified examples (else the first n)."),
@@ -391,7 +217,7 @@ def report(
     out: Path = typer.Option(Path("report.html"), help="The HTML file to write."),
     title: str = typer.Option("TracIn-WE report", help="Page title."),
     seed: int = typer.Option(0, help="Seed for the sample of the test data."),
-    json_out: bool = _JSON,
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """Write a self-contained HTML report of test examples, proponents, opponents and suspicious labels.
 
@@ -401,13 +227,13 @@ def report(
 
     Example: tracinwe report --index mr.index --data reviews_test.csv --n 8 --out report.html
     """
-    with _exit_codes():
+    with exit_codes():
         summary = _write_report(index, data, text_column, label_column, text_pair_column, split, n, mistakes, pool, k,
                                 suspicious, out, title, seed)
     if json_out:
-        _print_json(summary)
+        print_json(summary)
     else:
-        _out(json_out).print(f"wrote [bold]{out}[/bold]: {summary['n']} examples ({summary['misclassified']} misclassified), "
+        output_console(json_out).print(f"wrote [bold]{out}[/bold]: {summary['n']} examples ({summary['misclassified']} misclassified), "
                              f"{summary['suspicious']} suspicious labels")
 
 
@@ -415,8 +241,8 @@ def _write_report(index, data, text_column, label_column, pair_column, split, n,
     from tracinwe.report.html import render_report
     from tracinwe.report.selection import pick_examples
 
-    idx = _open_index(index)
-    dataset = _load_data(data, text_column, label_column, pair_column, split=split)
+    idx = open_index(index)
+    dataset = load_data(data, text_column, label_column, pair_column, split=split)
     if list(dataset.label_names) != list(idx.label_names):
         raise LabelError(
             f"the data's labels {dataset.label_names} differ from the index's {idx.label_names}: pass test data of the same task"
@@ -426,10 +252,10 @@ def _write_report(index, data, text_column, label_column, pair_column, split, n,
     if not len(dataset):
         raise TracInWEError(f"every example of {data} is in the index: pass held-out test data")
     candidates = dataset.sample(pool if mistakes else n, seed=seed)
-    with _err.status(f"predicting {len(candidates)} test examples ..."):
+    with stderr.status(f"predicting {len(candidates)} test examples ..."):
         probs = idx.tracin.predict(candidates.texts)
     chosen = candidates.subset(pick_examples(probs, candidates.labels, n, mistakes))
-    with _err.status(f"explaining {len(chosen)} examples against {len(idx)} training examples ..."):
+    with stderr.status(f"explaining {len(chosen)} examples against {len(idx)} training examples ..."):
         results = idx.query(chosen.texts, chosen.labels, k=k, words=100_000)
         scores = idx.scores(chosen.texts, chosen.labels)
         found = idx.suspicious(k=n_suspicious) if n_suspicious else []
@@ -458,11 +284,11 @@ def serve(
 
     Example: tracinwe serve mr.index --port 8000, then open http://127.0.0.1:8000
     """
-    with _exit_codes():
+    with exit_codes():
         import uvicorn
 
         from tracinwe.web import create_app
 
-        application = create_app(_open_index(index))
-        _err.print(f"explorer on [bold]http://{host}:{port}[/bold] (Ctrl+C to stop)")
+        application = create_app(open_index(index))
+        stderr.print(f"explorer on [bold]http://{host}:{port}[/bold] (Ctrl+C to stop)")
         uvicorn.run(application, host=host, port=port, log_level="warning")

@@ -240,7 +240,7 @@ def run_case_deletion(
     incomplete = {t for job in jobs if job.key not in results for t in job.test_rows}
     complete = [t for t in range(n_points) if t not in incomplete]
     if not complete:
-        raise TracInWEError(f"time limit reached before any test point was complete: rerun with the same cache_dir to resume")
+        raise TracInWEError("time limit reached before any test point was complete: rerun with the same cache_dir to resume")
     settings["complete_points"] = complete
     settings["retrains_missing"] = sum(job.key not in results for job in jobs)
     result = DeletionResult.from_probabilities(results, list(scores), list(ks), list(seeds), [int(y) for y in test_labels],

@@ -1,0 +1,111 @@
+"""What every command shares: exit codes, JSON output, data loading, run folders and indexes.
+
+Every command prints rich tables (or ``--json`` for scripts; messages then go to
+stderr) and exits 0 on success, 1 on a runtime failure, 2 on bad input (a
+one-line message in red, no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from tracinwe.errors import LabelError, TracInWEError
+
+RUN_INFO_FILE = "tracinwe_run.json"
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON on stdout for scripts (messages go to stderr).")
+TEXT_COLUMN = typer.Option(None, help="Column holding the text (csv/jsonl/parquet/HF data; default 'text').")
+LABEL_COLUMN = typer.Option(None, help="Column holding the label (default 'label').")
+PAIR_COLUMN = typer.Option(None, help="Column holding the second text of sentence pairs (optional).")
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def exit_codes() -> Iterator[None]:
+    """Bad input (a TracInWEError) -> one red line, exit 2; anything else that breaks -> exit 1."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except TracInWEError as exc:
+        stderr.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        stderr.print("[red]interrupted[/red]")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # a runtime failure: say what, keep it to one line
+        first = (str(exc).strip().splitlines() or [""])[0]
+        stderr.print(f"[red]failed:[/red] {type(exc).__name__}: {first}")
+        raise typer.Exit(1) from None
+
+
+def output_console(json_out: bool) -> Console:
+    """Where tables go: stdout normally; stderr when stdout carries JSON."""
+    return stderr if json_out else Console(highlight=False)
+
+
+def print_json(value) -> None:
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def load_data(source: str, text_column, label_column, pair_column, split: str = "train"):
+    from tracinwe.data import load_dataset_source
+
+    with stderr.status(f"loading {source} ..."):
+        return load_dataset_source(
+            source, split=split, text_column=text_column, label_column=label_column, text_pair_column=pair_column
+        ).validate()
+
+
+def label_ids(labels: Sequence[str] | None, n: int, names: Sequence[str]) -> list[int] | None:
+    """``--label`` values (names or indices; one for all texts or one per text) as class indices."""
+    if not labels:
+        return None
+    if len(labels) not in (1, n):
+        raise LabelError(f"{len(labels)} --label values for {n} texts: pass one label, or one per text")
+    out = []
+    for value in labels:
+        if value in names:
+            out.append(list(names).index(value))
+        elif value.lstrip("-").isdigit() and 0 <= int(value) < len(names):
+            out.append(int(value))
+        else:
+            raise LabelError(f"label {value!r} is not one of {list(names)}: pass a class name or index 0..{len(names) - 1}")
+    return out * n if len(out) == 1 else out
+
+
+def open_index(path: Path):
+    from tracinwe.index import Index
+
+    with stderr.status(f"opening index {path} ..."):
+        return Index.open(path)
+
+
+def checkpoint_folders(run_dir: Path) -> list[Path]:
+    found = [p for p in run_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    if not found:
+        raise TracInWEError(f"no checkpoint-* folders in {str(run_dir)!r}: pass the --out folder of `tracinwe train`")
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+def run_training_data(run_dir: Path, data, text_column, label_column, pair_column):
+    """``(dataset, max_length)``: the data a run was trained on (recorded by `train`), or ``--data``."""
+    info_file = run_dir / RUN_INFO_FILE
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    source = data or info.get("data")
+    if source is None:
+        raise TracInWEError(f"no training data recorded in {str(run_dir)!r}: pass --data (the data the run was trained on)")
+    if data is None:  # the data and columns the run was trained on
+        recorded = info.get("columns", {})
+        text_column, label_column, pair_column = (recorded.get(c) for c in ("text_column", "label_column", "text_pair_column"))
+    dataset = load_data(source, text_column, label_column, pair_column)
+    if data is None and info.get("train_ids"):
+        dataset = dataset.dedupe()
+        where = {rid: i for i, rid in enumerate(dataset.ids)}
+        dataset = dataset.subset([where[r] for r in info["train_ids"] if r in where])
+    return dataset, int(info.get("settings", {}).get("max_length", 128))
