@@ -10,7 +10,8 @@ On a real cluster::
 
     ray start --head                     # on the head node
     ray start --address=HEAD:6379        # on each worker node
-    tracinwe index build /shared/idx --run-dir /shared/run --data train.csv --ray --num-workers 16
+    tracinwe index build --out /shared/idx --checkpoint /shared/run/checkpoint-1 --checkpoint /shared/run/checkpoint-2 \
+        --data /shared/train.csv --ray --num-workers 16
 
 (or ``ray.init(address="auto")`` before calling `build_index_on_ray`).
 """
