@@ -75,9 +75,11 @@ def texts_for(n_test: int, n_train: int, seed: int) -> tuple[list[str], list[int
 
 
 def random_checkpoints(model: str, num_labels: int, tokenizer, max_length: int) -> list:
-    """Two randomly initialised checkpoints: the paper's BERT-small shape, or the authors' token CNN."""
+    """Two checkpoints: pretrained MiniLM-L6 with two seeded heads, the paper's BERT-small shape, or the authors' token CNN."""
     import torch
-    from transformers import BertForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, BertForSequenceClassification, logging
+
+    from tracinwe.models.pretrained import minilm_l6_path
 
     from tracinwe import TorchTextClassifier
     from tracinwe.models.small import TokenCNN, bert_small_config
@@ -85,6 +87,10 @@ def random_checkpoints(model: str, num_labels: int, tokenizer, max_length: int) 
     models = []
     for seed, lr in zip(MODEL_SEEDS, LEARNING_RATES):
         torch.manual_seed(seed)
+        if model == "minilm":
+            logging.set_verbosity_error()
+            models.append((AutoModelForSequenceClassification.from_pretrained(minilm_l6_path(), num_labels=num_labels).eval(), lr))
+            continue
         if model == "bert-small":
             models.append((BertForSequenceClassification(bert_small_config(num_labels)).eval(), lr))
             continue
@@ -165,8 +171,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--top-k", type=int, default=None, help="TracIn-WE-Topk (default: all positions)")
     parser.add_argument("--modes", nargs="+", default=["capture", "scores"], choices=["capture", "scores"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model", choices=["bert-small", "cnn"], default="bert-small",
-                        help="random-init BERT-small shape (2 layers, hidden 128) or the authors' token CNN (faster)")
+    parser.add_argument("--model", choices=["minilm", "bert-small", "cnn"], default="bert-small",
+                        help="pretrained MiniLM-L6 (seeded heads), random-init BERT-small shape (2 layers, hidden 128), or the authors' token CNN (fastest)")
     parser.add_argument("--name", default=None, help="result name (default: memory, or memory-quick with --quick)")
     parser.add_argument("--quick", action="store_true", help="small sizes (results in memory-quick.json)")
     args = parser.parse_args(argv)

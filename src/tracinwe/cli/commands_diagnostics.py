@@ -72,8 +72,7 @@ def cancellation(
     from tracinwe.data import load_dataset_source
     from tracinwe.evaluate.cancellation import layer_cancellation
 
-    console = Console()
-    console = Console(width=max(console.width, 120))
+    console = Console(width=max(Console().width, 120))  # the per-layer table needs 120 columns
     try:
         dataset = load_dataset_source(data).dedupe().sample(n, seed=seed)
         clf, folder, fresh_head = load_classifier_for(model, dataset.num_labels, seed, max_length)
