@@ -130,14 +130,12 @@ def main(argv=None) -> int:
         return 0
     prepared = prepare_experiment(setup, load_tokenizer(args.tokenizer), data)
     scores = method_scores(prepared, cache)
-    info = experiment_info(prepared)
-    info["workers"] = args.workers
-    info["scores_seconds"] = time.time() - start
+    experiment = experiment_info(prepared)  # what defines the retrains: the cache key, so nothing run-specific in it
     if args.budget is not None:
         args.time_limit = max(args.budget - (time.time() - start) - 10, 5.0)
-    info["time_limit_s"] = args.time_limit
+    info = {**experiment, "workers": args.workers, "scores_seconds": time.time() - start, "time_limit_s": args.time_limit}
     result = run_case_deletion(prepared.task.train, prepared.task.evaluate, scores, prepared.points, prepared.point_labels,
-                               setup.ks, setup.seeds, cache, args.workers, config=info, time_limit_s=args.time_limit)
+                               setup.ks, setup.seeds, cache, args.workers, config=experiment, time_limit_s=args.time_limit)
     elapsed = time.time() - start
     info["wall_time_s"] = elapsed
     results = Path(args.results_dir)

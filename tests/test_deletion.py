@@ -64,6 +64,13 @@ def test_del_values_auc_and_standard_error_by_hand(tmp_path):
             kept[list(random_deletion_set(10, k, s))] = False
             expected.append(p1(kept, s) - p1(np.ones(10, bool), s))
         assert control[0, j] == pytest.approx(np.mean(expected))
+    # The paired difference against the control: per test point, then mean and SE over points.
+    diff = result.delta["m"]["del-"].mean(axis=1) - control.mean(axis=1)
+    mean, se = result.paired_difference("m", "random-control", "del-")
+    assert mean == pytest.approx(diff.mean()) and se == pytest.approx(diff.std(ddof=1) / np.sqrt(2))
+    row = result.summary(reference="random-control")[0]
+    assert row["paired_del_minus"] == pytest.approx(mean) and row["paired_del_minus_se"] == pytest.approx(se)
+    assert "paired_reference" not in result.summary()[0]  # no TracIn-last in this run
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["summary"][0]["method"] == "m" and saved["n_test_points"] == 2
     config = json.loads((tmp_path / "config.json").read_text())

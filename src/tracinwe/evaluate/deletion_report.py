@@ -70,6 +70,14 @@ class DeletionResult:
         """AUC-DEL (mean over the k grid, then over test points) and its standard error over test points."""
         return mean_and_se(self.delta[method][sign].mean(axis=1))
 
+    def paired_difference(self, method: str, reference: str, sign: str) -> tuple[float, float]:
+        """AUC-DEL of ``method`` minus ``reference`` on the same test points: mean and SE of the per-point differences.
+
+        Test points differ far more from each other (a confident prediction barely moves) than the
+        methods do on one point, so the paired SE is the one to compare two methods with.
+        """
+        return mean_and_se(self.delta[method][sign].mean(axis=1) - self.delta[reference][sign].mean(axis=1))
+
     def curve(self, method: str, sign: str) -> list[float]:
         """DEL at each k, averaged over test points."""
         return self.delta[method][sign].mean(axis=0).tolist()
@@ -79,14 +87,20 @@ class DeletionResult:
         """Methods in table order, the random control last."""
         return self.methods + ([CONTROL] if CONTROL in self.delta else [])
 
-    def summary(self) -> list[dict]:
-        """One dict per method: AUC-DEL+/- with standard errors and the DEL curves."""
+    def summary(self, reference: str = "TracIn-last") -> list[dict]:
+        """One dict per method: AUC-DEL+/- with standard errors, the DEL curves, and the paired
+        difference to ``reference`` (when it was run)."""
         out = []
         for name in self.rows:
             (plus, plus_se), (minus, minus_se) = self.auc(name, "del+"), self.auc(name, "del-")
-            out.append({"method": name, "auc_del_plus": plus, "auc_del_plus_se": plus_se,
-                        "auc_del_minus": minus, "auc_del_minus_se": minus_se,
-                        "del_plus_by_k": self.curve(name, "del+"), "del_minus_by_k": self.curve(name, "del-")})
+            row = {"method": name, "auc_del_plus": plus, "auc_del_plus_se": plus_se,
+                   "auc_del_minus": minus, "auc_del_minus_se": minus_se,
+                   "del_plus_by_k": self.curve(name, "del+"), "del_minus_by_k": self.curve(name, "del-")}
+            if reference in self.delta:
+                (dp, dp_se), (dm, dm_se) = (self.paired_difference(name, reference, s) for s in SIGNS)
+                row.update({"paired_reference": reference, "paired_del_plus": dp, "paired_del_plus_se": dp_se,
+                            "paired_del_minus": dm, "paired_del_minus_se": dm_se})
+            out.append(row)
         return out
 
     def to_json(self) -> dict:
@@ -101,21 +115,38 @@ class DeletionResult:
 
     def markdown(self) -> str:
         """The AUC-DEL table as Markdown (mean +- SE over test points)."""
-        lines = ["| method | AUC-DEL+ (lower is better) | AUC-DEL- (higher is better) |", "|---|---|---|"]
-        for row in self.summary():
-            lines.append(f"| {row['method']} | {row['auc_del_plus']:+.3f} ± {row['auc_del_plus_se']:.3f} "
-                         f"| {row['auc_del_minus']:+.3f} ± {row['auc_del_minus_se']:.3f} |")
+        rows = self.summary()
+        paired = "paired_reference" in rows[0] if rows else False
+        head = "| method | AUC-DEL+ (lower is better) | AUC-DEL- (higher is better) |"
+        if paired:
+            head += f" DEL+ minus {rows[0]['paired_reference']} (paired) | DEL- minus {rows[0]['paired_reference']} (paired) |"
+        lines = [head, "|---" * (5 if paired else 3) + "|"]
+        for row in rows:
+            line = (f"| {row['method']} | {row['auc_del_plus']:+.3f} ± {row['auc_del_plus_se']:.3f} "
+                    f"| {row['auc_del_minus']:+.3f} ± {row['auc_del_minus_se']:.3f} |")
+            if paired:
+                line += (f" {row['paired_del_plus']:+.3f} ± {row['paired_del_plus_se']:.3f} "
+                         f"| {row['paired_del_minus']:+.3f} ± {row['paired_del_minus_se']:.3f} |")
+            lines.append(line)
         return "\n".join(lines)
 
     def rich_table(self, title: str = "case deletion"):
         """The AUC-DEL table for the terminal."""
         from rich.table import Table
 
+        rows = self.summary()
+        paired = bool(rows) and "paired_reference" in rows[0]
         table = Table(title=f"{title}: {len(self.test_indices)} test points, seeds {self.seeds}, k in {self.ks}")
-        for col in ("method", "AUC-DEL+ (lower better)", "AUC-DEL- (higher better)", f"DEL+ at k={self.ks[-1]}", f"DEL- at k={self.ks[-1]}"):
+        columns = ["method", "AUC-DEL+ (lower better)", "AUC-DEL- (higher better)"]
+        if paired:
+            columns += [f"DEL+ - {rows[0]['paired_reference']} (paired)", f"DEL- - {rows[0]['paired_reference']} (paired)"]
+        for col in columns:
             table.add_column(col, justify="left" if col == "method" else "right")
-        for row in self.summary():
-            table.add_row(row["method"], f"{row['auc_del_plus']:+.4f} ± {row['auc_del_plus_se']:.4f}",
-                          f"{row['auc_del_minus']:+.4f} ± {row['auc_del_minus_se']:.4f}",
-                          f"{row['del_plus_by_k'][-1]:+.4f}", f"{row['del_minus_by_k'][-1]:+.4f}")
+        for row in rows:
+            cells = [row["method"], f"{row['auc_del_plus']:+.4f} ± {row['auc_del_plus_se']:.4f}",
+                     f"{row['auc_del_minus']:+.4f} ± {row['auc_del_minus_se']:.4f}"]
+            if paired:
+                cells += [f"{row['paired_del_plus']:+.4f} ± {row['paired_del_plus_se']:.4f}",
+                          f"{row['paired_del_minus']:+.4f} ± {row['paired_del_minus_se']:.4f}"]
+            table.add_row(*cells)
         return table
