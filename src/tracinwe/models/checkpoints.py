@@ -64,12 +64,19 @@ def load_checkpoint_classifier(path: str | Path, tokenizer=None, max_length: int
     """Load an HF sequence classifier and its tokenizer from a checkpoint folder."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
     folder = check_checkpoint_folder(path)
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one "Loading weights" bar per checkpoint load drowns our own progress
     try:
         model = AutoModelForSequenceClassification.from_pretrained(folder)
     except Exception as exc:  # corrupt weights, wrong config: name the folder, keep the cause
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {str(folder)!r} could not be loaded ({first_line}): re-save it") from exc
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
     if tokenizer is None:
         tok_folder = find_tokenizer_folder(folder)
         if tok_folder is None:
