@@ -129,7 +129,10 @@ class SegmentBuilder:
             full["rows_proj"] = block.rows.reshape(block.rows.shape[0], -1) @ sparse_r
             full["dense_proj"] = block.dense.reshape(block.num_examples, -1) @ dense_r
         scale = float16_scale(*full.values()) if self.dtype == np.float16 else 1.0
-        arrays = {key: (value / np.float32(scale)).astype(self.dtype) for key, value in full.items()}
+        if scale == 1.0:  # float32 rows are stored as captured: no copy
+            arrays = {key: np.asarray(value, dtype=self.dtype) for key, value in full.items()}
+        else:
+            arrays = {key: (value / np.float32(scale)).astype(self.dtype) for key, value in full.items()}
         arrays.update(tokens=block.tokens, offsets=block.offsets, postings=block.postings,
                       self_influence=self_influence(records, self.learning_rates))
         return arrays, scale
@@ -258,7 +261,7 @@ def build_local(root: Path, tw, examples: Examples, plan: dict, progress: bool) 
     bar = tqdm(total=len(examples.texts), initial=len(examples.texts) - sum(hi - lo for _, lo, hi in todo),
                desc="building index", unit="ex", disable=not progress)
     # Sequential on purpose: writing a segment in a background thread while the next is captured
-    # was slower on 2 shared cores (bench_index_build.py), as the two compete for the same cores.
+    # was not faster on 2 cores (bench_index_build.py: the two compete for the same cores).
     for number, lo, hi in todo:
         builder.build(root, number, lo, hi, examples)
         bar.update(hi - lo)
