@@ -94,3 +94,37 @@ def test_deleting_or_masking_the_trigger_fixes_the_planted_mistake(triggered):
     assert sum(mask.get(r) == [trigger_id] for r in planted) >= 4  # the trigger is what they share with the test text
     masked = evaluate_proposal(task.train, task.evaluate, FixProposal("mask", mask=mask), **common)
     assert masked.gold_probability_after > before[0] and masked.edits == len(mask)
+
+
+@pytest.mark.slow
+def test_fix_command_end_to_end_on_real_data(tmp_path):
+    """`tracinwe fix` on real SMS messages: mistakes in the window, proposals from opponents, outcomes consistent."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from tracinwe.cli.app import app
+
+    out = tmp_path / "fix.json"
+    result = CliRunner().invoke(app, [
+        "fix", "--data", "bundled:sms-spam", "--n-train", "300", "--n-heldout", "300", "--max-cases", "2", "--low", "0.0",
+        "--high", "0.7", "--delete-methods", "TracIn-WE,IF-last", "--mask-methods", "TracIn-WE", "--epochs", "2",
+        "--delete-count", "20", "--mask-count", "40", "--out", str(out), "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    strategies = [s["strategy"] for s in saved["summary"]]
+    assert strategies == ["retrain (other seed)", "delete top-20 opponents: TracIn-WE", "delete top-20 opponents: IF-last",
+                          "mask worst word in top-40 opponents: TracIn-WE"]
+    assert 1 <= len(saved["cases"]) <= 2
+    for o in saved["outcomes"]:
+        assert 0.0 <= o["gold_probability_before"] < 0.5  # a mistake (2 classes), inside the [0, 0.7] window
+        assert o["fixed"] == (o["gold_probability_after"] > 0.5)
+    for p in saved["proposals"]:
+        if p["strategy"].startswith("delete"):
+            assert len(p["delete"]) == 20 and len(set(p["delete"])) == 20 and not p["mask"]
+        elif p["strategy"].startswith("mask"):
+            assert 0 < len(p["mask"]) <= 40 and not p["delete"]
+    for s in saved["summary"]:
+        fixed = [o["fixed"] for o in saved["outcomes"] if o["strategy"] == s["strategy"]]
+        assert s["fix_rate"] == pytest.approx(np.mean(fixed)) and s["cases"] == len(fixed)
