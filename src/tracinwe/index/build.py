@@ -129,10 +129,8 @@ class SegmentBuilder:
             full["rows_proj"] = block.rows.reshape(block.rows.shape[0], -1) @ sparse_r
             full["dense_proj"] = block.dense.reshape(block.num_examples, -1) @ dense_r
         scale = float16_scale(*full.values()) if self.dtype == np.float16 else 1.0
-        if scale == 1.0:  # float32 rows are stored as captured: no copy
-            arrays = {key: np.asarray(value, dtype=self.dtype) for key, value in full.items()}
-        else:
-            arrays = {key: (value / np.float32(scale)).astype(self.dtype) for key, value in full.items()}
+        arrays = {key: (value if scale == 1.0 else value / np.float32(scale)).astype(self.dtype, copy=False)  # float32: no copy
+                  for key, value in full.items()}
         arrays.update(tokens=block.tokens, offsets=block.offsets, postings=block.postings,
                       self_influence=self_influence(records, self.learning_rates))
         return arrays, scale
@@ -149,6 +147,7 @@ class SegmentBuilder:
         """Lay out, write and rename one captured segment into place."""
         arrays, scale = self.arrays(records)
         return write_segment(root, number, offset + start, arrays, examples.table(start, stop), scale)
+
 
 def projections_for(projection: dict, sparse_in: int, dense_in: int) -> tuple[np.ndarray, np.ndarray]:
     """The seeded Gaussian projections of the (C*d) posting rows and the (C*T*d) dense rows."""
