@@ -114,12 +114,17 @@ class Generator:
         return out
 
 
-def write_index(root: Path, gen: Generator, n: int, segment: int, projection_dim: int, lrs: list[float], seed: int) -> dict:
-    """Generate and write every segment with the real segment writer, then the manifest."""
+def write_index(root: Path, gen: Generator, n: int, segment: int, projection_dim: int, method: str, lrs: list[float], seed: int) -> dict:
+    """Generate and write every segment with the real segment writer, then the manifest.
+
+    The projection basis is fitted as a real build fits it: on the rows of
+    ``PCA_PROBE`` examples (here the first ones generated; they are i.i.d.).
+    """
     import pyarrow as pa
     from tqdm.auto import tqdm
 
-    from tracinwe.index.build import finish_build, projections_for
+    from tracinwe.index import projection
+    from tracinwe.index.build import finish_build
     from tracinwe.index.storage import FORMAT, FORMAT_VERSION, write_segment
 
     plan = {
@@ -129,11 +134,16 @@ def write_index(root: Path, gen: Generator, n: int, segment: int, projection_dim
         "checkpoints": [{"path": None, "learning_rate": lr} for lr in lrs],
         "fingerprint": {"synthetic": True, "seed": seed},
         "dense_tokens": [{"id": 101, "token": "[CLS]"}, {"id": 102, "token": "[SEP]"}],
-        "projection": {"dim": projection_dim, "seed": seed} if projection_dim else None,
+        "projection": projection.spec(projection_dim or None, method, seed),
         "label_names": ["0", "1"], "data_sha256": None, "num_examples": n,
     }
     root.mkdir(parents=True)
     records = []
+    basis = None
+    if projection_dim:
+        tokens, rows, dense = gen.examples(min(n, projection.PCA_PROBE), stream=10**6)
+        basis = projection.fit(plan["projection"], rows[tokens >= 0].reshape(-1, gen.checkpoints * gen.dim), dense.reshape(dense.shape[0], -1))
+        projection.write(root, basis)
     lr = np.asarray(lrs, dtype=np.float64)
     for number, lo in enumerate(tqdm(range(0, n, segment), desc="writing synthetic segments", unit="segment")):
         hi = min(lo + segment, n)
@@ -152,10 +162,9 @@ def write_index(root: Path, gen: Generator, n: int, segment: int, projection_dim
             "dense": dense.astype(np.float16), "tokens": uniq.astype(np.int32), "offsets": offsets,
             "postings": example[order].astype(np.int32), "rows": sorted_rows.astype(np.float16), "self_influence": self_inf,
         }
-        if projection_dim:
-            sparse_r, dense_r = projections_for(plan["projection"], gen.checkpoints * gen.dim, dense[0].size)
-            arrays["rows_proj"] = (sorted_rows.reshape(sorted_rows.shape[0], -1) @ sparse_r).astype(np.float16)
-            arrays["dense_proj"] = (dense.reshape(hi - lo, -1) @ dense_r).astype(np.float16)
+        if basis is not None:
+            arrays["rows_proj"] = (sorted_rows.reshape(sorted_rows.shape[0], -1) @ basis.rows).astype(np.float16)
+            arrays["dense_proj"] = (dense.reshape(hi - lo, -1) @ basis.dense).astype(np.float16)
         table = pa.table({"id": [f"syn-{i}" for i in range(lo, hi)], "text": [f"synthetic example {i}" for i in range(lo, hi)],
                           "label": pa.array(np.arange(lo, hi) % 2, pa.int64())})
         records.append(write_segment(root, number, lo, arrays, table))
@@ -232,6 +241,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=10)
     parser.add_argument("--zipf", type=float, default=1.0)
     parser.add_argument("--projection-dim", type=int, default=64)
+    parser.add_argument("--projection-method", choices=["pca", "gaussian"], default="pca")
     parser.add_argument("--candidates", type=int, nargs="+", default=[1000, 5000], help="exact rescoring candidates of the projected screen")
     parser.add_argument("--singles", type=int, default=5)
     parser.add_argument("--batch", type=int, default=100)
@@ -265,7 +275,7 @@ def main() -> None:
             sys.exit(1)
         gen = Generator(args.dim, args.checkpoints, args.tokens, args.zipf, shapes, args.seed)
         t = time.perf_counter()
-        write_index(root, gen, args.n, args.segment, args.projection_dim, lrs, args.seed)
+        write_index(root, gen, args.n, args.segment, args.projection_dim, args.projection_method, lrs, args.seed)
         figures["build_s"] = time.perf_counter() - t
     try:
         files = [f for f in root.rglob("*") if f.is_file()]

@@ -100,7 +100,8 @@ def test_self_influence_and_suspicious(index, tw, data):
 def test_projection_and_float16_return_exact_scores(tw, data, brute, tmp_path):
     records = tw.capture(QUERIES, [1, 0, 1, 0])
     projected = Index.build_from_dataset(tmp_path / "p", tw, data, chunk_size=32, projection_dim=8, progress=False)
-    assert projected.manifest["projection"] == {"dim": 8, "seed": 0}
+    assert {k: v for k, v in projected.manifest["projection"].items() if k != "files"} == {"dim": 8, "method": "pca", "seed": 0, "probe": 1024}
+    assert projected._projection.rows.shape == (2 * 16, 8)  # 2 checkpoints x hidden size 16 -> 8
     # every example a candidate: the projection only ranks, the rescoring is exact
     assert_top_k_exact(projected.search(records, k=K, candidates=len(data)), brute, K)
     hits = projected.search(records, k=K)  # default candidates: returned scores are still exact

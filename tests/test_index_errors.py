@@ -63,6 +63,27 @@ def test_corrupted_file_is_named(copy, name):
     Index.open(path, tracin=tw, verify="none")  # the checks can be skipped
 
 
+def test_damaged_projection_basis_is_named(built, tmp_path):
+    tw, _ = built
+    path = tmp_path / "projected"
+    Index.build(path, tw, TRAIN, TRAIN_LABELS, ids=IDS, chunk_size=8, projection_dim=4, progress=False)
+    basis = path / "projection" / "rows.npy"
+    data = bytearray(basis.read_bytes())
+    data[-1] ^= 0xFF
+    basis.write_bytes(bytes(data))
+    with pytest.raises(IndexFormatError, match=r"projection/rows\.npy.*corrupted"):
+        Index.open(path, tracin=tw)
+    basis.unlink()
+    with pytest.raises(IndexFormatError, match=r"projection/rows\.npy.*missing"):
+        Index.open(path, tracin=tw)
+
+
+def test_bad_projection_settings_are_refused(built, tmp_path):
+    tw, _ = built
+    with pytest.raises(IndexBuildError, match="projection method 'svd'"):
+        Index.build(tmp_path / "x", tw, TRAIN, TRAIN_LABELS, projection_dim=4, projection_method="svd", progress=False)
+
+
 def test_missing_or_damaged_manifest(copy):
     tw, path = copy
     (path / "manifest.json").write_text("{not json")

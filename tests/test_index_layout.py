@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from tracinwe.capture.records import TokenGradients
+from tracinwe.index import projection
 from tracinwe.index.build import SegmentBuilder, finish_build
 from tracinwe.index.index import Index
 from tracinwe.index.layout import combine_checkpoints, float16_scale
-from tracinwe.index.search import TopCandidates
+from tracinwe.index.search import TopCandidates, screen
 from tracinwe.index.storage import FORMAT, FORMAT_VERSION, write_segment
 from tracinwe.results import TopInfluences
 from tracinwe.scoring.influence import tracin_matrix
@@ -36,16 +37,20 @@ def random_records(n: int, seed: int, magnitude: float, dim: int = 8) -> list[To
     return out
 
 
-def write_index(root, records: list[TokenGradients], dtype: str, segment: int, projection_dim=None) -> Index:
+def write_index(root, records: list[TokenGradients], dtype: str, segment: int, projection_dim=None, method="pca") -> Index:
     plan = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "settings": {"segment_size": segment}, "dtype": dtype,
         "checkpoints": [{"path": None, "learning_rate": lr} for lr in LRS], "fingerprint": {},
         "dense_tokens": [{"id": t, "token": str(t)} for t in DENSE],
-        "projection": {"dim": projection_dim, "seed": 0} if projection_dim else None, "label_names": ["0", "1"], "num_examples": len(records[0]),
+        "projection": projection.spec(projection_dim, method, 0), "label_names": ["0", "1"], "num_examples": len(records[0]),
     }
     import pyarrow as pa
 
     builder = SegmentBuilder(None, plan, classifiers=[])
+    if projection_dim:
+        block = combine_checkpoints(records, np.array(DENSE))
+        builder.projection = projection.fit(plan["projection"], block.rows.reshape(block.rows.shape[0], -1), block.dense.reshape(block.num_examples, -1))
+        projection.write(root, builder.projection)
     written = []
     for number, lo in enumerate(range(0, len(records[0]), segment)):
         idx = list(range(lo, min(lo + segment, len(records[0]))))
@@ -72,14 +77,40 @@ def test_float32_and_float16_search_equal_brute_force(tmp_path, magnitude):
     np.testing.assert_allclose(half.self_influence(), full.self_influence(), rtol=1e-12)
 
 
-def test_projection_with_every_candidate_is_exact(tmp_path):
+@pytest.mark.parametrize("method", ["pca", "gaussian"])
+def test_projection_with_every_candidate_is_exact(tmp_path, method):
     train, test = random_records(200, 2, 1.0), random_records(5, 3, 1.0)
     brute = tracin_matrix(test, train, LRS).numpy()
-    index = write_index(tmp_path / "p", train, "float32", 50, projection_dim=4)
+    index = write_index(tmp_path / "p", train, "float32", 50, projection_dim=4, method=method)
+    assert index.manifest["projection"]["method"] == method and set(index.manifest["projection"]["files"]) == {"rows.npy", "dense.npy"}
     hits = index.search(test, k=6, candidates=200)
     ref = TopInfluences.from_scores(brute, 6)
     np.testing.assert_allclose(hits.proponent_scores, ref.proponent_scores, rtol=1e-6)
     np.testing.assert_array_equal(hits.opponent_indices, ref.opponent_indices)
+
+
+def test_full_rank_pca_screen_is_a_rotation_and_exact(tmp_path):
+    """With p >= C*T*d the PCA bases are orthonormal and complete: the projected screen itself is exact."""
+    train, test = random_records(120, 6, 1.0), random_records(4, 7, 1.0)
+    brute = tracin_matrix(test, train, LRS).numpy()
+    index = write_index(tmp_path / "r", train, "float32", 40, projection_dim=32)  # rows C*d = 16, dense C*T*d = 32
+    for basis, size in ((index._projection.rows, 16), (index._projection.dense, 32)):
+        assert basis.shape == (size, size)  # capped at the input size
+        np.testing.assert_allclose(basis.T @ basis, np.eye(size), atol=1e-5)
+    q = index.query_block(test, projected=True)
+    screened = np.concatenate([screen(index._segment(s, True), q, projected=True) for s in range(3)])
+    np.testing.assert_allclose(screened.T, brute, rtol=1e-4, atol=1e-5 * np.abs(brute).max())
+
+
+def test_pca_basis_recovers_a_low_rank_subspace():
+    """Rows of rank 3: a 3-dimensional PCA basis spans them, so x.y = (xP).(yP) exactly; signs are fixed."""
+    rng = np.random.default_rng(8)
+    mix = rng.standard_normal((3, 20))
+    x, y = rng.standard_normal((500, 3)) @ mix, rng.standard_normal((40, 3)) @ mix
+    basis = projection.pca_basis(x, 3)
+    np.testing.assert_allclose((x @ basis) @ (y @ basis).T, x @ y.T, rtol=1e-4, atol=1e-4)
+    assert (basis[np.abs(basis).argmax(0), np.arange(3)] > 0).all()
+    np.testing.assert_array_equal(projection.pca_basis(x, 3), basis)  # deterministic
 
 
 def test_layout_keeps_every_entry_and_zero_fills_dropped_checkpoints():

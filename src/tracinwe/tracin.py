@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tracinwe.capture.gradients import CaptureSettings, capture_token_gradients, iter_token_gradients
+from tracinwe.capture.gradients import CaptureSettings, capture_checkpoints, capture_token_gradients, iter_token_gradients
 from tracinwe.capture.records import TokenGradients
 from tracinwe.errors import CheckpointError
 from tracinwe.models.checkpoints import Checkpoint, check_checkpoint_folder, read_learning_rate
@@ -155,10 +155,8 @@ class TracInWE:
         texts, labels, text_pairs = self._validated(texts, labels, text_pairs, role)
         if labels is None:
             labels = self.predict(texts, text_pairs).argmax(1).tolist()
-        return [
-            capture_token_gradients(self.classifier(c), texts, labels, text_pairs, self.settings, self.device, self.progress)
-            for c in range(len(self.checkpoints))
-        ]
+        classifiers = (self.classifier(c) for c in range(len(self.checkpoints)))  # folders load one at a time
+        return capture_checkpoints(classifiers, texts, labels, text_pairs, self.settings, self.device, self.progress)
 
     def iter_capture(
         self, texts: Sequence[str], labels: Sequence[int], text_pairs: Sequence[str] | None = None, chunk_size: int | None = None

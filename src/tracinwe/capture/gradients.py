@@ -9,7 +9,7 @@ flags, device) afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -189,10 +189,13 @@ def iter_token_gradients(
     chunk_size: int | None = None,
     progress: bool = False,
     description: str = "capturing gradients",
+    batch_cache: dict | None = None,
 ) -> Iterator[tuple[int, TokenGradients]]:
     """Yield ``(start, records)`` for consecutive chunks of examples, in input order.
 
     Memory is bounded by the chunk (default 16 batches), not by the data set.
+    ``batch_cache``: tokenised batches by chunk, filled on the first pass and
+    reused by later ones (checkpoints with the same `tokenization_key`).
     """
     from tqdm.auto import tqdm
 
@@ -204,11 +207,13 @@ def iter_token_gradients(
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
             parts: list[tuple[list[int], TokenGradients]] = []
-            for local in _batches(stop - start, texts[start:stop], settings, window=stop - start):
+            batches = batch_cache.get((start, stop)) if batch_cache is not None else None
+            if batches is None:
+                batches = _tokenized_batches(classifier, texts, text_pairs, settings, start, stop)
+                if batch_cache is not None:
+                    batches = batch_cache[(start, stop)] = list(batches)
+            for local, batch in batches:
                 rows = [start + i for i in local]
-                batch = classifier.tokenize(
-                    [texts[i] for i in rows], [text_pairs[i] for i in rows] if text_pairs is not None else None
-                )
                 batch = {k: v.to(run_device) for k, v in batch.items()}
                 y = None if labels is None else torch.tensor([labels[i] for i in rows], dtype=torch.long)
                 parts.append((local, batch_token_gradients(classifier, batch, y, settings)))
@@ -219,6 +224,43 @@ def iter_token_gradients(
             inverse[torch.tensor(order)] = torch.arange(len(order))
             yield start, records.select(inverse)
     bar.close()
+
+
+def _tokenized_batches(classifier: TextClassifier, texts, text_pairs, settings: CaptureSettings, start: int, stop: int):
+    """``(local indices, CPU batch)`` of the chunk ``start:stop``."""
+    for local in _batches(stop - start, texts[start:stop], settings, window=stop - start):
+        rows = [start + i for i in local]
+        yield local, classifier.tokenize([texts[i] for i in rows], [text_pairs[i] for i in rows] if text_pairs is not None else None)
+
+
+def capture_checkpoints(
+    classifiers: Iterable[TextClassifier],
+    texts: Sequence[str],
+    labels: Sequence[int] | None,
+    text_pairs: Sequence[str] | None = None,
+    settings: CaptureSettings = CaptureSettings(),
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    chunk_size: int | None = None,
+) -> list[TokenGradients]:
+    """Every checkpoint's TokenGradients of the same texts (in memory).
+
+    Consecutive checkpoints whose tokenizers agree (`TextClassifier.tokenization_key`)
+    share one tokenisation of the texts: for small models it is a third of the capture.
+    """
+    out: list[TokenGradients] = []
+    cache: dict = {}
+    shared = None
+    for classifier in classifiers:
+        key = classifier.tokenization_key()
+        if key is None or key != shared:
+            cache, shared = {}, key
+        parts = [r for _, r in iter_token_gradients(classifier, texts, labels, text_pairs, settings, device, chunk_size, progress,
+                                                    batch_cache=cache if key is not None else None)]
+        if not parts:
+            raise ValueError("no texts to capture")
+        out.append(TokenGradients.concat(parts))
+    return out
 
 
 def capture_token_gradients(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -43,7 +44,11 @@ class TokenGradients:
 
     def squared_norms(self) -> torch.Tensor:
         """(n,) the sparse gradient's squared norm per example: its self-influence at this checkpoint."""
-        per_entry = (self.rows.double() ** 2).sum(dim=1)
+        if self.rows.device.type == "cpu":  # float64 accumulation without a float64 copy of the rows
+            rows = self.rows.numpy()
+            per_entry = torch.from_numpy(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
+        else:
+            per_entry = (self.rows.double() ** 2).sum(dim=1)
         out = torch.zeros(len(self), dtype=torch.float64, device=self.rows.device)
         out.index_add_(0, self.example_index, per_entry)
         return out

@@ -41,7 +41,8 @@ def build(
     top_k: Optional[int] = typer.Option(None, min=1, help="TracIn-WE-Topk: keep the k heaviest positions per example (paper: 10)."),
     max_length: Optional[int] = typer.Option(None, min=8, help="Tokens per text (default: the run's, else 128)."),
     dtype: str = typer.Option("float32", help="float32, or float16 (half the disk)."),
-    projection_dim: Optional[int] = typer.Option(None, min=1, help="Also store a seeded random projection of this size (fast screen, exact re-rank)."),
+    projection_dim: Optional[int] = typer.Option(None, min=1, help="Also store a projection of the rows to this size (fast screen, exact re-rank)."),
+    projection_method: str = typer.Option("pca", help="pca (fitted on a seeded sample; accurate) or gaussian (seeded, data-free)."),
     seed: int = typer.Option(0, help="Seed of the sample and of the projection."),
     batch_size: int = typer.Option(32, min=1, help="Examples per forward/backward pass."),
     chunk_size: Optional[int] = typer.Option(None, min=1, help="Examples per segment (default 4096)."),
@@ -64,7 +65,8 @@ def build(
         if n_train is not None:
             dataset = dataset.sample(n_train, seed=seed)
         options = dict(max_length=max_length or run_length, top_k=top_k, batch_size=batch_size)
-        build_options = dict(dtype=dtype, projection_dim=projection_dim, seed=seed, chunk_size=chunk_size)
+        build_options = dict(dtype=dtype, projection_dim=projection_dim, projection_method=projection_method, seed=seed,
+                             chunk_size=chunk_size)
         if use_ray:
             index = _build_on_ray(out, paths, learning_rate, dataset, num_workers, options, build_options)
         else:

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tracinwe.capture.gradients import iter_token_gradients
+from tracinwe.capture.gradients import capture_checkpoints
 from tracinwe.capture.records import TokenGradients
-from tracinwe.index.layout import choose_dense_tokens, combine_checkpoints, float16_scale, projection_matrix, self_influence
+from tracinwe.index import projection as projection_basis
+from tracinwe.index.layout import choose_dense_tokens, combine_checkpoints, float16_scale, self_influence
+from tracinwe.index.projection import Projection
 from tracinwe.index.storage import (
     BUILD_PLAN,
     FORMAT,
@@ -30,6 +33,7 @@ from tracinwe.index.storage import (
     README,
     IndexBuildError,
     committed_segments,
+    file_record,
     model_fingerprint,
     read_json,
     remove_stray,
@@ -40,8 +44,9 @@ from tracinwe.index.storage import (
 )
 
 DEFAULT_SEGMENT_SIZE = 4096
-#: Texts tokenised to decide the dense tokens (those in >= 90% of them).
-DENSE_PROBE = 1024
+#: Texts tokenised to decide the dense tokens (those in >= 90% of them); the choice only
+#: affects speed (dense and posting rows score the same), so a small sample suffices.
+DENSE_PROBE = 256
 DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
@@ -104,30 +109,28 @@ def load_classifiers(tw) -> list:
 class SegmentBuilder:
     """Captures and writes segments with the checkpoints loaded once."""
 
-    def __init__(self, tw, plan: dict, classifiers: list | None = None) -> None:
+    def __init__(self, tw, plan: dict, classifiers: list | None = None, projection: Projection | None = None) -> None:
         self.tw = tw
         self.plan = plan
         self.classifiers = classifiers if classifiers is not None else load_classifiers(tw)
+        self.projection = projection  # set before the first segment when the plan has a projection
         self.dense_tokens = np.array([t["id"] for t in plan["dense_tokens"]], dtype=np.int64)
         self.dtype = DTYPES[plan["dtype"]]
         self.learning_rates = [c["learning_rate"] for c in plan["checkpoints"]]
 
     def capture(self, texts, labels, pairs) -> list[TokenGradients]:
-        out = []
-        for clf in self.classifiers:
-            parts = [r for _, r in iter_token_gradients(clf, texts, labels, pairs, self.tw.settings, self.tw.device, chunk_size=len(texts))]
-            out.append(TokenGradients.concat(parts))
-        return out
+        """Every checkpoint's records of the texts (tokenised once when the tokenizers agree)."""
+        return capture_checkpoints(self.classifiers, texts, labels, pairs, self.tw.settings, self.tw.device, chunk_size=len(texts))
 
     def arrays(self, records: Sequence[TokenGradients]) -> tuple[dict[str, np.ndarray], float]:
         """The segment's arrays from full-precision records, and the scale they are stored at."""
         block = combine_checkpoints(records, self.dense_tokens)
         full = {"dense": block.dense, "rows": block.rows}
-        projection = self.plan.get("projection")
-        if projection:
-            sparse_r, dense_r = projections_for(projection, block.rows.shape[1] * block.rows.shape[2], block.dense[0].size if block.num_examples else 0)
-            full["rows_proj"] = block.rows.reshape(block.rows.shape[0], -1) @ sparse_r
-            full["dense_proj"] = block.dense.reshape(block.num_examples, -1) @ dense_r
+        if self.plan.get("projection"):
+            if self.projection is None:
+                raise IndexBuildError("the plan has a projection but no basis was fitted: call ensure_projection first")
+            full["rows_proj"] = block.rows.reshape(block.rows.shape[0], -1) @ self.projection.rows
+            full["dense_proj"] = block.dense.reshape(block.num_examples, -1) @ self.projection.dense
         scale = float16_scale(*full.values()) if self.dtype == np.float16 else 1.0
         arrays = {key: (value if scale == 1.0 else value / np.float32(scale)).astype(self.dtype, copy=False)  # float32: no copy
                   for key, value in full.items()}
@@ -137,34 +140,47 @@ class SegmentBuilder:
 
     def build(self, root: Path, number: int, start: int, stop: int, examples: Examples, offset: int = 0) -> dict:
         """Capture rows ``start:stop`` of ``examples`` (global rows ``offset + ...``) and commit the segment."""
-        return self.commit(root, number, start, stop, examples, self.capture_rows(start, stop, examples), offset)
+        return self.write(root, number, start, stop, examples, *self.prepare(start, stop, examples), offset)
 
-    def capture_rows(self, start: int, stop: int, examples: Examples) -> list[TokenGradients]:
+    def prepare(self, start: int, stop: int, examples: Examples) -> tuple[dict[str, np.ndarray], float]:
+        """Capture rows ``start:stop`` and lay them out: the segment's arrays and scale."""
         pairs = examples.pairs[start:stop] if examples.pairs is not None else None
-        return self.capture(examples.texts[start:stop], examples.labels[start:stop], pairs)
+        return self.arrays(self.capture(examples.texts[start:stop], examples.labels[start:stop], pairs))
 
-    def commit(self, root: Path, number: int, start: int, stop: int, examples: Examples, records, offset: int = 0) -> dict:
-        """Lay out, write and rename one captured segment into place."""
-        arrays, scale = self.arrays(records)
+    @staticmethod
+    def write(root: Path, number: int, start: int, stop: int, examples: Examples, arrays: dict, scale: float, offset: int = 0) -> dict:
+        """Write and rename one laid-out segment into place."""
         return write_segment(root, number, offset + start, arrays, examples.table(start, stop), scale)
 
 
-def projections_for(projection: dict, sparse_in: int, dense_in: int) -> tuple[np.ndarray, np.ndarray]:
-    """The seeded Gaussian projections of the (C*d) posting rows and the (C*T*d) dense rows."""
-    p, seed = int(projection["dim"]), int(projection["seed"])
-    sparse_r = projection_matrix(sparse_in, p, seed, salt=1)
-    dense_r = projection_matrix(dense_in, p, seed, salt=2) if dense_in else np.zeros((0, 0), np.float32)
-    return sparse_r, dense_r
+def ensure_projection(root: Path, plan: dict, builder: SegmentBuilder, examples: Examples) -> Projection | None:
+    """The build's projection basis: the one an interrupted run stored, else fitted on a seeded sample and stored."""
+    spec = plan.get("projection")
+    if not spec:
+        return None
+    stored = projection_basis.read(root)
+    if stored is None:
+        rows = projection_basis.probe_rows(len(examples.texts), spec).tolist()
+        pairs = [examples.pairs[i] for i in rows] if examples.pairs is not None else None
+        records = builder.capture([examples.texts[i] for i in rows], [examples.labels[i] for i in rows], pairs)
+        block = combine_checkpoints(records, builder.dense_tokens)
+        stored = projection_basis.fit(spec, block.rows.reshape(block.rows.shape[0], -1), block.dense.reshape(block.num_examples, -1))
+        projection_basis.write(root, stored)
+    builder.projection = stored
+    return stored
 
 
-def make_plan(tw, classifiers, examples: Examples, label_names, dtype: str, projection_dim, seed: int, segment_size: int) -> dict:
+def make_plan(tw, classifiers, examples: Examples, label_names, dtype: str, projection_dim, seed: int, segment_size: int,
+              projection_method: str = "pca") -> dict:
     """Everything that decides the index, recorded before the first segment."""
     if dtype not in DTYPES:
         raise IndexBuildError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}: pass 'float32' or 'float16'")
     if segment_size < 1:
         raise IndexBuildError(f"chunk_size {segment_size} must be at least 1")
-    if projection_dim is not None and projection_dim < 1:
-        raise IndexBuildError(f"projection_dim {projection_dim} must be a positive integer or None")
+    try:
+        projection = projection_basis.spec(projection_dim, projection_method, seed)
+    except ValueError as exc:
+        raise IndexBuildError(str(exc)) from None
     final = classifiers[-1]
     probe = examples.texts[:DENSE_PROBE]
     probe_pairs = examples.pairs[:DENSE_PROBE] if examples.pairs is not None else None
@@ -192,7 +208,7 @@ def make_plan(tw, classifiers, examples: Examples, label_names, dtype: str, proj
         ],
         "fingerprint": model_fingerprint(classifiers, settings),
         "dense_tokens": [{"id": int(t), "token": s} for t, s in zip(dense.tolist(), final.token_strings(dense.tolist()))],
-        "projection": {"dim": int(projection_dim), "seed": int(seed)} if projection_dim else None,
+        "projection": projection,
         "label_names": names,
         "data_sha256": examples.sha256(),
         "num_examples": len(examples.texts),
@@ -243,6 +259,9 @@ def finish_build(root: Path, plan: dict, records: list[dict]) -> dict:
     manifest = dict(plan)
     manifest["segments"] = sorted(records, key=lambda r: r["start"])
     manifest["num_examples"] = sum(r["num_examples"] for r in records)
+    if plan.get("projection"):
+        folder = root / projection_basis.FOLDER
+        manifest["projection"] = {**plan["projection"], "files": {f: file_record(folder / f) for f in projection_basis.FILES}}
     (root / "README.txt").write_text(README)
     write_json_atomic(root / MANIFEST, manifest)
     (root / BUILD_PLAN).unlink(missing_ok=True)
@@ -257,13 +276,23 @@ def build_local(root: Path, tw, examples: Examples, plan: dict, progress: bool) 
     ranges = segment_ranges(plan["num_examples"], plan["settings"]["segment_size"])
     todo = [r for r in ranges if r[0] not in done]
     builder = SegmentBuilder(tw, plan)
+    ensure_projection(root, plan, builder, examples)
     bar = tqdm(total=len(examples.texts), initial=len(examples.texts) - sum(hi - lo for _, lo, hi in todo),
                desc="building index", unit="ex", disable=not progress)
-    # Sequential on purpose: writing a segment in a background thread while the next is captured
-    # was not faster on 2 cores (bench_index_build.py: the two compete for the same cores).
-    for number, lo, hi in todo:
-        builder.build(root, number, lo, hi, examples)
-        bar.update(hi - lo)
+    # Segment i is written (file writes and sha256 release the GIL) while segment i + 1 is captured;
+    # at most two segments are in memory. The layout stays in this thread: in the writer it slowed
+    # the capture more than it saved (bench_index_build.py, TokenCNN: 1.27 against 1.13).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracinwe-index-writer") as writer:
+        pending = None
+        for number, lo, hi in todo:
+            arrays, scale = builder.prepare(lo, hi, examples)
+            if pending is not None:
+                pending[2].result()
+                bar.update(pending[1] - pending[0])
+            pending = (lo, hi, writer.submit(builder.write, root, number, lo, hi, examples, arrays, scale))
+        if pending is not None:
+            pending[2].result()
+            bar.update(pending[1] - pending[0])
     bar.close()
     return finish_build(root, plan, list(committed_segments(root).values()))
 

@@ -26,10 +26,10 @@ from tracinwe.index.build import (
     load_classifiers,
     make_plan,
     tracin_from_manifest,
-    projections_for,
     segment_ranges,
     validated_examples,
 )
+from tracinwe.index import projection as projection_basis
 from tracinwe.index.examples import ExampleTables
 from tracinwe.index.layout import combine_checkpoints, weighted_query
 from tracinwe.index.results import Neighbor, QueryResult
@@ -45,6 +45,7 @@ from tracinwe.index.storage import (
     open_array,
     read_json,
     remove_stray,
+    verify_files,
     verify_segment,
     write_json_atomic,
 )
@@ -71,6 +72,9 @@ class Index:
         self._starts = np.array([s["start"] for s in self._segments], dtype=np.int64)
         self._dense_tokens = np.array([t["id"] for t in self.manifest["dense_tokens"]], dtype=np.int64)
         self._examples = ExampleTables(self.path, self._segments)
+        self._projection = projection_basis.read(self.path) if self.manifest.get("projection") else None
+        if self.manifest.get("projection") and self._projection is None:
+            raise IndexFormatError(f"the projection basis in {str(self.path / projection_basis.FOLDER)!r} is missing or damaged: rebuild the index")
 
     # -- creation ----------------------------------------------------------------------------
 
@@ -78,14 +82,20 @@ class Index:
     def build(
         cls, path: str | Path, tw, train_texts: Sequence[str], train_labels: Sequence[int | str], *,
         ids: Sequence[str] | None = None, label_names: Sequence[str] | None = None, text_pairs: Sequence[str] | None = None,
-        dtype: str = "float32", projection_dim: int | None = None, seed: int = 0, chunk_size: int | None = None,
-        progress: bool = True,
+        dtype: str = "float32", projection_dim: int | None = None, projection_method: str = "pca", seed: int = 0,
+        chunk_size: int | None = None, progress: bool = True,
     ) -> "Index":
-        """Capture every training example at every checkpoint once and store it (resumes an interrupted build)."""
+        """Capture every training example at every checkpoint once and store it (resumes an interrupted build).
+
+        ``projection_dim``: also store a ``projection_method`` ("pca", fitted on a
+        seeded sample, or "gaussian") projection of the rows to this size, which
+        screens large indexes faster; the top candidates are rescored exactly.
+        """
         root = Path(path)
         examples = validated_examples(tw, train_texts, train_labels, ids, text_pairs)
         classifiers = load_classifiers(tw)
-        plan = make_plan(tw, classifiers, examples, label_names, dtype, projection_dim, seed, chunk_size or DEFAULT_SEGMENT_SIZE)
+        plan = make_plan(tw, classifiers, examples, label_names, dtype, projection_dim, seed, chunk_size or DEFAULT_SEGMENT_SIZE,
+                         projection_method)
         manifest = build_local(root, tw, examples, plan, progress)
         return cls(root, manifest, tw)
 
@@ -118,6 +128,8 @@ class Index:
         if verify != "none":
             for record in manifest["segments"]:
                 verify_segment(root, record, full=verify == "full")
+            if manifest.get("projection"):
+                verify_files(root / projection_basis.FOLDER, manifest["projection"]["files"], full=True)
         if tracin is None:
             tracin = tracin_from_manifest(manifest)
         actual = model_fingerprint(load_classifiers(tracin), capture_settings_json(tracin))
@@ -137,7 +149,7 @@ class Index:
         examples = validated_examples(self.tracin, texts, labels, ids, text_pairs, existing_ids=set(self.ids()))
         remove_stray(self.path, {s["name"] for s in self._segments})
         plan = {**self.manifest, "segments": None}
-        builder = SegmentBuilder(self.tracin, plan)
+        builder = SegmentBuilder(self.tracin, plan, projection=self._projection)
         size = self.manifest["settings"]["segment_size"]
         new = []
         for number, lo, hi in segment_ranges(len(examples.texts), size, first_number=len(self._segments)):
@@ -208,10 +220,7 @@ class Index:
             )
         lrs = [c["learning_rate"] for c in self.manifest["checkpoints"]]
         block = weighted_query(combine_checkpoints(records, self._dense_tokens), lrs)
-        projections = None
-        if projected:
-            projections = projections_for(self.manifest["projection"], block.rows.shape[1] * block.rows.shape[2], block.dense[0].size)
-        return QueryBlock.from_block(block, projections)
+        return QueryBlock.from_block(block, self._projection if projected else None)
 
     def search(self, records: Sequence[TokenGradients], k: int = 10, candidates: int | None = None,
                use_projection: bool | None = None) -> TopInfluences:

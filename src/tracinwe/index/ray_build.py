@@ -24,6 +24,7 @@ from pathlib import Path
 from tracinwe.index.build import (
     DEFAULT_SEGMENT_SIZE,
     SegmentBuilder,
+    ensure_projection,
     finish_build,
     load_classifiers,
     make_plan,
@@ -31,6 +32,7 @@ from tracinwe.index.build import (
     start_or_resume,
     validated_examples,
 )
+from tracinwe.index import projection as projection_basis
 from tracinwe.index.storage import committed_segments
 
 
@@ -52,8 +54,8 @@ def _segment_worker_class():
 
             torch.set_num_threads(1)
             self.tw = _tracin(checkpoint_paths, learning_rates, options)
-            self.builder = SegmentBuilder(self.tw, plan)
             self.root = Path(root)
+            self.builder = SegmentBuilder(self.tw, plan, projection=projection_basis.read(self.root) if plan.get("projection") else None)
 
         def build(self, number: int, lo: int, hi: int, examples) -> dict:
             return self.builder.build(self.root, number, lo, hi, examples)
@@ -74,6 +76,7 @@ def build_index_on_ray(
     text_pairs: Sequence[str] | None = None,
     dtype: str = "float32",
     projection_dim: int | None = None,
+    projection_method: str = "pca",
     seed: int = 0,
     chunk_size: int | None = None,
     max_length: int = 128,
@@ -96,8 +99,11 @@ def build_index_on_ray(
     tw = _tracin(checkpoint_paths, learning_rates, options)
     root = Path(path).resolve()
     examples = validated_examples(tw, texts, labels, ids, text_pairs)
-    plan = make_plan(tw, load_classifiers(tw), examples, label_names, dtype, projection_dim, seed, chunk_size or DEFAULT_SEGMENT_SIZE)
+    classifiers = load_classifiers(tw)
+    plan = make_plan(tw, classifiers, examples, label_names, dtype, projection_dim, seed, chunk_size or DEFAULT_SEGMENT_SIZE,
+                     projection_method)
     done = set(start_or_resume(root, plan))
+    ensure_projection(root, plan, SegmentBuilder(tw, plan, classifiers), examples)  # fitted once, by the driver
     todo = [r for r in segment_ranges(len(examples.texts), plan["settings"]["segment_size"]) if r[0] not in done]
     if todo:
         if not ray.is_initialized():

@@ -9,7 +9,7 @@ Per segment, a batch of queries is scored in one pass (the batch shares the work
 
 Only the postings of the queries' own tokens are read. With float32 rows and no
 projection this *screen* is already exact and gives the final scores. With
-float16 rows, or with the projected rows (a seeded Gaussian d -> p), it only
+float16 rows, or with the projected rows (PCA or Gaussian, C*d -> p), it only
 ranks: the top ``candidates`` per query and direction are then rescored exactly
 in float64 from the full rows (``contributions``), so returned scores are exact.
 """
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from tracinwe.index.layout import TokenBlock
+from tracinwe.index.projection import Projection
 
 
 @dataclass
@@ -38,15 +39,14 @@ class QueryBlock:
     rows_proj: np.ndarray | None = None  # (nnz, p)
 
     @classmethod
-    def from_block(cls, block: TokenBlock, projections: tuple[np.ndarray, np.ndarray] | None = None) -> "QueryBlock":
+    def from_block(cls, block: TokenBlock, projection: Projection | None = None) -> "QueryBlock":
         n = block.num_examples
         dense = block.dense.reshape(n, -1)
         rows = block.rows.reshape(block.rows.shape[0], -1)
         q = cls(n, dense, block.tokens.astype(np.int64), block.offsets, block.postings.astype(np.int64), rows)
-        if projections is not None:
-            sparse_r, dense_r = projections
-            q.rows_proj = rows @ sparse_r
-            q.dense_proj = dense @ dense_r
+        if projection is not None:
+            q.rows_proj = rows @ projection.rows
+            q.dense_proj = dense @ projection.dense
         return q
 
     def own_entries(self, i: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,8 +16,9 @@ Layout::
         rows.npy             (nnz, C, d)      gradient rows / scale (float32, or float16 with a
                                               power-of-two scale per segment that keeps them in range)
         self_influence.npy   (n,) float64     sum_c lr_c ||G_c||^2 at full precision
-        rows_proj.npy        (nnz, p)         optional seeded random projection
+        rows_proj.npy        (nnz, p)         optional projection (PCA or seeded Gaussian)
         dense_proj.npy       (n, p)           of the rows above
+      projection/            rows.npy (C*d, p), dense.npy (C*T*d, p): the projection's basis
 
 Nothing is written in place: files go to a temporary name and are renamed.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -36,7 +38,7 @@ import numpy as np
 from tracinwe.errors import TracInWEError
 
 FORMAT = "tracinwe-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 BUILD_PLAN = "build-plan.json"
 SEGMENTS = "segments"
@@ -112,11 +114,9 @@ def write_segment(root: Path, number: int, start: int, arrays: dict[str, np.ndar
     tmp.mkdir()
     files: dict[str, dict] = {}
     for key, array in arrays.items():
-        path = tmp / f"{key}.npy"
-        np.save(path, np.ascontiguousarray(array))
-        files[path.name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        files[f"{key}.npy"] = save_array(tmp / f"{key}.npy", array)
     pq.write_table(examples_table, tmp / "examples.parquet")
-    files["examples.parquet"] = {"sha256": sha256_file(tmp / "examples.parquet"), "bytes": (tmp / "examples.parquet").stat().st_size}
+    files["examples.parquet"] = file_record(tmp / "examples.parquet")
     record = {
         "name": name,
         "start": int(start),
@@ -162,10 +162,29 @@ def remove_stray(root: Path, keep: set[str]) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def verify_segment(root: Path, record: dict, full: bool) -> None:
-    """Raise `IndexFormatError` naming the first missing, truncated or corrupted file."""
-    folder = root / SEGMENTS / record["name"]
-    for fname, info in record["files"].items():
+def save_array(path: Path, array: np.ndarray) -> dict:
+    """``np.save`` that hashes the bytes as it writes them (no second read); returns the file's record."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256()
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    data = memoryview(array.reshape(-1)).cast("B") if array.size else memoryview(b"")
+    with open(path, "wb") as f:
+        for part in (header.getbuffer(), data):
+            digest.update(part)  # releases the GIL on large buffers
+            f.write(part)
+        size = f.tell()
+    return {"sha256": digest.hexdigest(), "bytes": size}
+
+
+def file_record(path: Path) -> dict:
+    """What the manifest records of a file: its sha256 and size."""
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def verify_files(folder: Path, files: dict[str, dict], full: bool) -> None:
+    """Raise `IndexFormatError` naming the first missing, truncated or corrupted file of ``folder``."""
+    for fname, info in files.items():
         path = folder / fname
         if not path.is_file():
             raise IndexFormatError(f"index file {str(path)!r} is missing: rebuild the index or restore the file")
@@ -176,6 +195,11 @@ def verify_segment(root: Path, record: dict, full: bool) -> None:
             )
         if (full or size <= QUICK_HASH_LIMIT) and sha256_file(path) != info["sha256"]:
             raise IndexFormatError(f"index file {str(path)!r} is corrupted (sha256 mismatch): rebuild the index")
+
+
+def verify_segment(root: Path, record: dict, full: bool) -> None:
+    """Raise `IndexFormatError` naming the first missing, truncated or corrupted file of a segment."""
+    verify_files(root / SEGMENTS / record["name"], record["files"], full)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -226,7 +250,8 @@ def model_fingerprint(classifiers, tracin_settings: dict) -> dict:
         for name, tensor in sorted(clf.module.state_dict().items()):
             t = tensor.detach().to("cpu").contiguous()
             digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            if t.numel():
+                digest.update(t.view(torch.uint8).numpy())  # the buffer itself, no copy
         weights.append(digest.hexdigest())
     final = classifiers[-1]
     parts = dict(final.fingerprint_parts())

@@ -10,8 +10,10 @@ with no code (`HuggingFaceClassifier`); any other PyTorch model is wrapped in
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -38,6 +40,11 @@ class TextClassifier(ABC):
     @abstractmethod
     def tokenize(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> Batch:
         """Token ids for a batch: at least ``input_ids`` and ``attention_mask`` (B, T)."""
+
+    def tokenization_key(self) -> Hashable | None:
+        """Equal keys promise equal `tokenize` output for every text, so checkpoints can share one
+        tokenisation; None (the default) promises nothing."""
+        return None
 
     @abstractmethod
     def logits(self, batch: Batch) -> torch.Tensor:
@@ -133,9 +140,14 @@ class TorchTextClassifier(TextClassifier):
             return {k: torch.as_tensor(v) for k, v in self._tokenize(texts, text_pairs).items()}
         enc = self.hf_tokenizer(
             list(texts), list(text_pairs) if text_pairs is not None else None,
-            padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
+            padding=True, truncation=True, max_length=self.max_length, return_tensors="np",  # "np": faster than "pt"
         )
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        return {"input_ids": torch.from_numpy(enc["input_ids"]), "attention_mask": torch.from_numpy(enc["attention_mask"])}
+
+    def tokenization_key(self) -> Hashable | None:
+        if self._tokenize is not None:
+            return ("callable", id(self._tokenize))
+        return ("huggingface", hf_tokenizer_key(self.hf_tokenizer), self.max_length)
 
     def logits(self, batch: Batch) -> torch.Tensor:
         if self._forward is not None:
@@ -148,3 +160,28 @@ class TorchTextClassifier(TextClassifier):
         if self.hf_tokenizer is not None:
             return self.hf_tokenizer.convert_ids_to_tokens([int(t) for t in token_ids])
         return super().token_strings(token_ids)
+
+
+_DEFINITION_HASHES: dict[int, tuple[object, int, str]] = {}
+
+
+def hf_tokenizer_key(tokenizer) -> tuple:
+    """What decides a HuggingFace tokenizer's output: its full serialised definition (fast tokenizers) and settings.
+
+    The definition's hash is computed once per tokenizer object and vocabulary size.
+    """
+    size = len(tokenizer)
+    cached = _DEFINITION_HASHES.get(id(tokenizer))
+    if cached is not None and cached[0] is tokenizer and cached[1] == size:
+        identity = cached[2]
+    else:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:  # minus the truncation/padding state that the last call left behind
+            definition = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+            identity = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
+        else:
+            identity = f"object-{id(tokenizer)}"
+        if len(_DEFINITION_HASHES) > 64:
+            _DEFINITION_HASHES.clear()
+        _DEFINITION_HASHES[id(tokenizer)] = (tokenizer, size, identity)
+    return (type(tokenizer).__name__, identity, size, tokenizer.padding_side, tokenizer.truncation_side, tokenizer.pad_token_id)
