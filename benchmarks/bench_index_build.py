@@ -31,6 +31,7 @@ import json
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -113,7 +114,7 @@ def main() -> None:
     config = {"rounds": args.rounds, "segment_size": args.segment_size, "torch_threads": args.threads, "top_k": 10, "max_length": 64,
               "batch_size": 64, "seeds": [0, 1], "data": {"bert-small": "bundled:rotten-tomatoes", "cnn": "bundled:twitter-sentiment"},
               "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-              "load_average_1_5_15": list(__import__("os").getloadavg())}
+              "load_average_1_5_15": list(__import__("os").getloadavg()), "argv": sys.argv[1:]}
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{args.out}.json"
     tmp = out.with_suffix(".json.tmp")

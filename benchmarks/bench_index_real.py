@@ -15,7 +15,10 @@ repeats get distinct ids). Measured side by side in one run:
 * the index build (capture + layout + write), so build/capture is the cost of
   writing the index (target: at most 1.10);
 * the index search of the captured queries (batch of 20, and one at a time),
-  and the capture of the queries themselves (separate).
+  and the capture of the queries themselves (separate);
+* the same index with a PCA projection (``--projection-dim``): its single-query
+  search and recall@10 against brute force (a returned row counts when its
+  exact score reaches the 10th best, so repeated tweets' ties count).
 
 The top-10 scores of the index are checked against brute force in the run.
 
@@ -98,6 +101,31 @@ def shape_statistics(records, dense_ids=(101, 102), sample=200_000, seed=0) -> d
     }
 
 
+def recall_at_k(brute: np.ndarray, rows: np.ndarray, k: int, sign: float) -> np.ndarray:
+    """Per query, the share of returned rows whose exact score reaches the k-th best (ties count as hits)."""
+    kth = np.sort(sign * brute, axis=1)[:, -k]
+    return (sign * np.take_along_axis(brute, rows, 1) >= kth[:, None] - 1e-12 * np.abs(brute).max()).mean(1)
+
+
+def projected_figures(path, tw, texts, labels, ids, test_records, brute, args) -> dict:
+    """The same index with a PCA projection: build time, projected search latency, recall@10 against brute force."""
+    from tracinwe.index import Index
+
+    t = time.perf_counter()
+    index = Index.build(path, tw, texts, labels, ids=ids, chunk_size=args.segment_size, projection_dim=args.projection_dim, progress=True)
+    build_s = time.perf_counter() - t
+    index.search(test_records, k=10)
+    times, recalls = [], []
+    for i in range(len(test_records[0])):
+        one = [r.select([i]) for r in test_records]
+        t = time.perf_counter()
+        hits = index.search(one, k=10)
+        times.append(time.perf_counter() - t)
+        recalls += [recall_at_k(brute[i : i + 1], hits.proponent_indices, 10, 1.0)[0], recall_at_k(brute[i : i + 1], hits.opponent_indices, 10, -1.0)[0]]
+    return {"projected_build_s": build_s, "projected_search_s_single_mean": statistics.mean(times),
+            "projected_recall_at_10": float(np.mean(recalls)), "projected_recall_at_10_min": float(np.min(recalls))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-train", type=int, default=50_000)
@@ -106,6 +134,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the 2 cores are shared)")
     parser.add_argument("--segment-size", type=int, default=16384, help="examples per index segment")
+    parser.add_argument("--projection-dim", type=int, default=64, help="also build a PCA-projected index (0: skip)")
     parser.add_argument("--out", default="index_real")
     args = parser.parse_args()
 
@@ -185,6 +214,8 @@ def main() -> None:
                                          + (hits.opponent_indices == reference.opponent_indices).mean()) / 2),
         }
         first = results[0]
+        projected = projected_figures(folder / "projected", tw, train_texts, train_labels, train_ids, test_records, brute, args) \
+            if args.projection_dim else {}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -204,6 +235,7 @@ def main() -> None:
         "index_search_s_single_max": max(single_times),
         "index_query_with_words_s_20": query_s,
         **exact,
+        **projected,
     }
     config = {
         "n_train": args.n_train, "n_distinct_train": len(pool), "n_test": args.n_test, "seed": args.seed, "data": "bundled:twitter-sentiment (deduped)",
@@ -212,7 +244,7 @@ def main() -> None:
         "learning_rates": lrs, "top_k": 10, "max_length": 64, "batch_size": 128, "dtype": "float32", "segment_size": args.segment_size,
         "cnn_loss_first20_last20": [float(np.mean(losses[:20])), float(np.mean(losses[-20:]))],
         "torch_threads": args.threads, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-        "machine": platform.machine(), "cpus": __import__("os").cpu_count(), "load_average_1_5_15": list(__import__("os").getloadavg()),
+        "argv": sys.argv[1:], "machine": platform.machine(), "cpus": __import__("os").cpu_count(), "load_average_1_5_15": list(__import__("os").getloadavg()),
     }
     table = Table(title=f"TracIn-WE index: {args.n_test} test x {args.n_train} real training tweets, exact top-10")
     table.add_column("measure")

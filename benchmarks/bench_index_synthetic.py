@@ -3,7 +3,9 @@
 Shapes follow the issue: Zipf-distributed token ids (exponent ``--zipf``) over
 the 30,522-token BERT vocabulary, 10 distinct tokens per example (Top-10 of
 about 30) plus [CLS] and [SEP] in the dense block, hidden size 128 (the
-paper's BERT-small), 2 checkpoints, float16 rows. Gradient rows are Gaussian
+paper's BERT-small), 2 checkpoints, float16 rows, and a p = 64 projection
+(``--projection-method``: PCA fitted on 1,024 examples, or seeded Gaussian)
+for the approximate screen. Gradient rows are Gaussian
 with the *measured* anisotropy of real rows: the eigenvalue spectrum of unit
 gradient rows, the spread of per-example gradient norms (log-normal) and the
 [CLS]/[SEP]-to-word norm ratio are read from ``results/index_real.json``
@@ -203,10 +205,10 @@ def measure_queries(args) -> dict:
     singles = [gen.query_records(1, stream=10_000 + i) for i in range(args.singles + 1)]
     batch = gen.query_records(args.batch, stream=20_000)
     out: dict = {}
-    index.search(singles[0], k=10, use_projection=False)  # warm up (page cache, small arrays)
     modes = [("exact", False, None)] + [(f"projected_m{m}", True, m) for m in args.candidates if args.projection_dim]
     hits_of = {}
     for mode, projected, m in modes:
+        index.search(singles[0], k=10, use_projection=projected, candidates=m)  # warm up (page cache, small arrays)
         times, hits_single = [], []
         for q in singles[1:]:
             t = time.perf_counter()
@@ -291,7 +293,7 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     config = {k: v for k, v in vars(args).items() if k not in ("measure_only", "reuse", "keep")}
-    config.update({"learning_rates": lrs, "dtype": "float16", "shapes_from": shapes["source"], "numpy": np.__version__,
+    config.update({"argv": sys.argv[1:], "learning_rates": lrs, "dtype": "float16", "shapes_from": shapes["source"], "numpy": np.__version__,
                    "python": platform.python_version(), "cpus": os.cpu_count(), "page_cache": "warm (written just before)",
                    "load_average_1_5_15": list(os.getloadavg())})
     table = Table(title=f"synthetic TracIn-WE index: {args.n:,} examples, top-10")
