@@ -54,3 +54,28 @@ def test_build_query_info_suspicious(tokenizer, tmp_path):
     assert out.exit_code == 0 and len(json.loads(out.stdout)) == 3
     out = runner.invoke(app, ["query", str(tmp_path / "nowhere"), "text"])
     assert out.exit_code == 2 and "no index" in out.output
+
+
+def test_build_with_projection_and_info(tokenizer, tmp_path):
+    from tracinwe.models.checkpoints import write_checkpoint_info
+
+    folder = tmp_path / "checkpoint-1"
+    tiny_bert(3, 2).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_checkpoint_info(folder, 0.1, step=1)
+    table = tmp_path / "train.csv"
+    with open(table, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows([f"{t} #{i}", y % 2] for i, (t, y) in enumerate(zip(TEXTS * 3, LABELS * 3)))
+    runner = CliRunner()
+    out = runner.invoke(app, ["index", "build", "--out", str(tmp_path / "idx"), "--checkpoint", str(folder), "--data", str(table),
+                              "--max-length", "32", "--projection-dim", "6", "--projection-method", "gaussian"])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(app, ["index", "info", str(tmp_path / "idx"), "--json"])
+    assert json.loads(out.stdout)["projection"] == "gaussian p=6 (seed 0)"
+    index = Index.open(tmp_path / "idx")
+    assert index._projection.rows.shape == (16, 6)  # one checkpoint x hidden size 16
+    out = runner.invoke(app, ["index", "build", "--out", str(tmp_path / "bad"), "--checkpoint", str(folder), "--data", str(table),
+                              "--projection-dim", "6", "--projection-method", "svd"])
+    assert out.exit_code != 0 and "projection method 'svd'" in out.output

@@ -118,7 +118,7 @@ def info(index_path: Path = typer.Argument(..., help="An index folder."), json_o
         "settings": json.dumps(manifest["settings"]),
         "checkpoints": ", ".join(f"{c['path']} (lr {c['learning_rate']:g})" for c in manifest["checkpoints"]),
         "dense tokens": " ".join(t["token"] for t in manifest["dense_tokens"]),
-        "projection": json.dumps(manifest["projection"]),
+        "projection": _projection_summary(manifest.get("projection")),
         "labels": ", ".join(manifest["label_names"]),
     }
     if json_out:
@@ -168,3 +168,10 @@ def query(
         console.print(head)
         for t in tables:
             console.print(t)
+
+
+def _projection_summary(projection: dict | None) -> str:
+    if not projection:
+        return "none"
+    extra = f", fitted on {projection['probe']} examples" if projection.get("method") == "pca" else ""
+    return f"{projection.get('method', 'gaussian')} p={projection['dim']} (seed {projection['seed']}{extra})"
