@@ -68,3 +68,29 @@ def test_kill_9_then_resume_gives_the_same_index(tokenizer, tmp_path):
     assert not (killed / "build-plan.json").exists()
     assert sorted(os.listdir(killed / "segments")) == sorted(os.listdir(tmp_path / "fresh" / "segments"))
     Index.open(killed, tracin=tw, verify="full")
+
+
+def test_failed_write_then_resume_keeps_the_projection_basis(tokenizer, tmp_path, monkeypatch):
+    """A write failing in the writer thread stops the build; the rerun reuses the stored basis and ends identical."""
+    import tracinwe.index.build as build
+
+    tw = make_tw(tokenizer)
+    original, calls = build.write_segment, []
+
+    def failing(root, number, *args, **kwargs):
+        calls.append(number)
+        if number == 2:
+            raise OSError("disk full (simulated)")
+        return original(root, number, *args, **kwargs)
+
+    monkeypatch.setattr(build, "write_segment", failing)
+    broken = tmp_path / "broken"
+    with pytest.raises(OSError, match="disk full"):
+        Index.build(broken, tw, TRAIN, LABELS, chunk_size=CHUNK, projection_dim=6, progress=False)
+    assert not (broken / "manifest.json").exists() and (broken / "projection" / "rows.npy").exists()
+    basis = (broken / "projection" / "rows.npy").read_bytes()
+    monkeypatch.setattr(build, "write_segment", original)
+    resumed = Index.build(broken, tw, TRAIN, LABELS, chunk_size=CHUNK, projection_dim=6, progress=False)
+    assert (broken / "projection" / "rows.npy").read_bytes() == basis
+    fresh = Index.build(tmp_path / "fresh", tw, TRAIN, LABELS, chunk_size=CHUNK, projection_dim=6, progress=False)
+    assert resumed.manifest == fresh.manifest
