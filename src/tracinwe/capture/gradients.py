@@ -246,7 +246,7 @@ def capture_checkpoints(
     """Every checkpoint's TokenGradients of the same texts (in memory).
 
     Consecutive checkpoints whose tokenizers agree (`TextClassifier.tokenization_key`)
-    share one tokenisation of the texts: for small models it is a third of the capture.
+    share one tokenisation of the texts: for small models a large share of the capture.
     """
     out: list[TokenGradients] = []
     cache: dict = {}
@@ -273,10 +273,7 @@ def capture_token_gradients(
     progress: bool = False,
 ) -> TokenGradients:
     """TokenGradients of all `texts` at one checkpoint (held in memory)."""
-    parts = [r for _, r in iter_token_gradients(classifier, texts, labels, text_pairs, settings, device, progress=progress)]
-    if not parts:
-        raise ValueError("no texts to capture")
-    return TokenGradients.concat(parts)
+    return capture_checkpoints([classifier], texts, labels, text_pairs, settings, device, progress)[0]
 
 
 def _module_device(module: nn.Module) -> torch.device:

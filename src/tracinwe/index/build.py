@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,31 +268,34 @@ def finish_build(root: Path, plan: dict, records: list[dict]) -> dict:
     return manifest
 
 
-def build_local(root: Path, tw, examples: Examples, plan: dict, progress: bool) -> dict:
-    """Build every segment not yet committed, in this process, then commit the manifest."""
+def build_local(root: Path, tw, examples: Examples, plan: dict, progress: bool, classifiers: list | None = None) -> dict:
+    """Build every segment not yet committed, in this process, then commit the manifest.
+
+    ``classifiers``: the checkpoints already loaded (by `make_plan`'s caller), so folders load once.
+    """
     from tqdm.auto import tqdm
 
     done = set(start_or_resume(root, plan))
     ranges = segment_ranges(plan["num_examples"], plan["settings"]["segment_size"])
     todo = [r for r in ranges if r[0] not in done]
-    builder = SegmentBuilder(tw, plan)
+    builder = SegmentBuilder(tw, plan, classifiers)
     ensure_projection(root, plan, builder, examples)
     bar = tqdm(total=len(examples.texts), initial=len(examples.texts) - sum(hi - lo for _, lo, hi in todo),
                desc="building index", unit="ex", disable=not progress)
     # Segment i is written (file writes and sha256 release the GIL) while segment i + 1 is captured;
-    # at most two segments are in memory. The layout stays in this thread: in the writer it slowed
-    # the capture more than it saved (bench_index_build.py, TokenCNN: 1.27 against 1.13).
+    # at most two segments are in memory. The layout stays in this thread: moved into the writer,
+    # it slowed the capture more than it saved (profiled on the TokenCNN of bench_index_build.py).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracinwe-index-writer") as writer:
-        pending = None
+        pending: list[tuple[int, Future]] = []  # (examples, write) of the segment being written
         for number, lo, hi in todo:
             arrays, scale = builder.prepare(lo, hi, examples)
-            if pending is not None:
-                pending[2].result()
-                bar.update(pending[1] - pending[0])
-            pending = (lo, hi, writer.submit(builder.write, root, number, lo, hi, examples, arrays, scale))
-        if pending is not None:
-            pending[2].result()
-            bar.update(pending[1] - pending[0])
+            for size, write in pending:
+                write.result()
+                bar.update(size)
+            pending = [(hi - lo, writer.submit(builder.write, root, number, lo, hi, examples, arrays, scale))]
+        for size, write in pending:
+            write.result()
+            bar.update(size)
     bar.close()
     return finish_build(root, plan, list(committed_segments(root).values()))
 

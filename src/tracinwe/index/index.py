@@ -96,7 +96,7 @@ class Index:
         classifiers = load_classifiers(tw)
         plan = make_plan(tw, classifiers, examples, label_names, dtype, projection_dim, seed, chunk_size or DEFAULT_SEGMENT_SIZE,
                          projection_method)
-        manifest = build_local(root, tw, examples, plan, progress)
+        manifest = build_local(root, tw, examples, plan, progress, classifiers)
         return cls(root, manifest, tw)
 
     @classmethod

@@ -91,10 +91,10 @@ def combine_checkpoints(records: Sequence[TokenGradients], dense_tokens: np.ndar
 def _zeros_float32(shape: tuple[int, int]) -> np.ndarray:
     """A zeroed float32 array in small pages.
 
-    numpy asks for transparent huge pages on large arrays; their zeroing on
-    first touch cost more than the whole layout on the benchmark VMs
-    (``bench_index_build.py``: 0.2 s against 0.05 s per 4,096 examples). torch's
-    allocator does not, and hands the memory over without a copy.
+    numpy asks for transparent huge pages on large arrays; on the benchmark VMs
+    their zeroing on first touch cost more than the layout itself (profiled on the
+    TokenCNN of ``bench_index_build.py``). torch's allocator does not, and hands
+    the memory over without a copy.
     """
     import torch
 
