@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from tracinwe import TracInWEError
-from tracinwe.evaluate.deletion import deletion_order, plan_jobs, random_deletion_set, run_case_deletion
+from tracinwe.evaluate.deletion import deletion_order, plan_retrains, random_deletion_set, run_case_deletion
+from tracinwe.evaluate.noise import noise_retrains
+from tracinwe.evaluate.retrain import RetrainRunner
 from tracinwe.evaluate.deletion_report import mean_and_se
 
 # A classifier whose "training" is counting: p(class 1) = (#kept label-1 examples + 1 + seed) / (#kept + 2 + 2 seed).
@@ -81,20 +83,45 @@ def test_resume_recomputes_nothing_and_only_what_changed(tmp_path):
     task = CountingTask()
     args = dict(test_indices=[5, 6], test_labels=[1, 0], ks=(2,), seeds=(0,), cache_dir=tmp_path, progress=False)
     first = run_case_deletion(task.train, task.evaluate, SCORES, **args)
-    n_jobs = len(plan_jobs(SCORES, 2, (2,), (0,), True))
-    assert task.calls == n_jobs == 1 + 2 * 2 + 1
+    plan = plan_retrains({0: SCORES}, (2,), True)
+    assert len(plan) == 1 + 1 + 2 * 2  # full, control, 2 points x 2 signs
+    # Point 1 ranks in reverse, so its deletion sets equal point 0's: run once, not twice.
+    distinct = set(plan.values()) | set(noise_retrains(10, 2, [0], 3))
+    assert len(set(plan.values())) == 4 and task.calls == len(distinct) == 6
     again = CountingTask()
     second = run_case_deletion(again.train, again.evaluate, SCORES, **args)
     assert again.calls == 0
     np.testing.assert_array_equal(first.delta["m"]["del+"], second.delta["m"]["del+"])
     changed = {"m": SCORES["m"].copy()}
-    changed["m"][0] = changed["m"][0][::-1]  # test point 0's ranking reversed: its two deletions are stale
+    changed["m"][0] = [10, 1, 2, 3, 4, 9, 5, 6, 7, 8]  # point 0 now deletes {0, 5} (del+) and {1, 2} (del-)
+    new_sets = set(plan_retrains({0: changed}, (2,), True).values()) - distinct
+    assert {r.removed for r in new_sets} <= {(0, 5), (1, 2)} and new_sets
     third = CountingTask()
     run_case_deletion(third.train, third.evaluate, changed, **args)
-    assert third.calls == 2
+    assert third.calls == len(new_sets)
     other_recipe = CountingTask()
     run_case_deletion(other_recipe.train, other_recipe.evaluate, changed, config={"lr": 0.5}, **args)
-    assert other_recipe.calls == n_jobs
+    assert other_recipe.calls == len(set(plan_retrains({0: changed}, (2,), True).values()) | set(noise_retrains(10, 2, [0], 3)))
+
+
+def test_each_seed_deletes_by_its_own_scores(tmp_path):
+    """Per-seed scores: seed 1's retrains delete seed 1's top-k, and each is paired with seed 1's full run."""
+    task = CountingTask()
+    reverse = {"m": SCORES["m"][:, ::-1].copy()}
+    result = run_case_deletion(task.train, task.evaluate, {0: SCORES, 1: reverse}, [5, 6], [1, 0], (2,), (0, 1),
+                               tmp_path, progress=False, random_control=False)
+    for i, (s, matrix) in enumerate(((0, SCORES["m"]), (1, reverse["m"]))):
+        for t, gold in enumerate((1, 0)):
+            kept = np.ones(10, bool)
+            kept[np.argsort(-matrix[t], kind="stable")[:2]] = False
+            expected = (p1(kept, s) - p1(np.ones(10, bool), s)) * (1 if gold == 1 else -1)
+            assert result.delta_by_seed["m"]["del+"][i, t, 0] == pytest.approx(expected, abs=1e-12)
+    np.testing.assert_allclose(result.delta["m"]["del+"], result.delta_by_seed["m"]["del+"].mean(axis=0))
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert np.shape(saved["per_seed_per_point"]["m"]["del-"]) == (2, 2, 1)
+    assert saved["settings"]["scores_per_seed"] is True
+    with pytest.raises(TracInWEError, match="seeds \\[1\\]"):
+        run_case_deletion(task.train, task.evaluate, {0: SCORES}, [5, 6], [1, 0], (2,), (0, 1), tmp_path, progress=False)
 
 
 def test_deletion_order_and_bad_input():
@@ -156,9 +183,9 @@ def test_planted_trigger_deleting_top_proponents_beats_random(planted, tokenizer
                                cache_dir=tmp_path, progress=False)
     del_plus, control = result.delta["TracIn-WE"]["del+"][0, 0], result.delta["random-control"]["del+"][0, 0]
     assert del_plus < -0.5 and del_plus < control - 0.4, (del_plus, control)
-    assert counted["n"] == 2 + 2 * 2 + 2
+    assert counted["n"] == 2 + 2 * 2 + 3 * 2  # full runs, 2 signs x 2 seeds, 3 noise-gate draws per seed (one is the control)
     run_case_deletion(train, task.evaluate, {"TracIn-WE": scores}, [0], [1], ks=(16,), seeds=(0, 1), cache_dir=tmp_path, progress=False)
-    assert counted["n"] == 8  # resumed entirely from the cache
+    assert counted["n"] == 12  # resumed entirely from the cache
 
 
 @pytest.mark.slow
@@ -175,15 +202,18 @@ def test_parallel_workers_match_in_process(planted, tmp_path):
 
 def test_time_limit_keeps_complete_points_and_resume_finishes(tmp_path):
     task = CountingTask()
+    scores = {"m": np.stack([np.arange(10, 0, -1), [3, 9, 1, 10, 2, 4, 8, 5, 6, 7]]).astype(float)}
     args = dict(test_indices=[5, 6], test_labels=[1, 0], ks=(2,), seeds=(0,), cache_dir=tmp_path, progress=False)
-    full = run_case_deletion(task.train, task.evaluate, SCORES, **args)
-    for path in (tmp_path / "retrains").glob("m__t1__*"):
-        path.unlink()
-    partial = run_case_deletion(CountingTask().train, task.evaluate, SCORES, time_limit_s=0, **args)
+    full = run_case_deletion(task.train, task.evaluate, scores, **args)
+    runner = RetrainRunner(task.train, task.evaluate, 10, [5, 6], tmp_path)
+    for key, retrain in plan_retrains({0: scores}, (2,), True).items():
+        if key.startswith("m__t1__"):
+            runner.path(retrain).unlink()
+    partial = run_case_deletion(CountingTask().train, task.evaluate, scores, time_limit_s=0, **args)
     assert partial.settings["complete_points"] == [0] and partial.settings["retrains_missing"] == 2
     assert partial.test_indices == [5]
     np.testing.assert_array_equal(partial.delta["m"]["del+"], full.delta["m"]["del+"][:1])
-    resumed = run_case_deletion(task.train, task.evaluate, SCORES, **args)
+    resumed = run_case_deletion(task.train, task.evaluate, scores, **args)
     np.testing.assert_array_equal(resumed.delta["m"]["del-"], full.delta["m"]["del-"])
 
 

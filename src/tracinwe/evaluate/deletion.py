@@ -1,56 +1,33 @@
 """Case deletion: delete a method's top-k proponents (DEL+) or opponents (DEL-), retrain, measure.
 
-``DEL(x', k) = mean over seeds [p_c(x'; retrained without them) - p_c(x'; trained on all)]``
-with ``c`` the gold class of test point ``x'``; AUC-DEL is the mean over the k
-grid, reported as mean +- standard error over test points (see
-`tracinwe.evaluate.deletion_report`). Training and evaluation are injected
-(``train_fn(train_indices, seed) -> model``, ``eval_fn(model, test_indices) ->
-probabilities``); every retrain is paired with the full-data run of the same
-seed; a random-deletion control shares one deletion set per (k, seed) across
-test points. Each retrain's result is cached in its own JSON file, written
-atomically, and skipped on the next run, so an interrupted run resumes.
+``DEL(x', k) = mean over seeds [p_c(x'; seed s, retrained without them) - p_c(x'; seed s, trained on all)]``
+with ``c`` the gold class of test point ``x'``. Each seed's deletion sets come from the
+scores computed on *that seed's* full run (pass ``scores={seed: {method: matrix}}``); a
+plain ``{method: matrix}`` applies one ranking to every seed, which measures transfer.
+AUC-DEL is the mean over the k grid, reported as mean ± SE over test points (see
+`tracinwe.evaluate.deletion_report`). Before anything else the retraining noise of the
+recipe is measured (`tracinwe.evaluate.noise`). Retrains go through the shared
+`RetrainRunner`: cached by what they delete, resumable, deduplicated.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import platform
-import re
-from collections.abc import Callable, Mapping, Sequence
-import itertools
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
-from multiprocessing import get_context
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from tracinwe.errors import TracInWEError
 from tracinwe.evaluate.deletion_report import CONTROL, SIGNS, DeletionResult
+from tracinwe.evaluate.noise import NOISE_THRESHOLD, measure_noise, random_deletion_set
+from tracinwe.evaluate.retrain import EvalFn, Retrain, RetrainRunner, TrainFn
+from tracinwe.io import write_json_atomic
 
-TrainFn = Callable[[Sequence[int], int], object]
-EvalFn = Callable[[object, Sequence[int]], np.ndarray]
-
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_KS = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 
-
-@dataclass(frozen=True)
-class RetrainJob:
-    """One retrain: train without ``deleted`` using ``seed``, then evaluate ``test_rows``."""
-
-    key: str
-    deleted: tuple[int, ...]
-    seed: int
-    test_rows: tuple[int, ...]
-
-    @property
-    def digest(self) -> str:
-        """Identifies what was deleted and evaluated: a cached record with another digest is stale."""
-        text = json.dumps([sorted(self.deleted), self.seed, list(self.test_rows)])
-        return hashlib.sha256(text.encode()).hexdigest()[:20]
+__all__ = ["DEFAULT_KS", "deletion_order", "random_deletion_set", "plan_retrains", "run_case_deletion", "write_json_atomic"]
 
 
 def deletion_order(scores: np.ndarray, sign: str) -> np.ndarray:
@@ -59,81 +36,42 @@ def deletion_order(scores: np.ndarray, sign: str) -> np.ndarray:
     return np.argsort(keyed, axis=1, kind="stable")
 
 
-def random_deletion_set(n_train: int, k: int, seed: int, control_seed: int = 12345) -> tuple[int, ...]:
-    """The control's k random training indices for (k, seed), shared by all test points."""
-    rng = np.random.default_rng([control_seed, k, seed])
-    return tuple(int(i) for i in np.sort(rng.choice(n_train, size=k, replace=False)))
+def per_seed_scores(scores: Mapping, seeds: Sequence[int]) -> dict[int, dict[str, np.ndarray]]:
+    """``{seed: {method: matrix}}`` from either that shape or one ``{method: matrix}`` for every seed."""
+    if scores and all(isinstance(key, (int, np.integer)) for key in scores):
+        missing = [s for s in seeds if s not in scores]
+        if missing:
+            raise TracInWEError(f"no scores for seeds {missing}: score every seed's own full run")
+        return {int(s): dict(scores[s]) for s in seeds}
+    return {int(s): dict(scores) for s in seeds}
 
 
-def _file_name(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", key) + ".json"
-
-
-def plan_jobs(
-    scores: Mapping[str, np.ndarray], n_points: int, ks: Sequence[int], seeds: Sequence[int], random_control: bool
-) -> list[RetrainJob]:
-    """Every retrain the protocol needs: full runs and the random control first, then point by point.
+def plan_retrains(
+    scores: Mapping[int, Mapping[str, np.ndarray]], ks: Sequence[int], random_control: bool,
+) -> dict[str, Retrain]:
+    """Every retrain of the protocol by key: full runs and the control first, then point by point.
 
     Point-major order means a run stopped early (``time_limit_s``) leaves whole test points done.
     """
-    all_points = tuple(range(n_points))
-    jobs = [RetrainJob(f"full__s{s}", (), s, all_points) for s in seeds]
-    n_train = next(iter(scores.values())).shape[1] if scores else 0
+    seeds = list(scores)
+    first = next(iter(scores[seeds[0]].values()))
+    n_points, n_train = first.shape
+    plan = {f"full__s{s}": Retrain.make(s) for s in seeds}
     if random_control:
-        jobs.extend(RetrainJob(f"{CONTROL}__k{k}__s{s}", random_deletion_set(n_train, k, s), s, all_points)
-                    for k in ks for s in seeds)
-    orders = {(name, sign): deletion_order(matrix, sign) for name, matrix in scores.items() for sign in SIGNS}
+        plan.update({f"{CONTROL}__k{k}__s{s}": Retrain.make(s, random_deletion_set(n_train, k, s)) for k in ks for s in seeds})
+    orders = {(s, name, sign): deletion_order(matrix, sign)
+              for s in seeds for name, matrix in scores[s].items() for sign in SIGNS}
     for t in range(n_points):
-        for (name, sign), order in orders.items():
+        for (s, name, sign), order in orders.items():
             for k in ks:
-                deleted = tuple(int(i) for i in order[t, :k])
-                jobs.extend(RetrainJob(f"{name}__t{t}__{sign}__k{k}__s{s}", deleted, s, (t,)) for s in seeds)
-    return jobs
-
-
-# -- workers ----------------------------------------------------------------------------------
-
-_WORKER: dict[str, object] = {}
-
-
-def _init_worker(train_fn: TrainFn, eval_fn: EvalFn, test_indices: Sequence[int], n_train: int, threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    _WORKER.update(train_fn=train_fn, eval_fn=eval_fn, test_indices=list(test_indices), n_train=n_train)
-
-
-def _run_job(job: RetrainJob) -> tuple[RetrainJob, list[list[float]]]:
-    """Train without the job's deletions and evaluate its test points (in a worker or in-process)."""
-    deleted = set(job.deleted)
-    keep = [i for i in range(int(_WORKER["n_train"])) if i not in deleted]  # type: ignore[arg-type]
-    model = _WORKER["train_fn"](keep, job.seed)  # type: ignore[operator]
-    test_indices = _WORKER["test_indices"]
-    probs = np.asarray(_WORKER["eval_fn"](model, [test_indices[t] for t in job.test_rows]), dtype=np.float64)  # type: ignore[index, operator]
-    return job, probs.tolist()
-
-
-def write_json_atomic(path: Path, payload: object) -> None:
-    """Write JSON through a temporary file and an atomic rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
-
-
-def _cached(path: Path, job: RetrainJob, recipe: str) -> list[list[float]] | None:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if record.get("digest") != job.digest or record.get("recipe") != recipe:
-        return None
-    return record["probabilities"]
+                plan[f"{name}__t{t}__{sign}__k{k}__s{s}"] = Retrain.make(s, order[t, :k])
+    return plan
 
 
 def run_case_deletion(
     train_fn: TrainFn,
     eval_fn: EvalFn,
-    scores: Mapping[str, np.ndarray],
+    scores: Mapping,
     test_indices: Sequence[int],
     test_labels: Sequence[int],
     ks: Sequence[int] = DEFAULT_KS,
@@ -145,6 +83,8 @@ def run_case_deletion(
     progress: bool = True,
     threads_per_worker: int = 1,
     time_limit_s: float | None = None,
+    noise_threshold: float = NOISE_THRESHOLD,
+    noise_repeats: int = 3,
 ) -> DeletionResult:
     """Run (or resume) the case-deletion protocol and return DEL curves and AUC-DEL per method.
 
@@ -152,98 +92,65 @@ def run_case_deletion(
         train_fn: ``train_fn(train_indices, seed) -> model``; must be picklable when ``workers > 1``
             (e.g. a bound method of `SmallTask`), since retrains then run in spawned processes.
         eval_fn: ``eval_fn(model, test_indices) -> probabilities (n, C)``.
-        scores: method name -> (n_points, n_train) influence scores, > 0 = proponent.
+        scores: ``{seed: {method: (n_points, n_train)}}`` (each seed's own scores), or one
+            ``{method: matrix}`` used for every seed; > 0 = proponent.
         test_indices: the test point of each score row, passed to ``eval_fn``.
         test_labels: the gold class of each test point (its probability is measured).
-        ks: numbers of deleted examples; seeds: retraining seeds (each paired with a full run).
+        ks: numbers of deleted examples; seeds: retraining seeds (each paired with its own full run).
         cache_dir: one JSON per retrain plus ``config.json`` and ``results.json``.
         workers: parallel processes (1 = in this process).
-        config: the experiment's own settings (data, model recipe, versions), saved beside the results;
+        config: the experiment's own settings (data, model recipe), saved beside the results;
             a cached retrain made under another config is recomputed.
         time_limit_s: stop starting retrains after this many seconds; the result then covers the
             test points whose retrains are all done (``result.settings["complete_points"]``); rerun to resume.
+        noise_threshold / noise_repeats: the retraining-noise gate (random deletions of the largest k).
     """
-    import time
-    from tqdm.auto import tqdm
-
     n_points = len(test_indices)
     if len(test_labels) != n_points:
         raise TracInWEError(f"{len(test_labels)} test labels for {n_points} test points: pass one label per point")
-    shapes = {name: np.shape(m) for name, m in scores.items()}
-    if not scores or len({s for s in shapes.values()}) != 1 or next(iter(shapes.values()))[0] != n_points:
+    by_seed = per_seed_scores(scores, seeds)
+    shapes = {name: np.shape(m) for per in by_seed.values() for name, m in per.items()}
+    if not shapes or len(set(shapes.values())) != 1 or next(iter(shapes.values()))[0] != n_points:
         raise TracInWEError(f"scores must all be (n_points={n_points}, n_train) matrices, got {shapes}")
+    methods = list(by_seed[int(seeds[0])])
     n_train = next(iter(shapes.values()))[1]
     if not ks or max(ks) >= n_train or min(ks) < 1:
         raise TracInWEError(f"ks {list(ks)} must lie in 1..{n_train - 1}: scale the k grid to the training set")
-    if CONTROL in scores:
+    if CONTROL in methods:
         raise TracInWEError(f"{CONTROL!r} is reserved for the random control: rename that method")
     cache = Path(cache_dir)
-    (cache / "retrains").mkdir(parents=True, exist_ok=True)
-    recipe = hashlib.sha256(json.dumps(config or {}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    runner = RetrainRunner(train_fn, eval_fn, n_train, list(test_indices), cache, dict(config or {}), workers, threads_per_worker)
     settings = {
         "format_version": FORMAT_VERSION,
-        "protocol": "case deletion (Yeh et al. 2022): p_gold(retrained without top-k) - p_gold(full run, same seed)",
-        "ks": list(ks), "seeds": list(seeds), "methods": list(scores), "n_train": n_train,
+        "protocol": "case deletion (Yeh et al. 2022): p_gold(seed s retrained without top-k of seed s's scores) "
+                    "- p_gold(seed s full run)",
+        "ks": list(ks), "seeds": list(seeds), "methods": methods, "n_train": n_train,
+        "scores_per_seed": all(isinstance(key, (int, np.integer)) for key in scores),
         "test_indices": [int(i) for i in test_indices], "test_labels": [int(y) for y in test_labels],
-        "random_control": random_control, "workers": workers, "recipe_sha256": recipe,
+        "random_control": random_control, "workers": workers, "recipe_sha256": runner.recipe_digest,
         "experiment": dict(config or {}), "versions": _versions(),
     }
+    cache.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cache / "config.json", settings)
 
-    jobs = plan_jobs(scores, n_points, ks, seeds, random_control)
-    results: dict[str, list[list[float]]] = {}
-    todo = []
-    for job in jobs:
-        hit = _cached(cache / "retrains" / _file_name(job.key), job, recipe)
-        if hit is None:
-            todo.append(job)
-        else:
-            results[job.key] = hit
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="retrains", unit="run", disable=not progress)
-
-    def record(job: RetrainJob, probs: list[list[float]]) -> None:
-        write_json_atomic(cache / "retrains" / _file_name(job.key),
-                          {"key": job.key, "digest": job.digest, "recipe": recipe, "seed": job.seed,
-                           "deleted": list(job.deleted), "test_rows": list(job.test_rows), "probabilities": probs})
-        results[job.key] = probs
-        bar.update(1)
-
-    started = time.monotonic()
-
-    def out_of_time() -> bool:
-        return time_limit_s is not None and time.monotonic() - started > time_limit_s
-
-    init_args = (train_fn, eval_fn, list(test_indices), n_train, threads_per_worker)
-    if workers <= 1 or len(todo) <= 1:
-        saved = dict(_WORKER)
-        _WORKER.update(train_fn=train_fn, eval_fn=eval_fn, test_indices=list(test_indices), n_train=n_train)
-        try:
-            for job in todo:
-                if out_of_time():
-                    break
-                record(*_run_job(job))
-        finally:
-            _WORKER.clear()
-            _WORKER.update(saved)
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=init_args) as pool:
-            pending = iter(todo)
-            running = {pool.submit(_run_job, job) for job in itertools.islice(pending, 2 * workers)}
-            while running:
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    record(*future.result())
-                    if not out_of_time():
-                        running |= {pool.submit(_run_job, job) for job in itertools.islice(pending, 1)}
-    bar.close()
-
-    incomplete = {t for job in jobs if job.key not in results for t in job.test_rows}
+    rows, gold = list(range(n_points)), [int(y) for y in test_labels]
+    noise = measure_noise(runner, rows, gold, max(ks), seeds, noise_repeats, noise_threshold, progress=progress)
+    if not noise.passed:
+        print(f"WARNING: {noise.message()}")
+    settings["noise_gate"] = noise.to_json()
+    plan = plan_retrains(by_seed, ks, random_control)
+    done = runner.run(list(plan.values()), progress, time_limit_s)
+    probabilities = {key: done[r] for key, r in plan.items() if r in done}
+    incomplete = {int(key.split("__t")[1].split("__")[0]) for key in plan if key not in probabilities and "__t" in key}
+    if any(key not in probabilities for key in plan if "__t" not in key):
+        raise TracInWEError("time limit reached before the full runs and the control were done: rerun with the same cache_dir")
     complete = [t for t in range(n_points) if t not in incomplete]
     if not complete:
         raise TracInWEError("time limit reached before any test point was complete: rerun with the same cache_dir to resume")
     settings["complete_points"] = complete
-    settings["retrains_missing"] = sum(job.key not in results for job in jobs)
-    result = DeletionResult.from_probabilities(results, list(scores), list(ks), list(seeds), [int(y) for y in test_labels],
+    settings["retrains_missing"] = sum(key not in probabilities for key in plan)
+    settings["retrains_distinct"] = len(set(plan.values()))
+    result = DeletionResult.from_probabilities(probabilities, methods, list(ks), list(seeds), gold,
                                                [int(i) for i in test_indices], random_control, settings, points=complete)
     write_json_atomic(cache / "results.json", result.to_json())
     return result

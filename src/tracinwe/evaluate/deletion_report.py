@@ -7,23 +7,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tracinwe.evaluate.points import saturated_count
+from tracinwe.evaluate.statistics import log_odds, mean_and_se, paired_comparison
+
 SIGNS = ("del+", "del-")
 CONTROL = "random-control"
-
-
-def mean_and_se(values: np.ndarray) -> tuple[float, float]:
-    """Mean and standard error (ddof=1) of a 1-D array; SE is 0 for a single value."""
-    values = np.asarray(values, dtype=np.float64)
-    se = float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else 0.0
-    return float(values.mean()), se
+#: What every method is compared with, paired per test point, when it was run.
+REFERENCES = ("TracIn-last", "TF-IDF", CONTROL)
 
 
 @dataclass
 class DeletionResult:
     """``delta[method][sign]``: (n_points, n_ks) change of the gold-class probability, mean over seeds.
 
-    The random control (if run) is ``delta["random-control"]["del+"]`` (= ``["del-"]``: one random
-    deletion set per (k, seed), evaluated on every test point).
+    ``delta_by_seed`` keeps each seed's values (n_seeds, n_points, n_ks) and ``log_odds_by_seed`` the
+    change of the gold log-odds. The random control (if run) is ``delta["random-control"]["del+"]``
+    (= ``["del-"]``: one random deletion set per (k, seed), evaluated on every test point).
     """
 
     methods: list[str]
@@ -34,37 +33,50 @@ class DeletionResult:
     delta: dict[str, dict[str, np.ndarray]]
     full_probability: np.ndarray  # (n_seeds, n_points) p_gold of the full-data runs
     settings: dict = field(default_factory=dict)
+    delta_by_seed: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    log_odds_by_seed: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @classmethod
     def from_probabilities(
-        cls, probabilities: Mapping[str, list[list[float]]], methods: Sequence[str], ks: Sequence[int],
+        cls, probabilities: Mapping[str, np.ndarray], methods: Sequence[str], ks: Sequence[int],
         seeds: Sequence[int], test_labels: Sequence[int], test_indices: Sequence[int], random_control: bool,
         settings: dict | None = None, points: Sequence[int] | None = None,
     ) -> "DeletionResult":
-        """Assemble from the cached retrain probabilities keyed as in `plan_jobs` (only ``points`` if given)."""
+        """Assemble from retrain probabilities (n_points, C) keyed as in `plan_retrains` (only ``points`` if given)."""
         points = list(range(len(test_labels))) if points is None else list(points)
-        n = len(points)
         gold = np.asarray(test_labels)[points]
-        full = np.stack([np.asarray(probabilities[f"full__s{s}"])[points, gold] for s in seeds])
-        delta: dict[str, dict[str, np.ndarray]] = {}
-        for name in methods:
-            delta[name] = {}
-            for sign in SIGNS:
-                d = np.zeros((n, len(ks)))
-                for row, t in enumerate(points):
-                    for j, k in enumerate(ks):
-                        p = [probabilities[f"{name}__t{t}__{sign}__k{k}__s{s}"][0][gold[row]] for s in seeds]
-                        d[row, j] = np.mean(np.asarray(p) - full[:, row])
-                delta[name][sign] = d
+
+        def gold_p(key: str) -> np.ndarray:
+            return np.asarray(probabilities[key], dtype=np.float64)[points, gold]
+
+        def gold_lo(key: str) -> np.ndarray:
+            return log_odds(np.asarray(probabilities[key], dtype=np.float64)[points], gold)
+
+        full_p = np.stack([gold_p(f"full__s{s}") for s in seeds])
+        full_lo = np.stack([gold_lo(f"full__s{s}") for s in seeds])
+        rows = {name: name for name in methods}
         if random_control:
-            d = np.zeros((n, len(ks)))
-            for j, k in enumerate(ks):
-                per_seed = [np.asarray(probabilities[f"{CONTROL}__k{k}__s{s}"])[points, gold] - full[i]
-                            for i, s in enumerate(seeds)]
-                d[:, j] = np.mean(per_seed, axis=0)
-            delta[CONTROL] = {"del+": d, "del-": d}
-        return cls(list(methods), list(ks), list(seeds), [list(test_indices)[t] for t in points], gold.tolist(), delta, full,
-                   settings or {})
+            rows[CONTROL] = CONTROL
+        by_seed: dict[str, dict[str, np.ndarray]] = {}
+        lo_by_seed: dict[str, dict[str, np.ndarray]] = {}
+        for name in rows:
+            by_seed[name], lo_by_seed[name] = {}, {}
+            for sign in SIGNS:
+                d, lo = np.zeros((len(seeds), len(points), len(ks))), np.zeros((len(seeds), len(points), len(ks)))
+                for i, s in enumerate(seeds):
+                    for j, k in enumerate(ks):
+                        if name == CONTROL:
+                            d[i, :, j] = gold_p(f"{CONTROL}__k{k}__s{s}") - full_p[i]
+                            lo[i, :, j] = gold_lo(f"{CONTROL}__k{k}__s{s}") - full_lo[i]
+                            continue
+                        for row, t in enumerate(points):
+                            key = f"{name}__t{t}__{sign}__k{k}__s{s}"
+                            d[i, row, j] = gold_p(key)[row] - full_p[i, row]
+                            lo[i, row, j] = gold_lo(key)[row] - full_lo[i, row]
+                by_seed[name][sign], lo_by_seed[name][sign] = d, lo
+        delta = {name: {sign: values.mean(axis=0) for sign, values in per.items()} for name, per in by_seed.items()}
+        return cls(list(methods), list(ks), list(seeds), [list(test_indices)[t] for t in points], gold.tolist(), delta,
+                   full_p, settings or {}, by_seed, lo_by_seed)
 
     def auc(self, method: str, sign: str) -> tuple[float, float]:
         """AUC-DEL (mean over the k grid, then over test points) and its standard error over test points."""
@@ -87,15 +99,32 @@ class DeletionResult:
         """Methods in table order, the random control last."""
         return self.methods + ([CONTROL] if CONTROL in self.delta else [])
 
+    def per_point_auc(self, method: str, sign: str, log_odds: bool = False) -> np.ndarray:
+        """Each point's AUC-DEL (mean over k and seeds), of the probability or of the gold log-odds."""
+        values = (self.log_odds_by_seed if log_odds else self.delta_by_seed)[method][sign]
+        return values.mean(axis=(0, 2))
+
     def summary(self, reference: str = "TracIn-last") -> list[dict]:
-        """One dict per method: AUC-DEL+/- with standard errors, the DEL curves, and the paired
-        difference to ``reference`` (when it was run)."""
+        """One dict per method: AUC-DEL+/- with standard errors, the DEL curves, the DEL- minus DEL+
+        gap, the log-odds AUCs, paired comparisons (SE, 95% CI, Wilcoxon p) with `REFERENCES`, and the
+        paired difference to ``reference`` (when it was run)."""
         out = []
         for name in self.rows:
             (plus, plus_se), (minus, minus_se) = self.auc(name, "del+"), self.auc(name, "del-")
             row = {"method": name, "auc_del_plus": plus, "auc_del_plus_se": plus_se,
                    "auc_del_minus": minus, "auc_del_minus_se": minus_se,
                    "del_plus_by_k": self.curve(name, "del+"), "del_minus_by_k": self.curve(name, "del-")}
+            if self.delta_by_seed:
+                gap = self.per_point_auc(name, "del-") - self.per_point_auc(name, "del+")
+                row["gap_minus_minus_plus"], row["gap_se"] = mean_and_se(gap)
+                row["auc_del_plus_by_seed"] = self.delta_by_seed[name]["del+"].mean(axis=(1, 2)).tolist()
+                row["auc_del_minus_by_seed"] = self.delta_by_seed[name]["del-"].mean(axis=(1, 2)).tolist()
+                for sign, key in (("del+", "log_odds_auc_del_plus"), ("del-", "log_odds_auc_del_minus")):
+                    row[key], row[key + "_se"] = mean_and_se(self.per_point_auc(name, sign, log_odds=True))
+                row["comparisons"] = {
+                    ref: {sign: paired_comparison(self.per_point_auc(name, sign), self.per_point_auc(ref, sign)).to_json()
+                          for sign in SIGNS}
+                    for ref in REFERENCES if ref in self.delta and ref != name and len(self.test_indices) > 1}
             if reference in self.delta:
                 (dp, dp_se), (dm, dm_se) = (self.paired_difference(name, reference, s) for s in SIGNS)
                 row.update({"paired_reference": reference, "paired_del_plus": dp, "paired_del_plus_se": dp_se,
@@ -104,12 +133,17 @@ class DeletionResult:
         return out
 
     def to_json(self) -> dict:
+        full = self.full_probability
         return {
             "summary": self.summary(),
             "ks": self.ks, "seeds": self.seeds, "n_test_points": len(self.test_indices),
             "test_indices": self.test_indices, "test_labels": self.test_labels,
-            "full_run_gold_probability": self.full_probability.tolist(),
+            "full_run_gold_probability": full.tolist(),
+            "saturated_points_by_seed": [saturated_count(p) for p in full],
             "per_point": {name: {sign: self.delta[name][sign].tolist() for sign in SIGNS} for name in self.rows},
+            "per_seed_per_point": {name: {sign: v.tolist() for sign, v in per.items()} for name, per in self.delta_by_seed.items()},
+            "per_seed_per_point_log_odds": {name: {sign: v.tolist() for sign, v in per.items()}
+                                            for name, per in self.log_odds_by_seed.items()},
             "settings": self.settings,
         }
 
@@ -140,6 +174,7 @@ class DeletionResult:
         columns = ["method", "AUC-DEL+ (lower better)", "AUC-DEL- (higher better)"]
         if paired:
             columns += [f"DEL+ - {rows[0]['paired_reference']} (paired)", f"DEL- - {rows[0]['paired_reference']} (paired)"]
+        columns += [f"DEL± - {ref} (paired)" for ref in ("TF-IDF", CONTROL) if ref in self.delta]
         for col in columns:
             table.add_column(col, justify="left" if col == "method" else "right")
         for row in rows:
@@ -148,5 +183,11 @@ class DeletionResult:
             if paired:
                 cells += [f"{row['paired_del_plus']:+.4f} ± {row['paired_del_plus_se']:.4f}",
                           f"{row['paired_del_minus']:+.4f} ± {row['paired_del_minus_se']:.4f}"]
+            for ref in ("TF-IDF", CONTROL):
+                if ref in self.delta:
+                    c = row.get("comparisons", {}).get(ref)
+                    cells.append("" if c is None else
+                                 f"{c['del+']['mean']:+.3f} (p={c['del+']['wilcoxon_p']:.2g}) / "
+                                 f"{c['del-']['mean']:+.3f} (p={c['del-']['wilcoxon_p']:.2g})")
             table.add_row(*cells)
         return table
