@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -62,6 +63,7 @@ class TracInWE:
         self.device = device
         self.progress = progress
         self._loaded: tuple[int, TextClassifier] | None = None
+        self._load_lock = threading.Lock()
         self._check_consistent()
 
     @staticmethod
@@ -98,10 +100,12 @@ class TracInWE:
         ckpt = self.checkpoints[c]
         if ckpt.classifier is not None:
             return ckpt.classifier
-        if self._loaded is None or self._loaded[0] != c:
-            self._loaded = None
-            self._loaded = (c, ckpt.load(self.device or "cpu"))
-        return self._loaded[1]
+        with self._load_lock:  # threads share the loaded checkpoint; each gets the one it asked for
+            loaded = self._loaded
+            if loaded is None or loaded[0] != c:
+                self._loaded = None
+                self._loaded = loaded = (c, ckpt.load(self.device or "cpu"))
+        return loaded[1]
 
     def _check_consistent(self) -> None:
         in_memory = [(c.name, c.classifier) for c in self.checkpoints if c.classifier is not None]

@@ -4,18 +4,19 @@ In eval mode the examples of a batch do not interact, so the gradient of the
 *summed* batch loss with respect to the (B, T, d) lookup output is exactly the
 per-example, per-position gradient: no per-sample machinery, no weight
 gradients. The user's model is restored exactly (modes, ``requires_grad``
-flags, device) afterwards.
+flags, device) afterwards; several threads may capture with one model at once
+(`tracinwe.capture.model_state`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from tracinwe.capture.model_state import LookupOutputTap, prepared_for_capture
 from tracinwe.capture.records import TokenGradients
 from tracinwe.models.contract import Batch, TextClassifier
 
@@ -56,55 +57,6 @@ class CaptureSettings:
         }
 
 
-@contextmanager
-def prepared_for_capture(module: nn.Module, device: str | torch.device | None) -> Iterator[None]:
-    """Eval mode, no weight gradients, on `device`; restores everything on exit."""
-    modes = [(m, m.training) for m in module.modules()]
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    first = next(module.parameters(), None)
-    original_device = first.device if first is not None else None
-    move = device is not None and original_device is not None and torch.device(device) != original_device
-    module.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    if move:
-        module.to(device)
-    try:
-        yield
-    finally:
-        if move:
-            module.to(original_device)
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        for m, mode in modes:
-            m.training = mode
-
-
-class _LookupOutputTap:
-    """Forward hook that makes the embedding lookup output a differentiable leaf and keeps it."""
-
-    def __init__(self, embedding: nn.Module) -> None:
-        self.outputs: list[torch.Tensor] = []
-        self._handle = embedding.register_forward_hook(self._hook)
-
-    def _hook(self, module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
-        leaf = output.detach().requires_grad_(True)
-        self.outputs.append(leaf)
-        return leaf
-
-    def take(self) -> torch.Tensor:
-        if len(self.outputs) != 1:
-            raise RuntimeError(
-                f"the embedding lookup ran {len(self.outputs)} times in one forward pass; "
-                "TextClassifier.embedding must be the module called once per batch"
-            )
-        out = self.outputs.pop()
-        return out
-
-    def close(self) -> None:
-        self._handle.remove()
-
-
 def _kept_positions(batch: Batch, classifier: TextClassifier, keep_special: bool | frozenset) -> torch.Tensor:
     """(B, T) bool: real tokens, with special tokens dropped as the settings say."""
     ids = batch["input_ids"]
@@ -131,7 +83,7 @@ def batch_token_gradients(
 
     The model must already be prepared (`prepared_for_capture`).
     """
-    tap = _LookupOutputTap(classifier.embedding)
+    tap = LookupOutputTap(classifier.embedding)
     try:
         with torch.enable_grad():
             logits = classifier.logits(batch)
