@@ -232,3 +232,63 @@ def test_trainer_callback_records_learning_rates(tmp_path, tokenizer):
     tw = TracInWE.from_checkpoints(folders)  # nothing else needed
     assert tw.learning_rates == pytest.approx(rates)
     assert np.isfinite(tw.self_influence(TEXTS, LABELS)).all()
+
+
+def test_train_refuses_a_used_run_folder(trained, tmp_path):
+    import shutil
+
+    root, train_csv, _, _ = trained
+    run = shutil.copytree(root / "run", tmp_path / "run")
+    before = sorted(p.name for p in run.iterdir())
+    result = invoke("train", "--data", train_csv, "--text-column", "review", "--label-column", "sentiment",
+                    "--model", root / "base", "--out", run, "--epochs", 1)
+    assert result.exit_code == 2, result.output
+    assert "not empty" in result.stderr and "--overwrite" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in run.iterdir()) == before  # nothing was written
+
+
+def test_train_overwrite_replaces_the_run_and_records_the_absolute_data_path(trained, tmp_path, monkeypatch):
+    import shutil
+
+    from tracinwe.cli.common import run_training_data
+
+    root, train_csv, _, _ = trained
+    run = shutil.copytree(root / "run", tmp_path / "run")
+    (run / "checkpoint-999").mkdir()  # a checkpoint the new run would never write
+    where = tmp_path / "where-train-ran"
+    where.mkdir()
+    shutil.copy(train_csv, where / "reviews.csv")
+    monkeypatch.chdir(where)
+    result = invoke("train", "--data", "reviews.csv", "--text-column", "review", "--label-column", "sentiment",
+                    "--model", root / "base", "--out", run, "--epochs", 1, "--checkpoints", 2, "--holdout", 0,
+                    "--overwrite", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == sorted(Path(p).name for p in summary["checkpoints"])
+    assert len(summary["checkpoints"]) == 2
+    assert "Loading weights" not in result.stderr and "\x1b[A" not in result.stderr  # no transformers bars
+    info = json.loads((run / "tracinwe_run.json").read_text())
+    assert info["data"] == str((where / "reviews.csv").resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # `index build --run-dir` / `explain --run-dir` from another folder find the data
+    dataset, max_length = run_training_data(run, None, None, None, None)
+    assert len(dataset) == summary["n_train"] and dataset.ids == info["train_ids"] and max_length == 64
+
+
+def test_serve_on_a_port_in_use_exits_2_before_claiming_success(monkeypatch, tmp_path):
+    import socket
+
+    import fastapi
+
+    monkeypatch.setattr("tracinwe.cli.commands_product.open_index", lambda path: object())
+    monkeypatch.setattr("tracinwe.web.create_app", lambda index, **kwargs: fastapi.FastAPI())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = invoke("serve", tmp_path / "index", "--host", "127.0.0.1", "--port", port)
+    assert result.exit_code == 2, result.output
+    assert f"port {port} on 127.0.0.1 is in use" in result.stderr and "explorer on" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1

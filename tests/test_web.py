@@ -47,7 +47,7 @@ def served(tmp_path_factory):
     from tracinwe.web import create_app
 
     index, train, held = build_small_index(tmp_path_factory.mktemp("web"))
-    client = TestClient(create_app(index), raise_server_exceptions=False)
+    client = TestClient(create_app(index), base_url="http://127.0.0.1:8000", raise_server_exceptions=False)
     return client, index, train, held
 
 
@@ -139,3 +139,140 @@ def test_an_internal_failure_is_a_500_and_the_server_goes_on(served, monkeypatch
     assert answer.status_code == 500 and "disk on fire" in answer.json()["detail"]
     monkeypatch.undo()
     assert client.post("/api/explain", json={"text": held.texts[0], "k": 1}).status_code == 200
+
+
+# -- hardening: Host check, body limit, field limits, no third-party scripts ---------------------
+
+
+@pytest.mark.parametrize(("host", "status"), [
+    ("evil.example", 400), ("evil.example:8000", 400), ("127.0.0.1.evil.example", 400), ("", 400),
+    ("127.0.0.1:8000", 200), ("localhost", 200), ("LOCALHOST:1234", 200), ("[::1]:8000", 200),
+])
+def test_only_local_host_names_are_served(served, host, status):
+    client = served[0]
+    answer = client.get("/api/health", headers={"host": host})
+    assert answer.status_code == status
+    if status == 400:
+        assert "is not served here" in answer.json()["detail"]
+
+
+def test_a_host_passed_to_serve_is_trusted(served):
+    from fastapi.testclient import TestClient
+
+    from tracinwe.web import create_app
+
+    app = create_app(served[1], preload=False, hosts=["explorer.lan"])
+    client = TestClient(app, base_url="http://explorer.lan:8000")
+    assert client.get("/api/health").status_code == 200
+    assert client.get("/api/health", headers={"host": "other.lan"}).status_code == 400
+
+
+@pytest.mark.parametrize("body", [
+    {"text": "ok", "label": "x" * 10_000},
+    {"text": "ok", "label": 10 ** 30},
+    {"text": "ok", "k": 10 ** 6},
+    {"text": "ok", "words": 10 ** 6},
+])
+def test_every_field_has_a_limit(served, body):
+    answer = served[0].post("/api/explain", json=body)
+    assert answer.status_code == 422, answer.text
+    assert len(answer.json()["detail"]) < 300  # the oversized value is not echoed back
+
+
+def test_a_body_over_64_kb_is_refused_by_its_length(served):
+    client = served[0]
+    answer = client.post("/api/explain", content=b'{"text": "' + b"x" * 70_000 + b'"}',
+                         headers={"content-type": "application/json"})
+    assert answer.status_code == 413
+    assert "65536 bytes" in answer.json()["detail"]
+    assert client.get("/api/health").status_code == 200
+
+
+def test_no_page_loads_a_script_from_another_origin(served):
+    import re
+
+    client = served[0]
+    external = re.compile(r"<script[^>]*\bsrc\s*=\s*[\"']?\s*(https?:)?//", re.IGNORECASE)
+    pages = [r.path for r in client.app.routes if "GET" in getattr(r, "methods", ()) and "{" not in r.path]
+    assert "/" in pages
+    for path in pages + ["/docs", "/redoc", "/api/docs", "/api/redoc"]:
+        answer = client.get(path)
+        assert not external.search(answer.text), path
+    assert client.get("/api/docs").status_code == 404 and client.get("/docs").status_code == 404
+
+
+@pytest.fixture()
+def real_server(served):
+    """The explorer of ``served`` behind a real uvicorn server on 127.0.0.1 (in a thread)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(served[0].app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(200):  # 20 s at most
+        if server.started:
+            break
+        time.sleep(0.1)
+    assert server.started, "uvicorn did not start"
+    yield sock.getsockname()[1]
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+def _response_status(conn, timeout: float = 30.0) -> int:
+    """The status code of the HTTP response on ``conn`` (reads the head only)."""
+    conn.settimeout(timeout)
+    head = b""
+    while b"\r\n" not in head and len(head) < 4096:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
+def test_a_300_mb_post_is_refused_without_being_read(real_server):
+    """Declared (Content-Length) or streamed (chunked), 300 MB get 413 and the server grows < 10 MB."""
+    import select
+    import socket
+    import time
+    import tracemalloc
+
+    port, total = real_server, 300 * 1024 * 1024
+    head = f"POST /api/explain HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:  # declared: nothing sent after the head
+            conn.sendall(f"{head}Content-Length: {total}\r\n\r\n".encode())
+            assert _response_status(conn) == 413
+        data = b"x" * 65536
+        frame = f"{len(data):x}\r\n".encode() + data + b"\r\n"
+        sent, deadline = 0, time.monotonic() + 120
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:  # streamed: until the server answers
+            conn.sendall(f"{head}Transfer-Encoding: chunked\r\n\r\na\r\n".encode() + b'{"text": "\r\n')
+            conn.settimeout(2)
+            while sent < total and time.monotonic() < deadline:
+                if select.select([conn], [], [], 0)[0]:
+                    break
+                try:
+                    conn.sendall(frame)
+                except (TimeoutError, BrokenPipeError, ConnectionResetError):
+                    break  # the server stopped reading
+                sent += len(data)
+            assert _response_status(conn) == 413
+        grown = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert sent < 16 * 1024 * 1024, f"{sent} bytes went in before the answer"
+    assert grown < 10 * 1024 * 1024, f"the server allocated {grown / 2**20:.0f} MB"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:  # and it still serves
+        conn.sendall(f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        assert _response_status(conn) == 200

@@ -34,6 +34,7 @@ def train(
     n_train: int = typer.Option(None, min=1, help="Train on a stratified sample of this many examples."),
     holdout: float = typer.Option(0.2, min=0.0, max=0.9, help="Fraction held out to measure accuracy (0: none)."),
     seed: int = typer.Option(0, help="Seed for the split, the sample, the new head and the batch order."),
+    overwrite: bool = typer.Option(False, help="Train into a non-empty --out folder, deleting its old checkpoints first."),
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Fine-tune a HuggingFace classifier and save TracIn checkpoints (weights + learning rate).
@@ -43,12 +44,13 @@ def train(
     with exit_codes():
         if optimizer not in ("adamw", "sgd") or schedule not in ("constant", "linear"):
             raise TracInWEError(f"--optimizer {optimizer!r} / --schedule {schedule!r}: use adamw|sgd and constant|linear")
+        _check_run_folder(out, overwrite)
         dataset = load_data(data, text_column, label_column, text_pair_column).dedupe()
         train_set, held = dataset.split(holdout, seed) if holdout > 0 else (dataset, None)
         if n_train is not None:
             train_set = train_set.sample(n_train, seed=seed)
         columns = {"text_column": text_column, "label_column": label_column, "text_pair_column": text_pair_column}
-        summary = _fine_tune(model, train_set, held, out, data, columns, seed, dict(
+        summary = _fine_tune(model, train_set, held, out, _recorded_source(data), columns, seed, dict(
             epochs=epochs, learning_rate=lr, batch_size=batch_size, num_checkpoints=checkpoints, optimizer=optimizer,
             schedule=schedule, max_length=max_length, seed=seed,
         ))
@@ -70,19 +72,50 @@ def train(
     console.print(f"next: tracinwe index build --run-dir {out} ...  or  tracinwe explain \"some text\" --run-dir {out}")
 
 
+def _check_run_folder(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty run folder unless ``overwrite`` (old and new checkpoints would mix)."""
+    if out.exists() and not out.is_dir():
+        raise TracInWEError(f"--out {str(out)!r} is a file: pass a folder for the run")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise TracInWEError(f"--out {str(out)!r} is not empty (an earlier run?): pass a new folder, or --overwrite to replace its checkpoints")
+
+
+def _clear_old_run(out: Path) -> None:
+    """Delete an earlier run's checkpoints and records from ``out`` (other files stay)."""
+    import shutil
+
+    if not out.is_dir():
+        return
+    for path in out.iterdir():
+        if path.is_dir() and (path.name.startswith("checkpoint-") or path.name.startswith(".checkpoint-")):
+            shutil.rmtree(path)
+        elif path.name in (RUN_INFO_FILE, RUN_INFO_FILE + ".tmp", "train_config.json"):
+            path.unlink()
+
+
+def _recorded_source(data: str) -> str:
+    """``data`` as the run records it: a local file or folder as its absolute path, other names as given."""
+    from tracinwe.data.sources import describe_source_kind
+
+    if describe_source_kind(data) in ("file", "hf-disk"):
+        return str(Path(data).expanduser().resolve())
+    return data
+
+
 def _fine_tune(model: str, train_set, held, out: Path, data: str, columns: dict, seed: int, settings: dict) -> dict:
     """Train, then record the run (data, ids, checkpoints) in ``tracinwe_run.json``."""
     import numpy as np
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, logging
 
+    from tracinwe.models.checkpoints import hf_progress_bars_hidden
     from tracinwe.models.pretrained import resolve_model_name
     from tracinwe.tracin import TracInWE
     from tracinwe.training import TrainConfig, train_classifier
 
     logging.set_verbosity_error()
     names = train_set.label_names
-    with stderr.status(f"loading {model} ..."):
+    with stderr.status(f"loading {model} ..."), hf_progress_bars_hidden():
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(model))
             torch.manual_seed(seed)
@@ -95,7 +128,10 @@ def _fine_tune(model: str, train_set, held, out: Path, data: str, columns: dict,
                 f"model {model!r} could not be loaded ({(str(exc).splitlines() or [''])[0]}): "
                 "pass bundled:minilm-l6, a local HF folder, or a hub id (needs internet)"
             ) from None
-    run = train_classifier(net, tokenizer, train_set.texts, train_set.labels, out, TrainConfig(**settings), train_set.text_pairs)
+    _clear_old_run(out)
+    with hf_progress_bars_hidden():
+        run = train_classifier(net, tokenizer, train_set.texts, train_set.labels, out, TrainConfig(**settings),
+                               train_set.text_pairs)
     accuracy, scored = None, 0
     if held is not None and len(held):
         probe = held.sample(min(len(held), 500), seed=seed)
@@ -276,11 +312,14 @@ def serve(
     index: Path = typer.Argument(..., help="An index built by `tracinwe index build`."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1: this machine only)."),
     port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
+    allow_host: list[str] = typer.Option(None, help="A further name the page may be opened by (the Host header); "
+                                                     "127.0.0.1, localhost, ::1 and --host are always allowed."),
 ) -> None:
     """Start the browser explorer on an index: type a sentence, see who supports and opposes it.
 
     The page shows the prediction, the proponents and opponents with highlighted words, and the
     suspicious labels. JSON API: POST /api/explain, GET /api/suspicious?k=20, GET /api/health.
+    A port already in use is reported (exit 2) before the index is opened.
 
     Example: tracinwe serve mr.index --port 8000, then open http://127.0.0.1:8000
     """
@@ -289,6 +328,33 @@ def serve(
 
         from tracinwe.web import create_app
 
-        application = create_app(open_index(index))
-        stderr.print(f"explorer on [bold]http://{host}:{port}[/bold] (Ctrl+C to stop)")
-        uvicorn.run(application, host=host, port=port, log_level="warning")
+        sock = _listen_socket(host, port)
+        try:
+            application = create_app(open_index(index), hosts=[host, *(allow_host or [])])
+            stderr.print(f"explorer on [bold]http://{host}:{port}[/bold] (Ctrl+C to stop)")
+            uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="warning")).run(sockets=[sock])
+        finally:
+            sock.close()
+
+
+def _listen_socket(host: str, port: int):
+    """A socket bound to ``host:port``, or a one-line error if the port is taken or the host unknown."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise TracInWEError(f"--host {host!r} is not an address of this machine ({exc.strerror}): pass 127.0.0.1") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a port in TIME_WAIT is free
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise TracInWEError(f"port {port} on {host} is in use: stop the other server or pass --port") from None
+        raise TracInWEError(f"cannot listen on {host}:{port} ({exc.strerror}): pass another --host or --port") from None
+    sock.set_inheritable(True)
+    return sock

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,23 +62,34 @@ def find_tokenizer_folder(checkpoint: Path) -> Path | None:
     return None
 
 
+@contextmanager
+def hf_progress_bars_hidden() -> Iterator[None]:
+    """Hide transformers' own progress bars (weight loading, shards) inside the block, then restore them.
+
+    Their bars are drawn while ours runs; terminals then show stray cursor-up codes (``ESC[A``).
+    """
+    from transformers.utils import logging as hf_logging
+
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load_checkpoint_classifier(path: str | Path, tokenizer=None, max_length: int = 128, device: str = "cpu") -> HuggingFaceClassifier:
     """Load an HF sequence classifier and its tokenizer from a checkpoint folder."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from transformers.utils import logging as hf_logging
-
     folder = check_checkpoint_folder(path)
-    bar_was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # one "Loading weights" bar per checkpoint load drowns our own progress
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(folder)
+        with hf_progress_bars_hidden():  # one "Loading weights" bar per checkpoint load drowns our own progress
+            model = AutoModelForSequenceClassification.from_pretrained(folder)
     except Exception as exc:  # corrupt weights, wrong config: name the folder, keep the cause
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {str(folder)!r} could not be loaded ({first_line}): re-save it") from exc
-    finally:
-        if bar_was_on:
-            hf_logging.enable_progress_bar()
     if tokenizer is None:
         tok_folder = find_tokenizer_folder(folder)
         if tok_folder is None:

@@ -8,13 +8,19 @@
 Bad requests get a 4xx JSON ``{"detail": "one line"}``; an unexpected failure is
 a 500 with the same shape, and the server keeps serving. Queries run one at a
 time (the model is not shared between threads).
+
+Before any route runs, a request whose ``Host`` is not a trusted name gets 400 and a
+body over 64 KB gets 413 unread (`tracinwe.web.guards`). No page loads a script from
+another origin (no Swagger UI; the schema is at /api/openapi.json).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from importlib.resources import files
+from typing import Annotated
 
 from fastapi import FastAPI, Query
 from fastapi.exceptions import RequestValidationError
@@ -25,17 +31,20 @@ from tracinwe.errors import TracInWEError
 from tracinwe.report.html import resolve_tokenizer
 from tracinwe.report.style import CSS
 from tracinwe.report.view import result_view, suspicious_view
+from tracinwe.web.guards import MAX_BODY_BYTES, RequestGuard
 
-__all__ = ["create_app", "keep_checkpoints_loaded", "ExplainRequest", "MAX_TEXT_CHARS"]
+__all__ = ["create_app", "keep_checkpoints_loaded", "ExplainRequest", "MAX_TEXT_CHARS", "MAX_LABEL_CHARS"]
 
 MAX_TEXT_CHARS = 5000
+MAX_LABEL_CHARS = 200
 
 
 class ExplainRequest(BaseModel):
     """The body of ``POST /api/explain``."""
 
     text: str = Field(..., description="The text to explain.")
-    label: int | str | None = Field(None, description="Explain this label (name or index); default: the prediction.")
+    label: Annotated[int, Field(ge=-(2**31), le=2**31)] | Annotated[str, Field(max_length=MAX_LABEL_CHARS)] | None = Field(
+        None, description="Explain this label (name or index); default: the prediction.")
     k: int = Field(5, ge=1, le=50, description="Proponents and opponents to return.")
     words: int = Field(5, ge=0, le=50, description="Top words listed per neighbour (all shared words are highlighted).")
 
@@ -74,16 +83,18 @@ def keep_checkpoints_loaded(tw) -> None:
             ckpt.classifier = ckpt.load(tw.device or "cpu")
 
 
-def create_app(index, preload: bool = True) -> FastAPI:
+def create_app(index, preload: bool = True, hosts: Iterable[str] = ()) -> FastAPI:
     """The explorer over an open `tracinwe.index.Index`.
 
     ``preload``: keep its checkpoints in memory and answer one warm-up query, so that each
     request costs one forward and backward pass per checkpoint plus the index lookup.
+    ``hosts``: names trusted in the ``Host`` header besides 127.0.0.1, localhost and ::1.
     """
     if preload:
         keep_checkpoints_loaded(index.tracin)
         index.query(["warm up"], k=1, words=1)  # first-call costs (page cache, allocator) paid before the first user
-    app = FastAPI(title="tracinwe explorer", docs_url="/api/docs", redoc_url=None)
+    app = FastAPI(title="tracinwe explorer", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    app.add_middleware(RequestGuard, hosts=list(hosts), max_body=MAX_BODY_BYTES)
     lock = threading.Lock()
     tokenizer, max_length = resolve_tokenizer(index)
     names = list(index.label_names)
