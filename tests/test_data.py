@@ -238,17 +238,78 @@ def test_file_errors(tmp_path) -> None:
     assert str(err.value) == (
         "column 'txt' not found in reviews.csv; available: text, label. Pass --text-column"
     )
-    with pytest.raises(DataError, match=r"row 1 of reviews.csv: label 'neg' is not one of the "
+    with pytest.raises(DataError, match=r"row 2 \(line 3\) of reviews.csv: label 'neg' is not one of the "
                                         r"allowed labels \(pos, meh\)"):
         load_table(path, label_names=["pos", "meh"])
     _write_csv(path, [{"text": "ok", "label": "pos"}, {"text": "   ", "label": "neg"}])
-    with pytest.raises(DataError, match=r"row 1 \(id '1'\) of 'reviews.csv': text is empty"):
+    with pytest.raises(DataError, match=r"row 2 \(line 3\) of 'reviews.csv': text is empty"):
         load_table(path)
     with pytest.raises(DataError, match="not found"):
         load_dataset_source(str(tmp_path / "absent.csv"))
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(DataError, match="cannot tell the format"):
         load_dataset_source(str(tmp_path / "notes.txt"))
+
+
+def test_rows_are_named_as_editors_count_them(tmp_path) -> None:
+    """Rows count from 1 and name their line in the file (header counted; blank and multi-line rows too)."""
+    path = tmp_path / "reviews.csv"
+    path.write_text('text,label\nok,pos\n\n"two\nlines",neg\n   ,pos\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"^row 3 \(line 6\) of 'reviews.csv': text is empty"):
+        load_table(path)
+    path = tmp_path / "reviews.jsonl"
+    path.write_text('{"id": "a", "text": "x", "label": 1}\n\n{"id": "a", "text": "y", "label": 0}\n')
+    with pytest.raises(DataError, match=r"^row 2 \(line 3\) \(id 'a'\) of 'reviews.jsonl': id repeats row 1 \(line 1\)"):
+        load_table(path, id_column="id")
+    path.write_text('{"text": "x", "label": 1}\n[1, 2]\n')
+    with pytest.raises(DataError, match=r"^row 2 \(line 2\) of reviews.jsonl is a list, not a JSON object"):
+        load_table(path)
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    ("", "reviews.csv is empty; write a header line"),
+    ("text,label\n", "reviews.csv has no rows (only the header line); add one row per example"),
+    ("\ntext,label\nok,pos\n", "line 1 of reviews.csv is blank; the first line must name the columns"),
+])
+def test_an_empty_or_header_only_csv_says_so(tmp_path, content, needle) -> None:
+    path = tmp_path / "reviews.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        load_dataset_source(str(path))
+    assert needle in str(err.value) and "--label-names" not in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_a_non_finite_json_label_is_an_error(tmp_path, value) -> None:
+    path = tmp_path / "reviews.jsonl"
+    path.write_text(f'{{"text": "fine", "label": 1}}\n{{"text": "bad", "label": {value}}}\n')
+    with pytest.raises(DataError) as err:
+        load_dataset_source(str(path))
+    message = str(err.value)
+    assert message.startswith("row 2 (line 2) of reviews.jsonl: label is ") and "not a class" in message
+    assert "class name or index" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["reviews.jsonl.gz", "reviews.csv.gz", "reviews.jsonl.bz2"])
+def test_a_truncated_compressed_file_is_an_error(tmp_path, name) -> None:
+    import bz2
+
+    opener = gzip.open if name.endswith(".gz") else bz2.open
+    path = tmp_path / name
+    with opener(path, "wt") as fh:
+        if ".csv" in name:
+            fh.write("text,label\n" + "".join(f"review number {i},{i % 2}\n" for i in range(20_000)))
+        else:
+            fh.write("".join(json.dumps({"text": f"review number {i}", "label": i % 2}) + "\n" for i in range(20_000)))
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError) as err:
+        load_dataset_source(str(path))
+    message = str(err.value)
+    assert message.startswith(f"{name} is truncated at line ") and "re-download or re-compress" in message
+    (tmp_path / "junk.csv.gz").write_bytes(b"not gzip data")
+    with pytest.raises(DataError, match=r"junk.csv.gz cannot be decompressed at line 1 .*re-download"):
+        load_dataset_source(str(tmp_path / "junk.csv.gz"))
 
 
 def test_hf_saved_dataset(tmp_path) -> None:

@@ -142,19 +142,23 @@ class TextDataset:
                 keep.append(i)
         return self.subset(keep)
 
-    def _row(self, i: int) -> str:
+    def _row(self, i: int, rows: Sequence[str] | None = None) -> str:
         rid = self.ids[i] if self.ids is not None and i < len(self.ids) else str(i)
-        where = f"row {i} (id {rid!r})"
+        if rows is not None and i < len(rows):  # where the row is in its file: "row 2 (line 3)"
+            where = rows[i] + (f" (id {rid!r})" if rid != str(i) else "")
+        else:
+            where = f"row {i} (id {rid!r})"
         return f"{where} of {self.name!r}" if self.name else where
 
-    def validate(self) -> TextDataset:
+    def validate(self, rows: Sequence[str] | None = None) -> TextDataset:
         """Check the dataset is usable; raise ``DataError`` (one line) at the first problem.
 
-        Returns ``self`` so calls can be chained.
+        ``rows`` names each row in messages the way its file does (``"row 2 (line 3)"``);
+        by default a row is named by its 0-based position and id. Returns ``self``.
         """
         what = f" in {self.name!r}" if self.name else ""
         if not self.label_names:
-            raise DataError(f"no label names{what}; pass label_names (e.g. --label-names neg,pos)")
+            raise DataError(f"no label names{what}; pass label_names (e.g. label_names=['neg', 'pos'])")
         if any(not isinstance(n, str) for n in self.label_names):
             raise DataError(f"label names must be strings{what}, got {self.label_names!r}")
         if len(set(self.label_names)) != len(self.label_names):
@@ -175,7 +179,8 @@ class TextDataset:
         for i, rid in enumerate(self.ids):
             if rid in first_row:
                 raise DataError(
-                    f"{self._row(i)}: id repeats row {first_row[rid]}; ids must be unique"
+                    f"{self._row(i, rows)}: id repeats "
+                    f"{rows[first_row[rid]] if rows is not None else f'row {first_row[rid]}'}; ids must be unique"
                 )
             first_row[rid] = i
         k = self.num_labels
@@ -183,29 +188,29 @@ class TextDataset:
             text = self.texts[i]
             if not isinstance(text, str):
                 raise DataError(
-                    f"{self._row(i)}: text is {type(text).__name__}, not a string; "
+                    f"{self._row(i, rows)}: text is {type(text).__name__}, not a string; "
                     "fix or remove the row"
                 )
             if not text.strip():
                 raise DataError(
-                    f"{self._row(i)}: text is empty or whitespace-only; remove the row or fill in its text"
+                    f"{self._row(i, rows)}: text is empty or whitespace-only; remove the row or fill in its text"
                 )
             if self.text_pairs is not None:
                 pair = self.text_pairs[i]
                 if not isinstance(pair, str) or not pair.strip():
                     raise DataError(
-                        f"{self._row(i)}: second text (text pair) is empty or not a string; "
+                        f"{self._row(i, rows)}: second text (text pair) is empty or not a string; "
                         "remove the row or fill it in"
                     )
             label = self.labels[i]
             if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
                 raise DataError(
-                    f"{self._row(i)}: label {label!r} is not an integer class index; "
+                    f"{self._row(i, rows)}: label {label!r} is not an integer class index; "
                     f"labels must be 0..{k - 1} for {self.label_names}"
                 )
             if not 0 <= int(label) < k:
                 raise DataError(
-                    f"{self._row(i)}: label {int(label)} is out of range 0..{k - 1} "
+                    f"{self._row(i, rows)}: label {int(label)} is out of range 0..{k - 1} "
                     f"for label names {self.label_names}; fix the label or the label names"
                 )
         return self

@@ -7,8 +7,9 @@ import csv
 import gzip
 import io
 import json
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,38 +43,78 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8-sig", newline="")
 
 
-def _read_columns(path: Path, fmt: str) -> dict[str, list[Any]]:
-    """Read a table into column-major lists; rows lacking a column get ``None``."""
+def _lines(fh: Iterable[str], path: Path) -> Iterator[str]:
+    """The lines of ``fh``; a truncated or corrupt compressed file is a one-line `DataError`."""
+    n = 0
+    try:
+        for line in fh:
+            n += 1
+            yield line
+    except EOFError:
+        raise DataError(f"{path.name} is truncated at line {n + 1} (the compressed data ends early); "
+                        "re-download or re-compress it") from None
+    except OSError as e:  # gzip.BadGzipFile, bz2 "Invalid data stream", zlib errors
+        raise DataError(f"{path.name} cannot be decompressed at line {n + 1} ({e}); "
+                        "re-download or re-compress it") from None
+
+
+def _read_columns(path: Path, fmt: str) -> tuple[dict[str, list[Any]], list[str]]:
+    """A table as column-major lists (rows lacking a column get ``None``) and where each row is.
+
+    Rows count from 1; CSV/TSV and JSON-lines rows also name their line in the file
+    (header counted), as editors number them.
+    """
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         table = pq.read_table(path)
-        return {name: table.column(name).to_pylist() for name in table.column_names}
-    records: list[dict[str, Any]]
+        return ({name: table.column(name).to_pylist() for name in table.column_names},
+                [f"row {i}" for i in range(1, table.num_rows + 1)])
     with _open_text(path) as fh:
         if fmt in ("csv", "tsv"):
-            reader = csv.DictReader(fh, delimiter="," if fmt == "csv" else "\t")
-            names = list(reader.fieldnames or [])
-            records = list(reader)
-            return {n: [r.get(n) for r in records] for n in names}
-        content = fh.read()
-    records = _parse_json(content, path)
+            return _read_csv(_lines(fh, path), "," if fmt == "csv" else "\t", path)
+        lines = list(_lines(fh, path))
+    records, rows = _parse_json(lines, path)
     names: list[str] = []
     for r in records:
         names.extend(k for k in r if k not in names)
-    return {n: [r.get(n) for r in records] for n in names}
+    return {n: [r.get(n) for r in records] for n in names}, rows
 
 
-def _parse_json(content: str, path: Path) -> list[dict[str, Any]]:
-    """JSON lines (one object a line), or one JSON array of objects."""
+def _read_csv(lines: Iterable[str], delimiter: str, path: Path) -> tuple[dict[str, list[Any]], list[str]]:
+    """CSV/TSV with a header line; blank lines are skipped (as ``csv.DictReader`` does)."""
+    reader = csv.reader(lines, delimiter=delimiter)
+    names = next(reader, None)
+    if names is None:
+        return {}, []
+    if not names:
+        raise DataError(f"line 1 of {path.name} is blank; the first line must name the columns (e.g. text,label)")
+    records: list[list[str]] = []
+    rows: list[str] = []
+    start = reader.line_num + 1
+    for record in reader:
+        if record:
+            records.append(record)
+            rows.append(f"row {len(records)} (line {start})")
+        start = reader.line_num + 1
+    columns = {n: [r[j] if j < len(r) else None for r in records] for j, n in enumerate(names)}
+    return columns, rows
+
+
+def _parse_json(lines: list[str], path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """JSON lines (one object a line), or one JSON array of objects; and where each record is."""
+    content = "".join(lines)
     stripped = content.lstrip()
     if stripped.startswith("["):
         try:
             records = json.loads(stripped)
         except json.JSONDecodeError as e:
             raise DataError(f"{path.name} is not valid JSON ({e}); fix the file") from None
+        if not isinstance(records, list):
+            raise DataError(f"{path.name} is not a JSON array of objects; fix the file")
+        rows = [f"record {i}" for i in range(1, len(records) + 1)]
     else:
-        records = []
+        records, rows = [], []
         for lineno, line in enumerate(content.splitlines(), start=1):
             if not line.strip():
                 continue
@@ -84,10 +125,11 @@ def _parse_json(content: str, path: Path) -> list[dict[str, Any]]:
                     f"{path.name} line {lineno} is not valid JSON ({e.msg}); "
                     "expected one JSON object per line"
                 ) from None
-    for i, r in enumerate(records):
+            rows.append(f"row {len(records)} (line {lineno})")
+    for r, where in zip(records, rows):
         if not isinstance(r, dict):
-            raise DataError(f"{path.name} record {i} is a {type(r).__name__}, not a JSON object")
-    return records
+            raise DataError(f"{where} of {path.name} is a {type(r).__name__}, not a JSON object")
+    return records, rows
 
 
 def _as_int(value: Any) -> int | None:
@@ -104,19 +146,25 @@ def _as_int(value: Any) -> int | None:
 
 
 def encode_labels(raw: Sequence[Any], label_names: Sequence[str] | None, where: str,
-                  ids: Sequence[str] | None = None) -> tuple[list[int], list[str]]:
+                  ids: Sequence[str] | None = None,
+                  rows: Sequence[str] | None = None) -> tuple[list[int], list[str]]:
     """Turn raw label values into class indices and label names.
 
     Strings map to ``label_names`` order when given, else to their sorted
     unique values; integers (also ``"3"``) are used as indices as they are.
+    ``rows`` names each row in messages (e.g. ``"row 2 (line 3)"``); default ``"row i"``.
     """
 
     def row(i: int) -> str:
-        return f"row {i}" + (f" (id {ids[i]!r})" if ids is not None and ids[i] != str(i) else "")
+        name = rows[i] if rows is not None else f"row {i}"
+        return name + (f" (id {ids[i]!r})" if ids is not None and ids[i] != str(i) else "")
 
     for i, v in enumerate(raw):
         if v is None or (isinstance(v, str) and not v.strip()):
             raise DataError(f"{row(i)} of {where}: label is missing; fill it in or remove the row")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise DataError(f"{row(i)} of {where}: label is {v} (a number that is not a class); "
+                            "write the class name or index, or remove the row")
     names = list(label_names) if label_names is not None else None
     as_ints = [_as_int(v) for v in raw]
     by_name = names is not None and all(str(v).strip() in names for v in raw)
@@ -140,7 +188,7 @@ def encode_labels(raw: Sequence[Any], label_names: Sequence[str] | None, where: 
         if v not in index:
             raise DataError(
                 f"{row(i)} of {where}: label {v!r} is not one of the allowed labels "
-                f"({', '.join(names)}); fix the row or pass the full --label-names"
+                f"({', '.join(names)}); fix the row or add the label to label_names"
             )
         labels.append(index[v])
     return labels, names
@@ -158,7 +206,7 @@ def _column(columns: dict[str, list[Any]], name: str, role: str, where: str) -> 
 def _to_dataset(columns: dict[str, list[Any]], where: str, name: str, text_column: str,
                 label_column: str, text_pair_column: str | None, label_names: Sequence[str] | None,
                 id_column: str | None, extra_columns: Sequence[str] | None,
-                class_names: Sequence[str] | None = None) -> TextDataset:
+                class_names: Sequence[str] | None = None, rows: Sequence[str] | None = None) -> TextDataset:
     texts = _column(columns, text_column, "text", where)
     raw_labels = _column(columns, label_column, "label", where)
     pairs = None
@@ -177,10 +225,10 @@ def _to_dataset(columns: dict[str, list[Any]], where: str, name: str, text_colum
                             f"{', '.join(columns)}")
         extra[col] = list(columns[col])
     names = label_names if label_names is not None else class_names
-    labels, names = encode_labels(raw_labels, names, where, ids)
+    labels, names = encode_labels(raw_labels, names, where, ids, rows)
     return TextDataset(texts=list(texts), labels=labels, label_names=list(names),
                        text_pairs=None if pairs is None else list(pairs), ids=ids, name=name,
-                       extra=extra).validate()
+                       extra=extra).validate(rows)
 
 
 def load_table(path: str | Path, text_column: str = "text", label_column: str = "label",
@@ -201,11 +249,17 @@ def load_table(path: str | Path, text_column: str = "text", label_column: str = 
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} not found; check the path")
     try:
-        columns = _read_columns(path, fmt)
+        columns, rows = _read_columns(path, fmt)
     except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"cannot read {path.name} as UTF-8 {fmt}: {e}; re-save it as UTF-8") from None
+    if not columns:
+        raise DataError(f"{path.name} is empty; write a header line (e.g. text,label) and one row per example"
+                        if fmt in ("csv", "tsv") else f"{path.name} is empty; write one record per example")
+    if not rows:
+        raise DataError(f"{path.name} has no rows" + (" (only the header line)" if fmt in ("csv", "tsv") else "")
+                        + "; add one row per example")
     return _to_dataset(columns, path.name, name or path.name, text_column, label_column,
-                       text_pair_column, label_names, id_column, extra_columns)
+                       text_pair_column, label_names, id_column, extra_columns, rows=rows)
 
 
 def load_hf_dataset(name_or_path: str | Path, split: str = "train", text_column: str = "text",
