@@ -292,3 +292,27 @@ def test_serve_on_a_port_in_use_exits_2_before_claiming_success(monkeypatch, tmp
     assert result.exit_code == 2, result.output
     assert f"port {port} on 127.0.0.1 is in use" in result.stderr and "explorer on" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_serve_trusts_its_host_and_allow_host_names(monkeypatch, tmp_path):
+    import socket
+
+    import fastapi
+    import uvicorn
+
+    seen = {}
+
+    def fake_app(index, **kwargs):
+        seen.update(kwargs)
+        return fastapi.FastAPI()
+
+    monkeypatch.setattr("tracinwe.cli.commands_product.open_index", lambda path: object())
+    monkeypatch.setattr("tracinwe.web.create_app", fake_app)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: seen.setdefault("bound", sockets[0].getsockname()))
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = invoke("serve", tmp_path / "index", "--host", "127.0.0.1", "--port", port, "--allow-host", "explorer.lan")
+    assert result.exit_code == 0, result.output
+    assert seen["hosts"] == ["127.0.0.1", "explorer.lan"] and f"http://127.0.0.1:{port}" in result.stderr
+    assert seen["bound"] == ("127.0.0.1", port)  # uvicorn serves the socket bound first
