@@ -11,7 +11,7 @@ import typer
 
 from tracinwe.cli.app import app
 from tracinwe.cli.common import (
-    JSON_OPTION, LABEL_COLUMN, PAIR_COLUMN, TEXT_COLUMN, checkpoint_folders, exit_codes, label_ids, load_data,
+    CHECKPOINTS_FROM, JSON_OPTION, LABEL_COLUMN, PAIR_COLUMN, TEXT_COLUMN, checkpoint_folders, exit_codes, label_ids, load_data,
     open_index, output_console, print_json, run_training_data, stderr,
 )
 from tracinwe.errors import TracInWEError
@@ -139,6 +139,7 @@ def query(
     label: Optional[list[str]] = typer.Option(None, help="Explain this label (name or index; one for all texts or one per text) instead of the prediction."),
     k: int = typer.Option(10, min=1, help="Proponents and opponents per text."),
     words: int = typer.Option(0, min=0, help="Shared words listed per neighbour (0: none, fastest)."),
+    checkpoints_from: Optional[Path] = CHECKPOINTS_FROM,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Top-k proponents and opponents of many texts at once (exact scores); --json for scripts.
@@ -148,7 +149,7 @@ def query(
     with exit_codes():
         if bool(texts) == bool(data):
             raise TracInWEError("pass texts as arguments or --data FILE, not both and not neither")
-        idx = open_index(index)
+        idx = open_index(index, checkpoints_from)
         labels = None
         if data:
             dataset = load_data(data, text_column, label_column, text_pair_column)

@@ -22,6 +22,8 @@ JSON_OPTION = typer.Option(False, "--json", help="Print JSON on stdout for scrip
 TEXT_COLUMN = typer.Option(None, help="Column holding the text (csv/jsonl/parquet/HF data; default 'text').")
 LABEL_COLUMN = typer.Option(None, help="Column holding the label (default 'label').")
 PAIR_COLUMN = typer.Option(None, help="Column holding the second text of sentence pairs (optional).")
+CHECKPOINTS_FROM = typer.Option(None, "--checkpoints-from",
+                                help="The run folder holding the index's checkpoints, if it moved (found by folder name).")
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -80,11 +82,11 @@ def label_ids(labels: Sequence[str] | None, n: int, names: Sequence[str]) -> lis
     return out * n if len(out) == 1 else out
 
 
-def open_index(path: Path):
+def open_index(path: Path, checkpoints_from: Path | None = None):
     from tracinwe.index import Index
 
     with stderr.status(f"opening index {path} ..."):
-        return Index.open(path)
+        return Index.open(path, checkpoints_from=checkpoints_from)
 
 
 def checkpoint_folders(run_dir: Path) -> list[Path]:

@@ -8,6 +8,7 @@ The plan (``build-plan.json``) pins everything that determines the result
 at any moment (even ``kill -9``) continues with the segments not yet committed
 and ends with the same index. The manifest is written last: its presence means
 the index is complete. The same `SegmentBuilder` runs inside Ray actors.
+Builds and appends hold the index's writer lock (`tracinwe.index.lock`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import numpy as np
 from tracinwe.capture.gradients import capture_checkpoints
 from tracinwe.capture.records import TokenGradients
 from tracinwe.index import projection as projection_basis
+from tracinwe.index.checkpoint_paths import checkpoint_folders, recorded_path
+from tracinwe.index.durable import fsync_dir, write_bytes_atomic
 from tracinwe.index.layout import choose_dense_tokens, combine_checkpoints, float16_scale, self_influence
+from tracinwe.index.lock import LOCK_FILE, writer_lock
 from tracinwe.index.projection import Projection
 from tracinwe.index.storage import (
     BUILD_PLAN,
@@ -171,8 +175,11 @@ def ensure_projection(root: Path, plan: dict, builder: SegmentBuilder, examples:
 
 
 def make_plan(tw, classifiers, examples: Examples, label_names, dtype: str, projection_dim, seed: int, segment_size: int,
-              projection_method: str = "pca") -> dict:
-    """Everything that decides the index, recorded before the first segment."""
+              projection_method: str = "pca", root: Path | None = None) -> dict:
+    """Everything that decides the index, recorded before the first segment.
+
+    ``root``: the index folder; checkpoint paths are recorded relative to it.
+    """
     if dtype not in DTYPES:
         raise IndexBuildError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}: pass 'float32' or 'float16'")
     if segment_size < 1:
@@ -203,7 +210,7 @@ def make_plan(tw, classifiers, examples: Examples, label_names, dtype: str, proj
         "settings": {**settings, "dtype": dtype, "segment_size": int(segment_size), "batch_size": tw.settings.batch_size},
         "dtype": dtype,
         "checkpoints": [
-            {"path": str(c.path.resolve()) if c.path is not None else None, "learning_rate": float(c.learning_rate)}
+            {"path": recorded_path(c.path, root), "learning_rate": float(c.learning_rate)}
             for c in tw.checkpoints
         ],
         "fingerprint": model_fingerprint(classifiers, settings),
@@ -234,8 +241,7 @@ def start_or_resume(root: Path, plan: dict) -> list[int]:
                     "rerun with the same inputs to resume, or delete the folder"
                 )
     else:
-        if root.exists() and any(root.iterdir()):
-            raise IndexBuildError(f"{str(root)!r} is not empty and is not an index: pass a new folder")
+        refuse_foreign_folder(root)
         root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(plan_path, plan)
     done = committed_segments(root)
@@ -254,17 +260,39 @@ def start_or_resume(root: Path, plan: dict) -> list[int]:
     return sorted(valid)
 
 
+def refuse_foreign_folder(root: Path) -> None:
+    """Raise `IndexBuildError` when ``root`` holds files but neither an index nor an interrupted build."""
+    if (root / MANIFEST).exists() or (root / BUILD_PLAN).exists():
+        return
+    if root.exists() and (not root.is_dir() or any(e.name != LOCK_FILE for e in root.iterdir())):
+        raise IndexBuildError(f"{str(root)!r} is not empty and is not an index: pass a new folder")
+
+
+def check_coverage(root: Path, plan: dict, records: list[dict]) -> list[dict]:
+    """The records sorted by start; raises `IndexBuildError` unless they are exactly the plan's segments."""
+    records = sorted(records, key=lambda r: r["start"])
+    expected = [(segment_name(n), lo, hi - lo) for n, lo, hi in segment_ranges(plan["num_examples"], plan["settings"]["segment_size"])]
+    got = [(r.get("name"), r.get("start"), r.get("num_examples")) for r in records]
+    if got != expected:
+        raise IndexBuildError(
+            f"the committed segments of {str(root)!r} do not cover the plan exactly ({len(got)} segments, {len(expected)} planned): "
+            "rerun the same build to resume it"
+        )
+    return records
+
+
 def finish_build(root: Path, plan: dict, records: list[dict]) -> dict:
-    """Write the manifest (atomically) and drop the plan: the index is complete."""
+    """Check the segments cover the plan, write the manifest (durably) and drop the plan: the index is complete."""
     manifest = dict(plan)
-    manifest["segments"] = sorted(records, key=lambda r: r["start"])
+    manifest["segments"] = check_coverage(root, plan, records)
     manifest["num_examples"] = sum(r["num_examples"] for r in records)
     if plan.get("projection"):
         folder = root / projection_basis.FOLDER
         manifest["projection"] = {**plan["projection"], "files": {f: file_record(folder / f) for f in projection_basis.FILES}}
-    (root / "README.txt").write_text(README)
+    write_bytes_atomic(root / "README.txt", README.encode())
     write_json_atomic(root / MANIFEST, manifest)
     (root / BUILD_PLAN).unlink(missing_ok=True)
+    fsync_dir(root)
     return manifest
 
 
@@ -273,6 +301,12 @@ def build_local(root: Path, tw, examples: Examples, plan: dict, progress: bool, 
 
     ``classifiers``: the checkpoints already loaded (by `make_plan`'s caller), so folders load once.
     """
+    refuse_foreign_folder(root)  # before the lock file is created in it
+    with writer_lock(root):
+        return _build_locked(root, tw, examples, plan, progress, classifiers)
+
+
+def _build_locked(root: Path, tw, examples: Examples, plan: dict, progress: bool, classifiers: list | None) -> dict:
     from tqdm.auto import tqdm
 
     done = set(start_or_resume(root, plan))
@@ -300,17 +334,14 @@ def build_local(root: Path, tw, examples: Examples, plan: dict, progress: bool, 
     return finish_build(root, plan, list(committed_segments(root).values()))
 
 
-def tracin_from_manifest(manifest: dict):
-    """A TracInWE over the recorded checkpoint folders, with the recorded settings."""
-    from tracinwe.errors import CheckpointError
+def tracin_from_manifest(manifest: dict, root: Path | None = None, checkpoints_from: str | Path | None = None):
+    """A TracInWE over the recorded checkpoint folders (relative ones under ``root``), with the recorded settings.
+
+    ``checkpoints_from``: a folder holding the checkpoints (by folder name), for a run that moved.
+    """
     from tracinwe.tracin import TracInWE
 
-    paths = [c["path"] for c in manifest["checkpoints"]]
-    if any(p is None for p in paths):
-        raise CheckpointError("this index was built from in-memory models: open it with Index.open(path, tracin=tw)")
-    for p in paths:
-        if not Path(p).is_dir():
-            raise CheckpointError(f"the index's checkpoint {p!r} is missing: restore it or pass tracin=")
+    paths = checkpoint_folders(manifest, Path(root) if root is not None else Path.cwd(), checkpoints_from)
     s = manifest["settings"]
     keep = s["keep_special_tokens"]
     return TracInWE.from_checkpoints(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -12,8 +13,10 @@ from tracinwe.index.storage import read_examples
 class ExampleTables:
     """Row access across segments; the last few tables read are kept (thread-safe)."""
 
-    def __init__(self, path, segments: list[dict], cached: int = 16) -> None:
+    def __init__(self, path, segments: list[dict], cached: int = 16, before_read: Callable[[dict], None] | None = None) -> None:
+        """``before_read(record)``: called before a segment's table is read (its checksum check)."""
         self.path = path
+        self.before_read = before_read
         self.segments = segments
         self.starts = np.array([s["start"] for s in segments], dtype=np.int64)
         self.total = sum(s["num_examples"] for s in segments)
@@ -26,6 +29,8 @@ class ExampleTables:
         with self._lock:
             table = self._tables.get(name)
         if table is None:
+            if self.before_read is not None:
+                self.before_read(self.segments[number])
             table = read_examples(self.path, self.segments[number])
             with self._lock:
                 if len(self._tables) >= self.cached:

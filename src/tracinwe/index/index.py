@@ -5,7 +5,9 @@ Scores are exact (they equal ``TracInWE.scores`` on the same texts, up to
 float32 rounding; float16 indexes score the float16-rounded rows exactly).
 A search opens the segment arrays as memory maps and drops them afterwards, so
 resident memory does not grow with the index, and searches share no mutable
-state: several threads may query one `Index` at once.
+state: several threads may query one `Index` at once. Appends and builds take
+the index's writer lock (`tracinwe.index.lock`); a segment's large files are
+hashed on its first touch (`tracinwe.index.integrity`).
 """
 
 from __future__ import annotations
@@ -18,36 +20,29 @@ import numpy as np
 import torch
 
 from tracinwe.capture.records import TokenGradients
+from tracinwe.index.append import append_examples, rebased
 from tracinwe.index.build import (
     DEFAULT_SEGMENT_SIZE,
-    SegmentBuilder,
     build_local,
     capture_settings_json,
     load_classifiers,
     make_plan,
     tracin_from_manifest,
-    segment_ranges,
     validated_examples,
 )
 from tracinwe.index import projection as projection_basis
+from tracinwe.index.integrity import LazyChecksums, read_manifest
 from tracinwe.index.examples import ExampleTables
 from tracinwe.index.layout import combine_checkpoints, weighted_query
 from tracinwe.index.results import Neighbor, QueryResult
 from tracinwe.index.search import QueryBlock, SegmentArrays, TopCandidates, contributions, screen
 from tracinwe.index.storage import (
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST,
     IndexFormatError,
     IndexMismatchError,
     compare_fingerprints,
     model_fingerprint,
     open_array,
-    read_json,
-    remove_stray,
     verify_files,
-    verify_segment,
-    write_json_atomic,
 )
 from tracinwe.results import TopInfluences
 from tracinwe.scoring.words import word_contributions
@@ -59,10 +54,11 @@ MIN_CANDIDATES = 1000
 class Index:
     """A TracIn-WE index on disk. Create with `Index.build`, load with `Index.open`."""
 
-    def __init__(self, path: Path, manifest: dict, tracin) -> None:
+    def __init__(self, path: Path, manifest: dict, tracin, checks: LazyChecksums | None = None) -> None:
         self.path = Path(path)
         self.manifest = manifest
         self.tracin = tracin
+        self._checks = checks if checks is not None else LazyChecksums(self.path, "none")
         self._lock = threading.Lock()
         self._postings_index: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._refresh()
@@ -71,7 +67,7 @@ class Index:
         self._segments = self.manifest["segments"]
         self._starts = np.array([s["start"] for s in self._segments], dtype=np.int64)
         self._dense_tokens = np.array([t["id"] for t in self.manifest["dense_tokens"]], dtype=np.int64)
-        self._examples = ExampleTables(self.path, self._segments)
+        self._examples = ExampleTables(self.path, self._segments, before_read=self._checks.ensure)
         self._projection = projection_basis.read(self.path) if self.manifest.get("projection") else None
         if self.manifest.get("projection") and self._projection is None:
             raise IndexFormatError(f"the projection basis in {str(self.path / projection_basis.FOLDER)!r} is missing or damaged: rebuild the index")
@@ -95,7 +91,7 @@ class Index:
         examples = validated_examples(tw, train_texts, train_labels, ids, text_pairs)
         classifiers = load_classifiers(tw)
         plan = make_plan(tw, classifiers, examples, label_names, dtype, projection_dim, seed, chunk_size or DEFAULT_SEGMENT_SIZE,
-                         projection_method)
+                         projection_method, root=root)
         manifest = build_local(root, tw, examples, plan, progress, classifiers)
         return cls(root, manifest, tw)
 
@@ -108,59 +104,46 @@ class Index:
         )
 
     @classmethod
-    def open(cls, path: str | Path, tracin=None, verify: str = "quick") -> "Index":
+    def open(cls, path: str | Path, tracin=None, verify: str = "quick", checkpoints_from: str | Path | None = None) -> "Index":
         """Open an index; ``tracin=None`` reloads the recorded checkpoints.
 
         ``verify``: "quick" checks every file's size and the sha256 of files up to
-        16 MB; "full" hashes everything; "none" skips the checks.
+        16 MB on open, and of larger ones on the first touch of their segment;
+        "full" hashes everything on open; "none" skips the checks.
+        ``checkpoints_from``: a folder holding the index's checkpoints (by folder
+        name), when the run folder moved; the model fingerprint is still checked.
         """
         root = Path(path)
         if not root.is_dir():
             raise IndexFormatError(f"no index at {str(root)!r}: build one with Index.build or `tracinwe index build`")
-        manifest = read_json(root / MANIFEST, "index manifest")
-        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-            raise IndexFormatError(
-                f"{str(root)!r} is not a tracinwe index of format version {FORMAT_VERSION} "
-                f"(found {manifest.get('format')!r} v{manifest.get('format_version')}): rebuild it with this version"
-            )
-        if verify not in ("quick", "full", "none"):
-            raise ValueError(f"verify={verify!r}: pass 'quick', 'full' or 'none'")
-        if verify != "none":
-            for record in manifest["segments"]:
-                verify_segment(root, record, full=verify == "full")
-            if manifest.get("projection"):
-                verify_files(root / projection_basis.FOLDER, manifest["projection"]["files"], full=True)
+        manifest = read_manifest(root)
+        checks = LazyChecksums(root, verify)
+        for record in manifest["segments"]:
+            checks.add(record)
+        if verify != "none" and manifest.get("projection"):
+            verify_files(root / projection_basis.FOLDER, manifest["projection"]["files"], full=True)
         if tracin is None:
-            tracin = tracin_from_manifest(manifest)
+            tracin = tracin_from_manifest(manifest, root, checkpoints_from)
+        elif checkpoints_from is not None:
+            raise ValueError("pass tracin= or checkpoints_from=, not both")
         actual = model_fingerprint(load_classifiers(tracin), capture_settings_json(tracin))
         compare_fingerprints(manifest["fingerprint"], actual)
-        return cls(root, manifest, tracin)
+        return cls(root, manifest, tracin, checks)
 
     def append(self, texts: Sequence[str], labels: Sequence[int | str], ids: Sequence[str] | None = None,
                text_pairs: Sequence[str] | None = None, progress: bool = False) -> None:
-        """Add training examples as new segments; the manifest is replaced atomically at the end."""
-        from tracinwe.index.storage import IndexBuildError
-
-        if (text_pairs is None) != ("text_pair" not in self._column_names()):
-            raise IndexBuildError("text_pairs must be given exactly when the index was built with pairs")
-        n0 = len(self)
-        if ids is None:
-            ids = [str(n0 + i) for i in range(len(texts))]
-        examples = validated_examples(self.tracin, texts, labels, ids, text_pairs, existing_ids=set(self.ids()))
-        remove_stray(self.path, {s["name"] for s in self._segments})
-        plan = {**self.manifest, "segments": None}
-        builder = SegmentBuilder(self.tracin, plan, projection=self._projection)
-        size = self.manifest["settings"]["segment_size"]
-        new = []
-        for number, lo, hi in segment_ranges(len(examples.texts), size, first_number=len(self._segments)):
-            new.append(builder.build(self.path, number, lo, hi, examples, offset=n0))
-        manifest = dict(self.manifest)
-        manifest["segments"] = self._segments + new
-        manifest["num_examples"] = n0 + len(examples.texts)
-        manifest["data_sha256"] = None  # the union has no single input list
-        write_json_atomic(self.path / MANIFEST, manifest)
+        """Add training examples as new segments, after any another handle appended; the manifest is replaced last."""
+        manifest = append_examples(self, texts, labels, ids, text_pairs)
         with self._lock:
             self.manifest = manifest
+            self._refresh()
+
+    def adopt(self, disk: dict) -> None:
+        """Take the manifest on disk when it only grew from this handle's (`IndexBuildError` otherwise)."""
+        for record in rebased(self.manifest, disk):
+            self._checks.add(record)
+        with self._lock:
+            self.manifest = disk
             self._refresh()
 
     # -- stored examples -------------------------------------------------------------------
@@ -196,6 +179,7 @@ class Index:
 
     def _segment(self, number: int, projected: bool) -> SegmentArrays:
         record = self._segments[number]
+        self._checks.ensure(record)
         with self._lock:
             small = self._postings_index.get(record["name"])
         if small is None:
@@ -353,7 +337,10 @@ class Index:
 
     def self_influence(self) -> np.ndarray:
         """Each stored example's influence on itself (len(index),): high values flag mislabels."""
-        parts = [np.asarray(open_array(self.path, r, "self_influence", mmap=False)) for r in self._segments]
+        parts = []
+        for record in self._segments:
+            self._checks.ensure(record)
+            parts.append(np.asarray(open_array(self.path, record, "self_influence", mmap=False)))
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def suspicious(self, k: int = 20, words: int = 5) -> list[Neighbor]:

@@ -84,7 +84,9 @@ def fit(projection: dict, rows: np.ndarray, dense: np.ndarray) -> Projection:
 
 
 def write(root: Path, projection: Projection) -> None:
-    """Write the basis into ``root/projection`` (temporary folder, then an atomic rename)."""
+    """Write the basis into ``root/projection`` (temporary folder, fsynced, then an atomic rename)."""
+    from tracinwe.index.durable import fsync_tree, rename_durably
+
     final = Path(root) / FOLDER
     for stale in Path(root).glob(f".{FOLDER}.tmp-*"):  # an interrupted write's leftovers
         shutil.rmtree(stale, ignore_errors=True)
@@ -92,9 +94,10 @@ def write(root: Path, projection: Projection) -> None:
     tmp.mkdir(parents=True)
     np.save(tmp / "rows.npy", projection.rows)
     np.save(tmp / "dense.npy", projection.dense)
+    fsync_tree(tmp)
     if final.exists():
         shutil.rmtree(final)
-    os.replace(tmp, final)
+    rename_durably(tmp, final)
 
 
 def read(root: Path) -> Projection | None:

@@ -4,7 +4,8 @@ Each actor loads every checkpoint once (`SegmentBuilder`), then takes segments
 from a `ray.util.ActorPool` and writes them straight into the index folder,
 which must be on storage every node can write (NFS, a shared volume). Segments
 are cut exactly as in a local build, so the result equals it, and a killed
-Ray build resumes like a local one. The driver writes the manifest last.
+Ray build resumes like a local one. The driver holds the index's writer lock
+for the whole build and writes the manifest last.
 
 On a real cluster::
 
@@ -28,11 +29,13 @@ from tracinwe.index.build import (
     finish_build,
     load_classifiers,
     make_plan,
+    refuse_foreign_folder,
     segment_ranges,
     start_or_resume,
     validated_examples,
 )
 from tracinwe.index import projection as projection_basis
+from tracinwe.index.lock import writer_lock
 from tracinwe.index.storage import committed_segments
 
 
@@ -89,10 +92,6 @@ def build_index_on_ray(
 
     Starts a local Ray instance unless one is already initialised (``ray.init``).
     """
-    import ray
-    from ray.util import ActorPool
-    from tqdm.auto import tqdm
-
     from tracinwe.index.index import Index
 
     options = {"max_length": max_length, "top_k": top_k, "keep_special_tokens": keep_special_tokens, "batch_size": batch_size}
@@ -101,7 +100,20 @@ def build_index_on_ray(
     examples = validated_examples(tw, texts, labels, ids, text_pairs)
     classifiers = load_classifiers(tw)
     plan = make_plan(tw, classifiers, examples, label_names, dtype, projection_dim, seed, chunk_size or DEFAULT_SEGMENT_SIZE,
-                     projection_method)
+                     projection_method, root=root)
+    refuse_foreign_folder(root)
+    with writer_lock(root):
+        manifest = _build_locked(root, tw, checkpoint_paths, examples, plan, classifiers, options, num_workers, progress)
+    return Index(root, manifest, tw)
+
+
+def _build_locked(root: Path, tw, checkpoint_paths, examples, plan: dict, classifiers: list, options: dict, num_workers: int,
+                  progress: bool) -> dict:
+    """Resume or start the build, run the missing segments on Ray actors, commit the manifest."""
+    import ray
+    from ray.util import ActorPool
+    from tqdm.auto import tqdm
+
     done = set(start_or_resume(root, plan))
     ensure_projection(root, plan, SegmentBuilder(tw, plan, classifiers), examples)  # fitted once, by the driver
     todo = [r for r in segment_ranges(len(examples.texts), plan["settings"]["segment_size"]) if r[0] not in done]
@@ -119,5 +131,4 @@ def build_index_on_ray(
         bar.close()
         for actor in actors:
             ray.kill(actor)
-    manifest = finish_build(root, plan, list(committed_segments(root).values()))
-    return Index(root, manifest, tw)
+    return finish_build(root, plan, list(committed_segments(root).values()))

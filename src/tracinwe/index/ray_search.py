@@ -44,6 +44,8 @@ class RaySearch:
         if not ray.is_initialized():
             ray.init()
         self.index = index
+        for record in index.manifest["segments"]:  # the actors read without checks: hash pending files here, once
+            index._checks.ensure(record)
         shares = np.array_split(np.arange(len(index.manifest["segments"])), max(1, num_workers))
         searcher = _searcher_class()
         self.actors = [searcher.remote(str(index.path), index.manifest, s.tolist()) for s in shares if s.size]

@@ -20,7 +20,8 @@ Layout::
         dense_proj.npy       (n, p)           of the rows above
       projection/            rows.npy (C*d, p), dense.npy (C*T*d, p): the projection's basis
 
-Nothing is written in place: files go to a temporary name and are renamed.
+Nothing is written in place: files go to a temporary name, are fsynced and are
+renamed (`tracinwe.index.durable`); the manifest is written last.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from tracinwe.errors import TracInWEError
+from tracinwe.index.durable import fsync_dir, fsync_file, rename_durably, write_json_atomic  # noqa: F401 (re-exported)
 
 FORMAT = "tracinwe-index"
 FORMAT_VERSION = 2
@@ -44,8 +47,12 @@ BUILD_PLAN = "build-plan.json"
 SEGMENTS = "segments"
 ARRAYS = ("dense", "tokens", "offsets", "postings", "rows", "self_influence")
 PROJECTED = ("rows_proj", "dense_proj")
-#: ``verify="quick"`` hashes files up to this size and checks the size of larger ones.
+#: ``verify="quick"`` hashes files up to this size on open; larger ones are size-checked on open
+#: and hashed on the first touch of their segment.
 QUICK_HASH_LIMIT = 16 << 20
+#: What a manifest may name: segment folders and the files inside them.
+SEGMENT_NAME = re.compile(r"seg-[0-9]{6,}")
+FILE_NAME = re.compile(r"[a-z_]+\.(npy|parquet)")
 
 README = """This directory is a TracIn-WE index built by tracinwe (https://pypi.org/project/tracinwe).
 Open it with `tracinwe.index.Index.open(path)` or query it with `tracinwe query PATH TEXT`.
@@ -72,15 +79,6 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -116,6 +114,7 @@ def write_segment(root: Path, number: int, start: int, arrays: dict[str, np.ndar
     for key, array in arrays.items():
         files[f"{key}.npy"] = save_array(tmp / f"{key}.npy", array)
     pq.write_table(examples_table, tmp / "examples.parquet")
+    fsync_file(tmp / "examples.parquet")
     files["examples.parquet"] = file_record(tmp / "examples.parquet")
     record = {
         "name": name,
@@ -129,10 +128,11 @@ def write_segment(root: Path, number: int, start: int, arrays: dict[str, np.ndar
         json.dump(record, f, indent=2)
         f.flush()
         os.fsync(f.fileno())
+    fsync_dir(tmp)
     final = segments / name
-    if final.exists():
+    if final.exists():  # a leftover no manifest references (writers hold the lock)
         shutil.rmtree(final)
-    os.replace(tmp, final)
+    rename_durably(tmp, final)
     return record
 
 
@@ -153,13 +153,32 @@ def committed_segments(root: Path) -> dict[int, dict]:
 
 
 def remove_stray(root: Path, keep: set[str]) -> None:
-    """Delete temporary folders and segments not listed in ``keep`` (interrupted writes)."""
+    """Delete temporary folders and segments not listed in ``keep`` (interrupted writes).
+
+    Call it holding the writer lock, with ``keep`` = every segment the manifest
+    (or build plan) on disk references: nothing else can be in use.
+    """
     folder = root / SEGMENTS
     if not folder.is_dir():
         return
+    removed = False
     for entry in folder.iterdir():
         if entry.name not in keep:
             shutil.rmtree(entry, ignore_errors=True)
+            removed = True
+    if removed:
+        fsync_dir(folder)
+
+
+def check_names(manifest: dict) -> None:
+    """Raise `IndexFormatError` when a manifest names a segment or file outside the index (``../``, ``/abs``)."""
+    for record in manifest.get("segments") or []:
+        name = record.get("name") if isinstance(record, dict) else None
+        if not isinstance(name, str) or not SEGMENT_NAME.fullmatch(name):
+            raise IndexFormatError(f"the index manifest names segment {name!r}, not a segment name (seg-NNNNNN): rebuild the index")
+        for fname in record.get("files", {}):
+            if not FILE_NAME.fullmatch(fname):
+                raise IndexFormatError(f"the index manifest names file {fname!r} in segment {name}, not an index file: rebuild the index")
 
 
 def save_array(path: Path, array: np.ndarray) -> dict:
@@ -174,6 +193,8 @@ def save_array(path: Path, array: np.ndarray) -> dict:
             digest.update(part)  # releases the GIL on large buffers
             f.write(part)
         size = f.tell()
+        f.flush()
+        os.fsync(f.fileno())
     return {"sha256": digest.hexdigest(), "bytes": size}
 
 
@@ -182,8 +203,12 @@ def file_record(path: Path) -> dict:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
-def verify_files(folder: Path, files: dict[str, dict], full: bool) -> None:
-    """Raise `IndexFormatError` naming the first missing, truncated or corrupted file of ``folder``."""
+def verify_files(folder: Path, files: dict[str, dict], full: bool) -> list[str]:
+    """Raise `IndexFormatError` naming the first missing, truncated or corrupted file of ``folder``.
+
+    Unless ``full``, files over `QUICK_HASH_LIMIT` are only size-checked: returns their names.
+    """
+    unhashed = []
     for fname, info in files.items():
         path = folder / fname
         if not path.is_file():
@@ -193,13 +218,19 @@ def verify_files(folder: Path, files: dict[str, dict], full: bool) -> None:
             raise IndexFormatError(
                 f"index file {str(path)!r} is truncated or damaged ({size} bytes, {info['bytes']} expected): rebuild the index"
             )
-        if (full or size <= QUICK_HASH_LIMIT) and sha256_file(path) != info["sha256"]:
+        if not (full or size <= QUICK_HASH_LIMIT):
+            unhashed.append(fname)
+        elif sha256_file(path) != info["sha256"]:
             raise IndexFormatError(f"index file {str(path)!r} is corrupted (sha256 mismatch): rebuild the index")
+    return unhashed
 
 
-def verify_segment(root: Path, record: dict, full: bool) -> None:
-    """Raise `IndexFormatError` naming the first missing, truncated or corrupted file of a segment."""
-    verify_files(root / SEGMENTS / record["name"], record["files"], full)
+def verify_segment(root: Path, record: dict, full: bool) -> list[str]:
+    """Raise `IndexFormatError` naming the first missing, truncated or corrupted file of a segment.
+
+    Returns the files left unhashed (over `QUICK_HASH_LIMIT`, unless ``full``).
+    """
+    return verify_files(root / SEGMENTS / record["name"], record["files"], full)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1,0 +1,149 @@
+"""Nothing lost, nothing trusted unchecked: durable commits, lazy checksums, manifest names, plan coverage."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import LABELS, TEXTS, tiny_bert
+from tracinwe import TracInWE
+from tracinwe.index import Index, IndexBuildError, IndexFormatError
+from tracinwe.index import storage
+
+TRAIN = TEXTS * 3
+TRAIN_LABELS = [y % 2 for y in LABELS] * 3
+
+
+@pytest.fixture(scope="module")
+def tw(tokenizer):
+    return TracInWE([(tiny_bert(0, 2), 0.1), (tiny_bert(1, 2), 0.03)], tokenizer=tokenizer, top_k=10, max_length=64)
+
+
+@pytest.fixture(scope="module")
+def built(tw, tmp_path_factory):
+    path = tmp_path_factory.mktemp("integrity") / "index"
+    Index.build(path, tw, TRAIN, TRAIN_LABELS, chunk_size=8, progress=False)
+    return path
+
+
+@pytest.fixture()
+def copy(built, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(built, target)
+    return target
+
+
+def final_name(path: str, root: Path) -> str:
+    """A synced path as it ends up in the index (temporary names mapped to their final ones)."""
+    rel = os.path.relpath(path, root)
+    rel = re.sub(r"\.(seg-\d+|projection)\.tmp-\d+", r"\1", rel)
+    return re.sub(r"\.([\w.-]+)\.tmp-\d+$", r"\1", rel)
+
+
+def test_every_file_and_directory_is_synced_before_the_manifest(tw, tmp_path, monkeypatch):
+    synced: list[str] = []
+    real = os.fsync
+
+    def recording(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    root = (tmp_path / "index").resolve()
+    index = Index.build(root, tw, TRAIN, TRAIN_LABELS, chunk_size=8, projection_dim=4, progress=False)
+    index.append(TEXTS[:2], [0, 1], ids=["extra0", "extra1"])
+    order = [final_name(p, root) for p in synced]
+    files = {os.path.relpath(p, root) for p in root.rglob("*") if p.is_file() and p.name != ".lock"}
+    folders = {"."} | {os.path.relpath(p, root) for p in root.rglob("*") if p.is_dir()}
+    assert files - set(order) == set(), "files never synced"
+    assert folders - set(order) == set(), "directories never synced"
+    manifest_syncs = [i for i, name in enumerate(order) if name == "manifest.json"]
+    assert len(manifest_syncs) == 2  # the build's and the append's
+    first_build = order[: manifest_syncs[0]]
+    for name in files - {"manifest.json"}:
+        if not name.startswith("segments/seg-000003"):  # the appended segment comes after the build
+            assert name in first_build, f"{name} synced after the manifest"
+    assert "." in order[manifest_syncs[0]:manifest_syncs[1]] and "." in order[manifest_syncs[1]:]  # the rename of the manifest
+
+
+def test_flipped_byte_in_a_large_file_is_caught_before_a_query(tw, copy, monkeypatch):
+    monkeypatch.setattr(storage, "QUICK_HASH_LIMIT", 1000)  # rows.npy of a segment is larger: checked on first touch
+    target = copy / "segments" / "seg-000001" / "rows.npy"
+    assert target.stat().st_size > storage.QUICK_HASH_LIMIT
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    index = Index.open(copy, tracin=tw)  # quick: the large file is only size-checked here
+    records = tw.capture(TEXTS[:2], [0, 1])
+    errors = []
+
+    def query():
+        try:
+            index.search(records, k=3)
+        except IndexFormatError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=query) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 4 and all(re.search(r"seg-000001/rows\.npy.*corrupted.*rebuild", e) for e in errors)
+    assert "\n" not in errors[0]
+    with pytest.raises(IndexFormatError, match=r"seg-000001/rows\.npy"):
+        index.self_influence()
+
+
+def test_large_files_are_hashed_once_per_segment(tw, built, monkeypatch):
+    monkeypatch.setattr(storage, "QUICK_HASH_LIMIT", 1000)
+    hashed: list[str] = []
+    real = storage.sha256_file
+    monkeypatch.setattr(storage, "sha256_file", lambda path, *a: hashed.append(str(path)) or real(path, *a))
+    index = Index.open(built, tracin=tw)
+    large = [p for p in hashed if Path(p).stat().st_size > 1000]
+    assert large == []  # opening hashes only the small files
+    records = tw.capture(TEXTS[:2], [0, 1])
+    expected = index.search(records, k=3)
+    for _ in range(3):
+        np.testing.assert_array_equal(index.search(records, k=3).proponent_indices, expected.proponent_indices)
+    large = [p for p in hashed if Path(p).stat().st_size > 1000]
+    assert len(large) == len(set(large)) > 0 and any(p.endswith("rows.npy") for p in large)
+
+
+@pytest.mark.parametrize("name", ["../outside", "/tmp/outside", "seg-1/../../outside", "segment-000000"])
+def test_segment_names_outside_the_index_are_refused(tw, copy, name):
+    shutil.copytree(copy / "segments" / "seg-000000", copy / "outside")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["segments"][0]["name"] = name
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="not a segment name"):
+        Index.open(copy, tracin=tw)
+
+
+def test_file_names_outside_the_segment_are_refused(tw, copy):
+    manifest = json.loads((copy / "manifest.json").read_text())
+    files = manifest["segments"][0]["files"]
+    files["../seg-000001/rows.npy"] = files.pop("rows.npy")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="not an index file"):
+        Index.open(copy, tracin=tw)
+
+
+def test_finish_build_checks_the_segments_cover_the_plan(copy):
+    from tracinwe.index.build import finish_build
+
+    manifest = json.loads((copy / "manifest.json").read_text())
+    plan = {k: v for k, v in manifest.items() if k != "segments"}
+    segments = manifest["segments"]
+    shifted = [dict(segments[0], start=1)] + segments[1:]
+    for records in (segments[:-1], segments + segments[-1:], shifted, segments[1:]):
+        with pytest.raises(IndexBuildError, match="do not cover the plan exactly"):
+            finish_build(copy, plan, records)
+    assert finish_build(copy, plan, segments[::-1])["segments"] == segments
