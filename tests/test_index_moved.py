@@ -74,6 +74,11 @@ def test_moved_run_is_re_pointed_with_checkpoints_from(project, tmp_path):
     found = json.loads(out.stdout)["results"][0]["proponents"]
     assert [n["row"] for n in found] == np.argsort(-brute[0], kind="stable")[:2].tolist()
     np.testing.assert_allclose([n["score"] for n in found], np.sort(brute[0])[::-1][:2], rtol=1e-5)
+    for command in (["explain", TEXTS[0], "--index"], ["self-influence", "--index"]):  # every command that opens an index
+        args = [*command, str(root / "index"), "--k", "2", "--json"]
+        assert runner.invoke(app, args).exit_code == 2
+        out = runner.invoke(app, [*args, "--checkpoints-from", str(new_run)])
+        assert out.exit_code == 0, out.output
 
 
 def test_re_pointed_checkpoints_must_match_the_fingerprint(project, tokenizer, tmp_path):

@@ -9,7 +9,7 @@ import typer
 
 from tracinwe.cli.app import app
 from tracinwe.cli.common import (
-    JSON_OPTION, LABEL_COLUMN, PAIR_COLUMN, RUN_INFO_FILE, TEXT_COLUMN, checkpoint_folders, exit_codes, label_ids,
+    CHECKPOINTS_FROM, JSON_OPTION, LABEL_COLUMN, PAIR_COLUMN, RUN_INFO_FILE, TEXT_COLUMN, checkpoint_folders, exit_codes, label_ids,
     load_data, open_index, output_console, print_json, run_training_data, stderr,
 )
 from tracinwe.errors import LabelError, TracInWEError
@@ -165,6 +165,7 @@ def explain(
     label: list[str] = typer.Option(None, help="Explain this label (name or index) instead of the prediction."),
     k: int = typer.Option(5, min=1, help="Proponents and opponents to show."),
     words: int = typer.Option(5, min=0, help="Shared words listed per neighbour."),
+    checkpoints_from: Path = CHECKPOINTS_FROM,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Explain a prediction: its proponents, its opponents and the shared words that carry them.
@@ -179,7 +180,7 @@ def explain(
         if (index is None) == (run_dir is None):
             raise TracInWEError("pass exactly one of --index INDEX or --run-dir RUN_DIR")
         if index is not None:
-            idx = open_index(index)
+            idx = open_index(index, checkpoints_from)
             names = idx.label_names
             with stderr.status(f"explaining {len(texts)} text(s) ..."):
                 results = idx.query(texts, label_ids(label, len(texts), names), k=k, words=words)
@@ -220,6 +221,7 @@ def _explain_from_run(run_dir: Path, texts, label, k, words, data, text_column, 
 def self_influence(
     index: Path = typer.Option(..., help="An index built by `tracinwe index build`."),
     k: int = typer.Option(20, min=1, help="How many examples to list."),
+    checkpoints_from: Path = CHECKPOINTS_FROM,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """The training examples most likely mislabeled: highest self-influence first.
@@ -227,7 +229,7 @@ def self_influence(
     Example: tracinwe self-influence --index mr.index --k 20
     """
     with exit_codes():
-        found = open_index(index).suspicious(k=k)
+        found = open_index(index, checkpoints_from).suspicious(k=k)
     if json_out:
         print_json([n.to_json() for n in found])
         return
@@ -253,6 +255,7 @@ def report(
     out: Path = typer.Option(Path("report.html"), help="The HTML file to write."),
     title: str = typer.Option("TracIn-WE report", help="Page title."),
     seed: int = typer.Option(0, help="Seed for the sample of the test data."),
+    checkpoints_from: Path = CHECKPOINTS_FROM,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Write a self-contained HTML report of test examples, proponents, opponents and suspicious labels.
@@ -265,7 +268,7 @@ def report(
     """
     with exit_codes():
         summary = _write_report(index, data, text_column, label_column, text_pair_column, split, n, mistakes, pool, k,
-                                suspicious, out, title, seed)
+                                suspicious, out, title, seed, checkpoints_from)
     if json_out:
         print_json(summary)
     else:
@@ -273,11 +276,12 @@ def report(
                              f"{summary['suspicious']} suspicious labels")
 
 
-def _write_report(index, data, text_column, label_column, pair_column, split, n, mistakes, pool, k, n_suspicious, out, title, seed) -> dict:
+def _write_report(index, data, text_column, label_column, pair_column, split, n, mistakes, pool, k, n_suspicious, out, title, seed,
+                  checkpoints_from=None) -> dict:
     from tracinwe.report.html import render_report
     from tracinwe.report.selection import pick_examples
 
-    idx = open_index(index)
+    idx = open_index(index, checkpoints_from)
     dataset = load_data(data, text_column, label_column, pair_column, split=split)
     if list(dataset.label_names) != list(idx.label_names):
         raise LabelError(
@@ -314,6 +318,7 @@ def serve(
     port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
     allow_host: list[str] = typer.Option(None, help="A further name the page may be opened by (the Host header); "
                                                      "127.0.0.1, localhost, ::1 and --host are always allowed."),
+    checkpoints_from: Path = CHECKPOINTS_FROM,
 ) -> None:
     """Start the browser explorer on an index: type a sentence, see who supports and opposes it.
 
@@ -330,7 +335,7 @@ def serve(
 
         sock = _listen_socket(host, port)
         try:
-            application = create_app(open_index(index), hosts=[host, *(allow_host or [])])
+            application = create_app(open_index(index, checkpoints_from), hosts=[host, *(allow_host or [])])
             stderr.print(f"explorer on [bold]http://{host}:{port}[/bold] (Ctrl+C to stop)")
             uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="warning")).run(sockets=[sock])
         finally:
