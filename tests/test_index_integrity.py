@@ -136,6 +136,17 @@ def test_file_names_outside_the_segment_are_refused(tw, copy):
         Index.open(copy, tracin=tw)
 
 
+def test_projection_file_names_outside_the_index_are_refused(tw, tmp_path):
+    path = tmp_path / "projected"
+    Index.build(path, tw, TRAIN[:8], TRAIN_LABELS[:8], chunk_size=4, projection_dim=2, progress=False)
+    manifest = json.loads((path / "manifest.json").read_text())
+    files = manifest["projection"]["files"]
+    files["../segments/seg-000000/rows.npy"] = files.pop("rows.npy")
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="not an index file"):
+        Index.open(path, tracin=tw)
+
+
 def test_finish_build_checks_the_segments_cover_the_plan(copy):
     from tracinwe.index.build import finish_build
 

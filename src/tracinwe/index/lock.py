@@ -21,8 +21,12 @@ def writer_lock(root: Path) -> Iterator[None]:
     """Hold the index's writer lock (waits for another writer to finish); creates ``root`` if needed."""
     import fcntl
 
+    from tracinwe.index.durable import fsync_dir
+
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    if not root.is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        fsync_dir(root.parent)
     fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

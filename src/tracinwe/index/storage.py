@@ -105,7 +105,9 @@ def write_segment(root: Path, number: int, start: int, arrays: dict[str, np.ndar
     import pyarrow.parquet as pq
 
     segments = root / SEGMENTS
-    segments.mkdir(parents=True, exist_ok=True)
+    if not segments.is_dir():
+        segments.mkdir(parents=True, exist_ok=True)
+        fsync_dir(root)
     name = segment_name(number)
     tmp = segments / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -179,6 +181,9 @@ def check_names(manifest: dict) -> None:
         for fname in record.get("files", {}):
             if not FILE_NAME.fullmatch(fname):
                 raise IndexFormatError(f"the index manifest names file {fname!r} in segment {name}, not an index file: rebuild the index")
+    for fname in (manifest.get("projection") or {}).get("files", {}):
+        if not FILE_NAME.fullmatch(fname):
+            raise IndexFormatError(f"the index manifest names file {fname!r} of the projection, not an index file: rebuild the index")
 
 
 def save_array(path: Path, array: np.ndarray) -> dict:
