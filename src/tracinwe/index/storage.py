@@ -6,6 +6,7 @@ Layout::
       manifest.json          format version, settings, checkpoints, fingerprint,
                              dense tokens, projection, segments with sha256 + size of every file
       README.txt             what this directory is
+      .lock                  the writer lock builds and appends hold (`tracinwe.index.lock`)
       segments/seg-000000/   one run of examples (committed by an atomic rename)
         examples.parquet     id, text, [text_pair], label
         segment.json         start, counts, checksums of the files below
