@@ -109,14 +109,16 @@ def test_noise_gate_passes_a_stable_recipe_and_flags_a_chaotic_one(task, tmp_pat
 
 def test_balanced_points_are_equal_per_class_and_seeded():
     labels = [0] * 50 + [1] * 30 + [2] * 8 + [3] * 100
-    points = balanced_points(labels, 20, seed=0)
-    counts = np.bincount(np.asarray(labels)[points], minlength=4)
-    assert sorted(counts.tolist()) == [0, 0, 10, 10] and counts[3] == 10 and counts[0] == 10  # the two largest classes
+    points = balanced_points(labels, 20, seed=0)  # 4 classes of 5
+    assert np.bincount(np.asarray(labels)[points], minlength=4).tolist() == [5, 5, 5, 5]
     assert balanced_points(labels, 20, seed=0) == points and balanced_points(labels, 20, seed=1) != points
-    three = balanced_points(labels, 30, seed=0)  # 3 classes of 10: 0, 1, 3
-    assert np.bincount(np.asarray(labels)[three], minlength=4).tolist() == [10, 10, 0, 10]
+    ten = balanced_points(labels, 10, seed=0, min_per_class=5)  # the two largest classes: 3 and 0
+    assert np.bincount(np.asarray(labels)[ten], minlength=4).tolist() == [5, 0, 0, 5]
+    big = balanced_points(labels, 40, seed=0)  # 10 per class would need class 2 (8): three classes of 13
+    assert np.bincount(np.asarray(labels)[big], minlength=4).tolist() == [13, 13, 0, 13]
+    assert len(balanced_points([0, 1], 2)) == 2
     with pytest.raises(TracInWEError, match="fewer"):
-        balanced_points(labels, 40, seed=0, min_per_class=10)  # 4 classes x 10, class 2 has 8
+        balanced_points([0, 0, 0], 5)
     assert saturated_count([0.5, 0.9995, 1.0, 0.999]) == 2
 
 

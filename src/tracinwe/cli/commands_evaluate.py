@@ -9,6 +9,7 @@ import typer
 
 from tracinwe.cli.app import app
 from tracinwe.errors import TracInWEError
+from tracinwe.report.terminal import literal, markup_safe, visible
 
 evaluate_app = typer.Typer(
     help="Evaluate influence methods by retraining: case deletion (DEL+/DEL-, AUC-DEL) against the baselines.",
@@ -19,8 +20,9 @@ app.add_typer(evaluate_app, name="evaluate")
 
 def _fail(exc: Exception) -> None:
     from rich.console import Console
+    from rich.text import Text
 
-    Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(Text.assemble(("error:", "red"), " ", literal(exc)), highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -32,19 +34,24 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 
 def _setup(data, n_train, n_heldout, test_points, ks, seeds, methods, architecture, epochs, learning_rate, batch_size,
-           max_length, dim, device, data_seed):
+           max_length, dim, device, data_seed, text_column=None, label_column=None, subsets=64, default_methods=None):
     from tracinwe.evaluate.experiment import DEFAULT_METHODS, ExperimentSetup
-    from tracinwe.evaluate.small_training import SmallModelConfig
+    from tracinwe.evaluate.small_training import stable_config
 
-    model = SmallModelConfig(architecture=architecture, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
-                             max_length=max_length, dim=dim, channels=dim, device=device)
+    model = stable_config(architecture, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+                          max_length=max_length, dim=dim, channels=dim, device=device)
     return ExperimentSetup(source=data, n_train=n_train, n_heldout=n_heldout, n_test_points=test_points,
                            ks=_ints(ks, "--ks"), seeds=_ints(seeds, "--seeds"),
-                           methods=tuple(methods.split(",")) if methods else DEFAULT_METHODS, model=model, data_seed=data_seed)
+                           methods=tuple(m for m in methods.split(",") if m) if methods else (default_methods or DEFAULT_METHODS),
+                           model=model, data_seed=data_seed, text_column=text_column, label_column=label_column,
+                           n_subsets=subsets)
 
 
 _DATA = typer.Option("bundled:sms-spam", "--data", help="Data source: bundled:<name>, a csv/jsonl/parquet file or an HF name.")
-_ARCH = typer.Option("cnn", help="Model retrained from scratch: cnn (TokenCNN over BERT ids) or bert-small.")
+_ARCH = typer.Option("cnn", "--model", "--architecture",
+                     help="Model retrained on each subset: cnn (TokenCNN over BERT ids, from scratch), bert-small "
+                          "(from scratch), minilm-l2 or minilm-l6 (the bundled pretrained MiniLM, fine-tuned).")
+_RECIPE = "(default: the model's stable recipe, see docs/evaluation.md)"
 
 
 @evaluate_app.command("deletion")
@@ -52,15 +59,15 @@ def deletion(
     data: str = _DATA,
     n_train: int = typer.Option(1500, help="Training examples (retrains take seconds at this size)."),
     n_heldout: int = typer.Option(500, help="Held-out examples (accuracy; test points are drawn from them)."),
-    test_points: int = typer.Option(12, help="Test points whose predictions are explained and moved."),
+    test_points: int = typer.Option(20, help="Test points, equally many per class, fixed before any scoring."),
     ks: str = typer.Option("10,30,60,100", help="Numbers of deleted training examples."),
-    seeds: str = typer.Option("0,1", help="Retraining seeds; each retrain is paired with a full run of its seed."),
+    seeds: str = typer.Option("0,1", help="Seeds; each seed's run is scored with its own checkpoints and paired with its retrains."),
     methods: str = typer.Option("", help="Comma-separated methods (default: TracIn-WE, TracIn-WE-Top10, TracIn-last, "
                                          "Representer, IF-last, Grad-Cos-last, TF-IDF, TracIn-middle; also: random)."),
     architecture: str = _ARCH,
-    epochs: int = typer.Option(3),
-    learning_rate: float = typer.Option(0.1, help="SGD learning rate (momentum 0.9)."),
-    batch_size: int = typer.Option(64),
+    epochs: int = typer.Option(None, help=f"Training epochs {_RECIPE}."),
+    learning_rate: float = typer.Option(None, help=f"Learning rate {_RECIPE}."),
+    batch_size: int = typer.Option(None, help=f"Batch size {_RECIPE}."),
     max_length: int = typer.Option(48, help="Tokens per text."),
     dim: int = typer.Option(64, help="CNN embedding width and channels."),
     device: str = typer.Option("auto", help="auto (cuda when available), cpu or cuda."),
@@ -72,18 +79,20 @@ def deletion(
 ) -> None:
     """Case deletion: delete each method's top-k proponents (DEL+) / opponents (DEL-), retrain, measure p(gold).
 
-    Every retrain is cached in --out, so an interrupted run resumes where it stopped.
+    The retraining noise is measured first. Every retrain is cached in --out, so an interrupted
+    run resumes where it stopped.
+
+    Example: tracinwe evaluate deletion --data bundled:sms-spam --test-points 20 --ks 30,100 --out del-sms
     """
     from rich.console import Console
 
-    from tracinwe.evaluate.experiment import save_result
+    from tracinwe.evaluate.experiment import run_deletion_experiment, save_result
+    from tracinwe.evaluate.noise import NoiseReport
 
     try:
         setup = _setup(data, n_train, n_heldout, test_points, ks, seeds, methods, architecture, epochs, learning_rate,
                        batch_size, max_length, dim, device, data_seed)
-        from tracinwe.evaluate.deletion import run_case_deletion  # noqa: F401  (import errors surface here)
-
-        result, info = _run(setup, out, workers, time_limit or None, not as_json)
+        result, info = run_deletion_experiment(setup, out, workers, not as_json, time_limit_s=time_limit or None)
     except TracInWEError as exc:
         _fail(exc)
         return
@@ -92,20 +101,72 @@ def deletion(
         typer.echo(json.dumps({"experiment": info, **result.to_json()}, indent=1))
         return
     console = Console()
-    console.print(result.rich_table(f"{data} (held-out accuracy {info['heldout_accuracy_seed0']:.3f})"))
-    console.print(f"results and configuration: {out / 'results.json'}")
+    console.print(result.rich_table(f"{markup_safe(data)} (held-out accuracy {info['heldout_accuracy']:.3f})"))
+    console.print(literal(NoiseReport.from_json(result.settings["noise_gate"]).message()))
+    console.print(literal(f"results and configuration: {out / 'results.json'}"))
 
 
-def _run(setup, out: Path, workers: int, time_limit: float | None, progress: bool):
-    from tracinwe.evaluate.deletion import run_case_deletion
-    from tracinwe.evaluate.experiment import experiment_info, method_scores, prepare_experiment
+@evaluate_app.command("lds")
+def lds(
+    data: str = _DATA,
+    text_column: str = typer.Option(None, help="Text column of a CSV/JSONL/Parquet file (default: text)."),
+    label_column: str = typer.Option(None, help="Label column of a file (default: label)."),
+    n_train: int = typer.Option(2000, help="Training examples (sampled, stratified, from the source)."),
+    n_heldout: int = typer.Option(500, help="Held-out examples: test points and accuracy come from them."),
+    test_points: int = typer.Option(60, help="Test points, equally many per class, fixed before any scoring."),
+    subsets: int = typer.Option(64, help="Random half-size training subsets, each retrained per seed."),
+    seeds: str = typer.Option("0,1", help="Seeds; each seed's run is scored with its own checkpoints."),
+    methods: str = typer.Option("", help="Comma-separated methods (default: TracIn-WE, TracIn-WE-Top10, TracIn-last, "
+                                         "TF-IDF, Grad-Cos-last, random; also Representer, IF-last, TracIn-middle, "
+                                         "TracIn@<parameter block>)."),
+    architecture: str = _ARCH,
+    quick: bool = typer.Option(False, "--quick", help="32 subsets, one seed, the primary methods: a first answer in minutes."),
+    epochs: int = typer.Option(None, help=f"Training epochs {_RECIPE}."),
+    learning_rate: float = typer.Option(None, help=f"Learning rate {_RECIPE}."),
+    batch_size: int = typer.Option(None, help=f"Batch size {_RECIPE}."),
+    max_length: int = typer.Option(48, help="Tokens per text."),
+    device: str = typer.Option("auto", help="auto (cuda when available), cpu or cuda."),
+    workers: int = typer.Option(2, help="Parallel retraining processes."),
+    data_seed: int = typer.Option(0, help="Seed of the split, the sample, the test points and the subsets."),
+    out: Path = typer.Option(Path("lds-eval"), help="Folder: cached retrains, scores, results.json, lds.png."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON instead of a table."),
+) -> None:
+    """Which method should I trust here? LDS of each method on your data, with a recommendation.
 
-    prepared = prepare_experiment(setup)
-    scores = method_scores(prepared, out, progress)
-    info = experiment_info(prepared)
-    result = run_case_deletion(prepared.task.train, prepared.task.evaluate, scores, prepared.points, prepared.point_labels,
-                               setup.ks, setup.seeds, out, workers, config=info, progress=progress, time_limit_s=time_limit)
-    return result, info
+    LDS (the linear datamodeling score of TRAK, dattri and kronfluence): retrain on random halves
+    of the training set and check, per test point, how well each method's summed scores rank the
+    retrained models' gold log-odds (Spearman; 1 is perfect, 0 is chance). Retrains are cached in
+    --out: a rerun resumes.
+
+    Example: tracinwe evaluate lds --data my.csv --text-column review --label-column stars --quick --out lds-my
+    """
+    from rich.console import Console
+
+    from tracinwe.evaluate.experiment import run_lds_experiment, save_result
+    from tracinwe.evaluate.noise import NoiseReport
+    from tracinwe.evaluate.plots import plot_lds
+
+    default = ("TracIn-WE", "TracIn-WE-Top10", "TracIn-last", "TF-IDF", "Grad-Cos-last", "random")
+    if quick:
+        subsets, seeds = min(subsets, 32), seeds.split(",")[0]
+        default = ("TracIn-WE", "TracIn-last", "TF-IDF", "random")
+    try:
+        setup = _setup(data, n_train, n_heldout, test_points, "1", seeds, methods, architecture, epochs, learning_rate,
+                       batch_size, max_length, 64, device, data_seed, text_column, label_column, subsets, default)
+        result, info = run_lds_experiment(setup, out, workers, not as_json)
+    except TracInWEError as exc:
+        _fail(exc)
+        return
+    save_result(result, info, out / "results.json")
+    plot_lds(result, out / "lds.png", title=f"LDS on {visible(data)}")
+    if as_json:
+        typer.echo(json.dumps({"experiment": info, **result.to_json()}, indent=1))
+        return
+    console = Console()
+    console.print(result.rich_table(f"LDS, {markup_safe(data)} (held-out accuracy {info['heldout_accuracy']:.3f})"))
+    console.print(literal(NoiseReport.from_json(info["noise_gate"]).message()))
+    console.print(literal(result.recommendation()), style="bold")
+    console.print(literal(f"results: {out / 'results.json'}, plot: {out / 'lds.png'}"))
 
 
 @app.command("fix")
@@ -121,9 +182,9 @@ def fix(
     low: float = typer.Option(0.3, help="Only mistakes with gold-class probability >= low ..."),
     high: float = typer.Option(0.7, help="... and <= high."),
     architecture: str = _ARCH,
-    epochs: int = typer.Option(3),
-    learning_rate: float = typer.Option(0.1),
-    batch_size: int = typer.Option(64),
+    epochs: int = typer.Option(None, help=f"Training epochs {_RECIPE}."),
+    learning_rate: float = typer.Option(None, help=f"Learning rate {_RECIPE}."),
+    batch_size: int = typer.Option(None, help=f"Batch size {_RECIPE}."),
     max_length: int = typer.Option(48),
     dim: int = typer.Option(64),
     device: str = typer.Option("auto"),
@@ -146,7 +207,7 @@ def fix(
 
     try:
         experiment = _setup(data, n_train, n_heldout, 1, "1", str(seed), "", architecture, epochs, learning_rate,
-                            batch_size, max_length, dim, device, data_seed)
+                            batch_size, max_length, dim, device, data_seed, default_methods=("random",))
         setup = FixSetup(experiment, delete_count, mask_count, tuple(m for m in delete_methods.split(",") if m),
                          tuple(m for m in mask_methods.split(",") if m), low, high, max_cases, workers=workers)
         report = run_fix_experiment(setup, progress=not as_json)
@@ -162,4 +223,4 @@ def fix(
     if not report["cases"]:
         console.print(f"no misclassified held-out example has a gold-class probability in [{low}, {high}]: nothing to fix")
         return
-    console.print(fix_table(report["summary"], f"{data}: {len(report['cases'])} mistakes, held-out accuracy {report['heldout_accuracy']:.3f}"))
+    console.print(fix_table(report["summary"], f"{markup_safe(data)}: {len(report['cases'])} mistakes, held-out accuracy {report['heldout_accuracy']:.3f}"))

@@ -1,7 +1,12 @@
-"""A case-deletion experiment on a real data set, end to end: data, model, methods, scores, retrains.
+"""Evaluation experiments on a real data set, end to end: data, balanced points, per-seed runs, scores, retrains.
 
-This is the orchestration behind ``tracinwe evaluate deletion`` and
-``benchmarks/bench_deletion.py``; the protocol itself is `run_case_deletion`.
+This is the orchestration behind ``tracinwe evaluate deletion|lds`` and the
+benchmarks. For every seed the full run is trained and scored with *its own*
+checkpoints; each retrain is paired with the full run of its seed. Test points
+are class-balanced and fixed from the labels before any model is trained.
+Retraining noise is measured first (`tracinwe.evaluate.noise`). Every retrain
+goes through one `RetrainRunner` per experiment folder, so deletion and LDS
+share their full runs and an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -15,33 +20,33 @@ from pathlib import Path
 import numpy as np
 
 from tracinwe.errors import TracInWEError
-from tracinwe.evaluate.baselines import (
-    GradCosLastLayer,
-    InfluenceFunctionLastLayer,
-    InfluenceMethod,
-    RandomInfluence,
-    RepresenterPoints,
-    TfIdfVariant,
-    TracInLastLayer,
-    TracInLayer,
-    TracInWEMethod,
-)
-from tracinwe.evaluate.deletion import DEFAULT_KS, run_case_deletion, write_json_atomic
+from tracinwe.evaluate.baselines import InfluenceMethod
+from tracinwe.evaluate.deletion import DEFAULT_KS, run_case_deletion
 from tracinwe.evaluate.deletion_report import DeletionResult
+from tracinwe.evaluate.lds import LDSResult, run_lds
+from tracinwe.evaluate.noise import NOISE_THRESHOLD, measure_noise
+from tracinwe.evaluate.points import balanced_points, saturated_count
+from tracinwe.evaluate.registry import MethodContext, build_methods as build_registered, check_method_names
+from tracinwe.evaluate.retrain import RetrainRunner
 from tracinwe.evaluate.small_training import SmallModelConfig, SmallRun, SmallTask, as_classifier, checkpoint_models
+from tracinwe.io import save_npy_atomic, write_json_atomic
 
 #: Methods of the paper's table plus the layer comparison; "random" is also available.
 DEFAULT_METHODS = ("TracIn-WE", "TracIn-WE-Top10", "TracIn-last", "Representer", "IF-last", "Grad-Cos-last", "TF-IDF", "TracIn-middle")
-KNOWN_METHODS = DEFAULT_METHODS + ("random",)
+#: The primary methods of the powered deletion runs.
+PRIMARY_METHODS = ("TracIn-WE", "TracIn-last", "TF-IDF", "random")
 #: The middle parameter block compared with the embeddings, per architecture.
-MIDDLE_LAYER = {"cnn": "conv1", "bert-small": "bert.encoder.layer.0"}
+MIDDLE_LAYER = {"cnn": "conv1", "bert-small": "bert.encoder.layer.0", "minilm-l2": "bert.encoder.layer.0",
+                "minilm-l6": "bert.encoder.layer.2"}
 
 
 @dataclass
 class ExperimentSetup:
-    """Everything that defines a case-deletion run; saved as JSON beside its results."""
+    """Everything that defines an evaluation run; saved as JSON beside its results."""
 
     source: str = "bundled:sms-spam"
+    text_column: str | None = None  # for files: which columns hold the text and the label
+    label_column: str | None = None
     n_train: int = 1500
     n_test_points: int = 12
     n_heldout: int = 500
@@ -52,55 +57,21 @@ class ExperimentSetup:
     methods: tuple[str, ...] = DEFAULT_METHODS
     middle_layer: str | None = None
     model: SmallModelConfig = field(default_factory=SmallModelConfig)
+    noise_threshold: float = NOISE_THRESHOLD
+    noise_repeats: int = 3
+    n_subsets: int = 64
+    subset_fraction: float = 0.5
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in KNOWN_METHODS and not m.startswith("TracIn-WE-Top")]
-        if unknown:
-            raise TracInWEError(f"unknown methods {unknown}: pick from {list(KNOWN_METHODS)} (or TracIn-WE-Top<k>)")
-        self.ks, self.seeds, self.methods = tuple(self.ks), tuple(self.seeds), tuple(self.methods)
+        self.ks, self.seeds, self.methods = tuple(self.ks), tuple(self.seeds), check_method_names(tuple(self.methods))
+        if not self.seeds:
+            raise TracInWEError("no seeds given: pass at least one, e.g. --seeds 0,1")
 
     def to_json(self) -> dict:
         out = asdict(self)
         out["model"] = self.model.to_json()
         out["middle_layer"] = self.middle_layer or MIDDLE_LAYER[self.model.architecture]
         return out
-
-
-@dataclass
-class PreparedExperiment:
-    """Data, tensors and the full-data run whose checkpoints the methods use."""
-
-    setup: ExperimentSetup
-    task: SmallTask
-    train_texts: list[str]
-    train_labels: list[int]
-    heldout_texts: list[str]
-    heldout_labels: list[int]
-    points: list[int]  # test points: positions in the held-out set
-    label_names: list[str]
-    run: SmallRun
-    tokenizer: object
-
-    @property
-    def point_texts(self) -> list[str]:
-        return [self.heldout_texts[i] for i in self.points]
-
-    @property
-    def point_labels(self) -> list[int]:
-        return [self.heldout_labels[i] for i in self.points]
-
-    def heldout_accuracy(self) -> float:
-        probs = self.task.evaluate(self.run.model, range(len(self.heldout_texts)))
-        return float((probs.argmax(1) == np.asarray(self.heldout_labels)).mean())
-
-
-def load_tokenizer(folder: str | Path | None = None):
-    """The MiniLM (BERT uncased) WordPiece tokenizer, offline (or the one saved in ``folder``)."""
-    from transformers import AutoTokenizer
-
-    from tracinwe.models.pretrained import minilm_l6_path
-
-    return AutoTokenizer.from_pretrained(folder or minilm_l6_path())
 
 
 @dataclass
@@ -117,110 +88,206 @@ class DataSplit:
         return asdict(self)
 
 
+@dataclass
+class PreparedExperiment:
+    """Data, tensors, the fixed test points and (trained on demand) each seed's full run."""
+
+    setup: ExperimentSetup
+    task: SmallTask
+    data: DataSplit
+    points: list[int]  # test points: positions in the held-out set
+    tokenizer: object
+    runs: dict[int, SmallRun] = field(default_factory=dict)
+
+    @property
+    def train_texts(self) -> list[str]:
+        return self.data.train_texts
+
+    @property
+    def train_labels(self) -> list[int]:
+        return self.data.train_labels
+
+    @property
+    def heldout_texts(self) -> list[str]:
+        return self.data.heldout_texts
+
+    @property
+    def heldout_labels(self) -> list[int]:
+        return self.data.heldout_labels
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.data.label_names
+
+    @property
+    def point_texts(self) -> list[str]:
+        return [self.heldout_texts[i] for i in self.points]
+
+    @property
+    def point_labels(self) -> list[int]:
+        return [self.heldout_labels[i] for i in self.points]
+
+    def full_run(self, seed: int) -> SmallRun:
+        """The run of ``seed`` on all training rows, with its checkpoints (trained once)."""
+        if seed not in self.runs:
+            self.runs[seed] = self.task.full_run(seed)
+        return self.runs[seed]
+
+    @property
+    def run(self) -> SmallRun:
+        """The first seed's full run."""
+        return self.full_run(self.setup.seeds[0])
+
+    def heldout_accuracy(self, seed: int) -> float:
+        probs = self.task.evaluate(self.full_run(seed).model, range(len(self.heldout_texts)))
+        return float((probs.argmax(1) == np.asarray(self.heldout_labels)).mean())
+
+    def retrain_recipe(self) -> dict:
+        """What fixes a retrain's outcome: data, model and recipe, evaluated rows (not methods or k)."""
+        s = self.setup
+        return {"source": s.source, "text_column": s.text_column, "label_column": s.label_column, "n_train": s.n_train, "n_heldout": s.n_heldout, "test_fraction": s.test_fraction,
+                "data_seed": s.data_seed, "model": s.model.to_json(), "eval_rows": self.points}
+
+
+def load_tokenizer(folder: str | Path | None = None):
+    """The MiniLM (BERT uncased) WordPiece tokenizer, offline (or the one saved in ``folder``)."""
+    from transformers import AutoTokenizer
+
+    from tracinwe.models.pretrained import minilm_l6_path
+
+    return AutoTokenizer.from_pretrained(folder or minilm_l6_path())
+
+
 def split_data(setup: ExperimentSetup) -> DataSplit:
     """Load and dedupe the source, split it (stratified, seeded) and sample both sides."""
     from tracinwe.data import load_dataset_source
 
-    data = load_dataset_source(setup.source).dedupe()
+    data = load_dataset_source(setup.source, text_column=setup.text_column, label_column=setup.label_column).dedupe()
     train, heldout = data.split(setup.test_fraction, seed=setup.data_seed)
     train, heldout = train.sample(setup.n_train, seed=setup.data_seed), heldout.sample(setup.n_heldout, seed=setup.data_seed)
     return DataSplit(train.texts, train.labels, heldout.texts, heldout.labels, data.label_names)
 
 
 def prepare_experiment(setup: ExperimentSetup, tokenizer=None, data: DataSplit | None = None) -> PreparedExperiment:
-    """Split the data (unless given); tokenize once; train the full run of the first seed."""
+    """Split the data (unless given), tokenize once, fix the class-balanced test points. Trains nothing."""
     tokenizer = tokenizer or load_tokenizer()
     data = data or split_data(setup)
-    if setup.n_test_points > len(data.heldout_texts):
-        raise TracInWEError(f"{setup.n_test_points} test points but only {len(data.heldout_texts)} held-out examples: ask for fewer")
     if max(setup.ks) >= len(data.train_texts):
         raise TracInWEError(f"k up to {max(setup.ks)} but only {len(data.train_texts)} training examples: scale the k grid down")
-    config = replace(setup.model, num_classes=len(data.label_names))
-    setup.model = config
-    task = SmallTask.from_texts(config, tokenizer, data.train_texts, data.train_labels, data.heldout_texts, data.heldout_labels)
-    rng = np.random.default_rng([setup.data_seed, 7])
-    points = sorted(int(i) for i in rng.choice(len(data.heldout_texts), size=setup.n_test_points, replace=False))
-    run = task.full_run(setup.seeds[0])
-    return PreparedExperiment(setup, task, list(data.train_texts), list(data.train_labels), list(data.heldout_texts),
-                              list(data.heldout_labels), points, list(data.label_names), run, tokenizer)
+    setup = replace(setup, model=replace(setup.model, num_classes=len(data.label_names)))
+    task = SmallTask.from_texts(setup.model, tokenizer, data.train_texts, data.train_labels, data.heldout_texts, data.heldout_labels)
+    points = balanced_points(data.heldout_labels, setup.n_test_points, seed=setup.data_seed)
+    return PreparedExperiment(setup, task, data, points, tokenizer)
 
 
-def build_methods(prepared: PreparedExperiment, names: Sequence[str] | None = None) -> list[InfluenceMethod]:
-    """The named methods, all on the checkpoints of the prepared full run."""
-    setup, config = prepared.setup, prepared.setup.model
-    models = [(as_classifier(m, prepared.tokenizer, config.max_length), lr) for m, lr in checkpoint_models(config, prepared.run)]
-    common = dict(tokenizer=prepared.tokenizer, max_length=config.max_length)
-    middle = setup.middle_layer or MIDDLE_LAYER[config.architecture]
-    out: list[InfluenceMethod] = []
-    for name in names or setup.methods:
-        if name == "TracIn-WE":
-            out.append(TracInWEMethod.from_models(models, batch_size=64, **common))
-        elif name.startswith("TracIn-WE-Top"):
-            out.append(TracInWEMethod.from_models(models, top_k=int(name.removeprefix("TracIn-WE-Top")), batch_size=64, **common))
-        elif name == "TracIn-middle":
-            method = TracInLayer(middle, models, **common)
-            method.name = "TracIn-middle"
-            out.append(method)
-        else:
-            cls = {"TracIn-last": TracInLastLayer, "Representer": RepresenterPoints, "IF-last": InfluenceFunctionLastLayer,
-                   "Grad-Cos-last": GradCosLastLayer, "TF-IDF": TfIdfVariant}.get(name)
-            out.append(RandomInfluence(seed=setup.data_seed) if name == "random" else cls(models, **common))
-    return out
+def method_context(prepared: PreparedExperiment, seed: int) -> MethodContext:
+    """The checkpoints of ``seed``'s full run, ready for any registered method."""
+    config = prepared.setup.model
+    models = [(as_classifier(m, prepared.tokenizer, config.max_length), lr)
+              for m, lr in checkpoint_models(config, prepared.full_run(seed))]
+    return MethodContext(models, prepared.tokenizer, config.max_length, seed,
+                         prepared.setup.middle_layer or MIDDLE_LAYER[config.architecture])
 
 
-def method_scores(prepared: PreparedExperiment, cache_dir: str | Path | None = None, progress: bool = True) -> dict[str, np.ndarray]:
-    """Every method's (n_points, n_train) scores on the gold labels, cached as ``scores/<name>.npy``."""
+def build_methods(prepared: PreparedExperiment, names: Sequence[str] | None = None, seed: int | None = None) -> list[InfluenceMethod]:
+    """The named methods on the checkpoints of ``seed``'s full run (the first seed by default)."""
+    seed = prepared.setup.seeds[0] if seed is None else seed
+    return build_registered(names or prepared.setup.methods, method_context(prepared, seed))
+
+
+def method_scores(prepared: PreparedExperiment, cache_dir: str | Path | None = None, progress: bool = True,
+                  seed: int | None = None, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Each method's (n_points, n_train) scores on the gold labels, from ``seed``'s own checkpoints (cached)."""
     from tqdm.auto import tqdm
 
-    recipe = _recipe(prepared.setup)
-    folder = Path(cache_dir) / "scores" if cache_dir is not None else None
+    seed = prepared.setup.seeds[0] if seed is None else seed
+    recipe = hashlib.sha256(json.dumps(prepared.retrain_recipe(), sort_keys=True).encode()).hexdigest()[:12]
+    folder = Path(cache_dir) / "scores" / f"seed{seed}" if cache_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     out = {}
-    for method in tqdm(build_methods(prepared), desc="influence scores", unit="method", disable=not progress):
-        path = folder / f"{method.name}.{recipe}.npy" if folder is not None else None
+    names = list(names or prepared.setup.methods)
+    for name in tqdm(names, desc=f"influence scores (seed {seed})", unit="method", disable=not progress):
+        path = folder / f"{name}.{recipe}.npy" if folder is not None else None
         if path is not None and path.is_file():
-            out[method.name] = np.load(path)
+            out[name] = np.load(path)
             continue
+        method = build_registered([name], method_context(prepared, seed))[0]
         scores = method.scores(prepared.train_texts, prepared.train_labels, prepared.point_texts, prepared.point_labels)
         if path is not None:
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, scores)
-            tmp.replace(path)
-        out[method.name] = scores
+            save_npy_atomic(path, scores)
+        out[name] = scores
     return out
 
 
-def _recipe(setup: ExperimentSetup) -> str:
-    return hashlib.sha256(json.dumps(setup.to_json(), sort_keys=True).encode()).hexdigest()[:12]
+def scores_by_seed(prepared: PreparedExperiment, cache_dir: str | Path | None, progress: bool = True,
+                   names: Sequence[str] | None = None) -> dict[int, dict[str, np.ndarray]]:
+    return {s: method_scores(prepared, cache_dir, progress, s, names) for s in prepared.setup.seeds}
 
 
-def run_deletion_experiment(
-    setup: ExperimentSetup, cache_dir: str | Path, workers: int = 1, progress: bool = True, tokenizer=None,
-) -> tuple[DeletionResult, dict]:
-    """Prepare, score, run (or resume) the retrains; returns the result and the run's description."""
-    prepared = prepare_experiment(setup, tokenizer)
-    scores = method_scores(prepared, cache_dir, progress)
-    info = experiment_info(prepared)
-    result = run_case_deletion(prepared.task.train, prepared.task.evaluate, scores, prepared.points, prepared.point_labels,
-                               setup.ks, setup.seeds, cache_dir, workers, config=info, progress=progress)
-    return result, info
+def retrain_runner(prepared: PreparedExperiment, cache_dir: str | Path, workers: int = 1) -> RetrainRunner:
+    """The experiment folder's one runner: evaluates the test points of every retrain."""
+    return RetrainRunner(prepared.task.train, prepared.task.evaluate, len(prepared.train_texts), prepared.points,
+                         cache_dir, prepared.retrain_recipe(), workers)
 
 
 def experiment_info(prepared: PreparedExperiment) -> dict:
-    """The setup plus what the data and model turned out to be (saved beside the results)."""
-    probs = prepared.task.evaluate(prepared.run.model, prepared.points)
+    """The setup plus what the data and models turned out to be, per seed (saved beside the results)."""
+    seeds = prepared.setup.seeds
+    gold = {s: prepared.task.evaluate(prepared.full_run(s).model, prepared.points)[np.arange(len(prepared.points)),
+                                                                                  prepared.point_labels].tolist()
+            for s in seeds}
+    accuracy = {str(s): prepared.heldout_accuracy(s) for s in seeds}
     return {
         "setup": prepared.setup.to_json(),
         "label_names": prepared.label_names,
         "n_train": len(prepared.train_texts),
         "n_heldout": len(prepared.heldout_texts),
-        "heldout_accuracy_seed0": prepared.heldout_accuracy(),
-        "test_points_gold_probability_seed0": probs[np.arange(len(prepared.points)), prepared.point_labels].tolist(),
+        "test_points": prepared.points,
+        "test_point_labels": prepared.point_labels,
+        "points_per_class": np.bincount(prepared.point_labels, minlength=len(prepared.label_names)).tolist(),
+        "heldout_accuracy_by_seed": accuracy,
+        "heldout_accuracy": float(np.mean(list(accuracy.values()))),
+        "test_points_gold_probability_by_seed": {str(s): v for s, v in gold.items()},
+        "saturated_points_by_seed": {str(s): saturated_count(v) for s, v in gold.items()},
         "device": prepared.setup.model.run_device,
     }
 
 
-def save_result(result: DeletionResult, info: dict, path: str | Path) -> None:
+def run_deletion_experiment(
+    setup: ExperimentSetup, cache_dir: str | Path, workers: int = 1, progress: bool = True, tokenizer=None,
+    time_limit_s: float | None = None, data: DataSplit | None = None,
+) -> tuple[DeletionResult, dict]:
+    """Prepare, score every seed's run with its own checkpoints, run (or resume) the retrains."""
+    prepared = prepare_experiment(setup, tokenizer, data)
+    scores = scores_by_seed(prepared, cache_dir, progress)
+    info = experiment_info(prepared)
+    result = run_case_deletion(prepared.task.train, prepared.task.evaluate, scores, prepared.points, prepared.point_labels,
+                               setup.ks, setup.seeds, cache_dir, workers, config=prepared.retrain_recipe(), progress=progress,
+                               time_limit_s=time_limit_s, noise_threshold=setup.noise_threshold,
+                               noise_repeats=setup.noise_repeats)
+    return result, info
+
+
+def run_lds_experiment(
+    setup: ExperimentSetup, cache_dir: str | Path, workers: int = 1, progress: bool = True, tokenizer=None,
+    time_limit_s: float | None = None, data: DataSplit | None = None,
+) -> tuple[LDSResult, dict]:
+    """The noise gate (deleting 5% of the data at random), then LDS of every method, per seed."""
+    prepared = prepare_experiment(replace(setup, ks=(1,)), tokenizer, data)
+    runner = retrain_runner(prepared, cache_dir, workers)
+    k = max(1, len(prepared.train_texts) // 20)
+    noise = measure_noise(runner, range(len(prepared.points)), prepared.point_labels, k, setup.seeds,
+                          setup.noise_repeats, setup.noise_threshold, progress=progress)
+    if not noise.passed:
+        print(f"WARNING: {noise.message()}")
+    scores = scores_by_seed(prepared, cache_dir, progress)
+    info = {**experiment_info(prepared), "noise_gate": noise.to_json()}
+    result = run_lds(runner, scores, range(len(prepared.points)), prepared.point_labels, setup.n_subsets,
+                     setup.subset_fraction, setup.data_seed, progress, time_limit_s, settings=info)
+    return result, info
+
+
+def save_result(result: DeletionResult | LDSResult, info: dict, path: str | Path) -> None:
     """Results and their configuration in one JSON file (atomic)."""
     write_json_atomic(Path(path), {"experiment": info, **result.to_json()})

@@ -237,30 +237,12 @@ class MislabelReport:
 
 def self_influence_methods(models, tokenizer, names: Sequence[str], config: SmallModelConfig,
                            middle_layer: str | None = None, seed: int = 0) -> list:
-    """The named methods on ``[(model, lr), ...]`` (baselines of `tracinwe.evaluate.baselines`)."""
-    from tracinwe.evaluate.baselines import LossSelfInfluence, RandomInfluence, TracInLastLayer, TracInLayer, TracInWEMethod
+    """The named methods on ``[(model, lr), ...]``, from the one registry (`tracinwe.evaluate.registry`)."""
     from tracinwe.evaluate.experiment import MIDDLE_LAYER
+    from tracinwe.evaluate.registry import MethodContext, build_methods
 
-    common = dict(tokenizer=tokenizer, max_length=config.max_length)
-    out = []
-    for name in names:
-        if name == "TracIn-WE":
-            out.append(TracInWEMethod.from_models(models, batch_size=64, **common))
-        elif name.startswith("TracIn-WE-Top"):
-            out.append(TracInWEMethod.from_models(models, top_k=int(name.removeprefix("TracIn-WE-Top")), batch_size=64, **common))
-        elif name == "TracIn-last":
-            out.append(TracInLastLayer(models, batch_size=128, **common))
-        elif name == "TracIn-middle":
-            method = TracInLayer(middle_layer or MIDDLE_LAYER[config.architecture], models, **common)
-            method.name = "TracIn-middle"
-            out.append(method)
-        elif name == "loss":
-            out.append(LossSelfInfluence(models, batch_size=128, **common))
-        elif name == "random":
-            out.append(RandomInfluence(seed=seed))
-        else:
-            raise TracInWEError(f"unknown method {name!r}: pick from {list(METHODS)}")
-    return out
+    ctx = MethodContext(models, tokenizer, config.max_length, seed, middle_layer or MIDDLE_LAYER[config.architecture])
+    return build_methods(names, ctx)
 
 
 def sample_data(setup: MislabelSetup, data: TextDataset | None = None) -> TextDataset:

@@ -56,6 +56,10 @@ class NoiseReport:
     def to_json(self) -> dict:
         return {**asdict(self), "passed": self.passed}
 
+    @classmethod
+    def from_json(cls, payload: dict) -> "NoiseReport":
+        return cls(**{k: v for k, v in payload.items() if k != "passed"})
+
 
 def measure_noise(
     runner: RetrainRunner, point_rows: Sequence[int], labels: Sequence[int], k: int, seeds: Sequence[int],

@@ -12,24 +12,26 @@ from tracinwe.errors import TracInWEError
 SATURATED = 0.999
 
 
-def balanced_points(labels: Sequence[int], n_points: int, seed: int = 0, min_per_class: int = 10) -> list[int]:
-    """``n_points`` positions in ``labels``, equally many per class, drawn with a seeded generator.
+def balanced_points(labels: Sequence[int], n_points: int, seed: int = 0, min_per_class: int = 5) -> list[int]:
+    """About ``n_points`` positions in ``labels``, equally many per class, drawn with a seeded generator.
 
-    Uses every class when ``n_points`` allows ``min_per_class`` each, otherwise the largest
-    classes (most examples available); the selection depends on the labels only, never on a model.
+    Uses as many classes as allow ``min_per_class`` points each (at least two), taking the
+    largest classes first and dropping classes too small to give their share; the total is
+    ``n_points`` rounded down to a multiple of the classes used. The selection depends on the
+    labels only, never on a model.
     """
     labels = np.asarray(labels)
     classes, counts = np.unique(labels, return_counts=True)
-    order = classes[np.argsort(-counts, kind="stable")]
-    n_classes = max(1, min(len(classes), n_points // min_per_class))
-    chosen = order[:n_classes]
-    per_class = n_points // n_classes
-    short = [int(c) for c in chosen if (labels == c).sum() < per_class]
-    if per_class < 1 or short:
-        raise TracInWEError(f"{n_points} balanced points need {per_class} per class but classes {short} have fewer: "
-                            "ask for fewer points or a larger held-out sample")
+    order = np.argsort(-counts, kind="stable")
+    classes, counts = classes[order], counts[order]
+    for n_classes in range(min(len(classes), max(2, n_points // min_per_class)), 0, -1):
+        per_class = n_points // n_classes
+        if per_class >= 1 and counts[n_classes - 1] >= per_class:
+            break
+    else:
+        raise TracInWEError(f"cannot draw {n_points} balanced points from {len(labels)} labelled examples: ask for fewer")
     rng = np.random.default_rng([seed, 11])
-    picked = [int(i) for c in chosen for i in rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False)]
+    picked = [int(i) for c in classes[:n_classes] for i in rng.choice(np.flatnonzero(labels == c), size=per_class, replace=False)]
     return sorted(picked)
 
 

@@ -22,7 +22,8 @@ from tracinwe.errors import TracInWEError
 from tracinwe.models.contract import TextClassifier, TorchTextClassifier
 from tracinwe.models.small import TokenCNN, bert_small_config
 
-ARCHITECTURES = ("cnn", "bert-small")
+#: "minilm-l<n>": the bundled pretrained MiniLM-L6 cut to its first n layers (dropout off), fine-tuned.
+ARCHITECTURES = ("cnn", "bert-small", "minilm-l2", "minilm-l6")
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class SmallModelConfig:
     """Model shape and training recipe; saved beside every evaluation result."""
 
     num_classes: int = 2
-    architecture: str = "cnn"  # "cnn" (TokenCNN over BERT ids) or "bert-small" (2 layers, hidden 128)
+    architecture: str = "cnn"  # "cnn" (TokenCNN over BERT ids), "bert-small" (from scratch) or "minilm-l2"/"minilm-l6" (pretrained)
     vocab_size: int = 30522
     dim: int = 64  # CNN embedding width
     channels: int = 64  # CNN convolution channels
@@ -38,6 +39,7 @@ class SmallModelConfig:
     batch_size: int = 32
     learning_rate: float = 0.05
     momentum: float = 0.9
+    optimizer: str = "sgd"  # "sgd" (SGD + momentum, the paper's) or "adamw" (fine-tuning pretrained encoders)
     num_checkpoints: int = 3
     max_length: int = 48
     device: str = "auto"  # "auto": cuda when available
@@ -47,6 +49,8 @@ class SmallModelConfig:
             raise TracInWEError(f"architecture {self.architecture!r} is unknown: pick one of {ARCHITECTURES}")
         if self.num_classes < 2:
             raise TracInWEError(f"num_classes must be at least 2, got {self.num_classes}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise TracInWEError(f"optimizer {self.optimizer!r} is unknown: pick sgd or adamw")
         if self.num_checkpoints < 1 or self.epochs < 1:
             raise TracInWEError("epochs and num_checkpoints must be at least 1")
 
@@ -58,6 +62,24 @@ class SmallModelConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+#: Retraining recipes that pass the noise gate (median |Δp_gold| of random deletions ≤ 0.02) on the
+#: bundled data (measured by benchmarks/bench_lds.py and bench_deletion.py; see docs/evaluation.md).
+STABLE_RECIPES: dict[str, dict] = {
+    "cnn": {"learning_rate": 0.02, "epochs": 6, "batch_size": 32, "optimizer": "sgd"},
+    "bert-small": {"learning_rate": 0.02, "epochs": 6, "batch_size": 32, "optimizer": "sgd"},
+    "minilm-l2": {"learning_rate": 1e-4, "epochs": 3, "batch_size": 32, "optimizer": "adamw"},
+    "minilm-l6": {"learning_rate": 1e-4, "epochs": 3, "batch_size": 32, "optimizer": "adamw"},
+}
+
+
+def stable_config(architecture: str = "cnn", **overrides) -> SmallModelConfig:
+    """The stable recipe of an architecture; ``None`` overrides are ignored (use the recipe's value)."""
+    if architecture not in STABLE_RECIPES:
+        raise TracInWEError(f"architecture {architecture!r} is unknown: pick one of {list(STABLE_RECIPES)}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return SmallModelConfig(architecture=architecture, **{**STABLE_RECIPES[architecture], **given})
 
 
 @dataclass
@@ -107,7 +129,31 @@ def build_model(config: SmallModelConfig, seed: int) -> nn.Module:
         return TokenCNN(config.vocab_size, config.num_classes, dim=config.dim, channels=config.channels)
     from transformers import BertForSequenceClassification
 
+    if config.architecture.startswith("minilm"):
+        return pretrained_minilm(config.num_classes, int(config.architecture.removeprefix("minilm-l")))
     model = BertForSequenceClassification(bert_small_config(config.num_classes, config.vocab_size, max(config.max_length, 64)))
+    return model
+
+
+def pretrained_minilm(num_classes: int, layers: int) -> nn.Module:
+    """The bundled MiniLM-L6 with a fresh (seeded) head, cut to its first ``layers`` encoder layers, dropout off."""
+    from transformers import AutoModelForSequenceClassification
+
+    from tracinwe.models.checkpoints import hf_progress_bars_hidden
+    from tracinwe.models.pretrained import minilm_l6_path
+
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "classifier.* newly initialised" report is expected here
+    try:
+        with hf_progress_bars_hidden():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                minilm_l6_path(), num_labels=num_classes, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.bert.encoder.layer = model.bert.encoder.layer[:layers]
+    model.config.num_hidden_layers = layers
     return model
 
 
@@ -140,7 +186,10 @@ def train_small(
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         torch.use_deterministic_algorithms(True, warn_only=True)
     model = build_model(config, seed).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum)
+    if config.optimizer == "adamw":
+        opt: torch.optim.Optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum)
     rng = np.random.default_rng(seed)
     steps_per_epoch = -(-rows.numel() // config.batch_size)
     total = steps_per_epoch * config.epochs
