@@ -13,11 +13,10 @@ hashed on its first touch (`tracinwe.index.integrity`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from tracinwe.capture.records import TokenGradients
 from tracinwe.index.append import append_examples, rebased
@@ -35,6 +34,7 @@ from tracinwe.index.integrity import LazyChecksums, read_manifest
 from tracinwe.index.examples import ExampleTables
 from tracinwe.index.layout import combine_checkpoints, weighted_query
 from tracinwe.index.results import Neighbor, QueryResult
+from tracinwe.index.queries import QUERY_CHUNK, iter_query
 from tracinwe.index.search import QueryBlock, SegmentArrays, TopCandidates, contributions, screen
 from tracinwe.index.storage import (
     IndexFormatError,
@@ -286,44 +286,18 @@ class Index:
 
     def query(self, test_texts: Sequence[str], test_labels: Sequence[int | str] | None = None, k: int = 10, words: int = 5,
               test_pairs: Sequence[str] | None = None, candidates: int | None = None,
-              use_projection: bool | None = None) -> list[QueryResult]:
-        """Top-k proponents and opponents per test text, with exact scores and their top shared words."""
-        records = self.tracin.capture(test_texts, test_labels, test_pairs)
-        hits = self.search(records, k, candidates, use_projection)
-        q = self.query_block(records, False)
-        texts = list(test_texts)
-        probs = torch.softmax(records[-1].logits.double(), -1).numpy()
-        results = []
-        for i, text in enumerate(texts):
-            pair = test_pairs[i] if test_pairs is not None else None
-            groups = []
-            for rows, scores in ((hits.proponent_indices[i], hits.proponent_scores[i]), (hits.opponent_indices[i], hits.opponent_scores[i])):
-                groups.append(self._neighbors(q, i, rows, scores, words, text, pair))
-            results.append(QueryResult(
-                text=text, label=int(records[-1].labels[i]), prediction=int(probs[i].argmax()),
-                probabilities=[float(p) for p in probs[i]], proponents=groups[0], opponents=groups[1],
-            ))
-        return results
+              use_projection: bool | None = None, chunk_size: int = QUERY_CHUNK) -> list[QueryResult]:
+        """Top-k proponents and opponents per test text, with exact scores and their top shared words.
 
-    def _neighbors(self, q: QueryBlock, i: int, rows, scores, words: int, text: str, pair: str | None) -> list[Neighbor]:
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size == 0:
-            return []
-        texts, labels, ids = self.texts(rows), self.labels(rows), self.ids(rows)
-        pairs = self._column("text_pair", rows) if "text_pair" in self._column_names() else [None] * rows.size
-        explained = [[] for _ in range(rows.size)]
-        if words > 0:
-            final = self.tracin.final
-            test_ids = final.tokenize([text], [pair] if pair is not None else None)["input_ids"][0].tolist()
-            for j, totals in enumerate(self._token_totals(q, i, rows)):
-                train_ids = final.tokenize([texts[j]], [pairs[j]] if pairs[j] is not None else None)["input_ids"][0].tolist()
-                strings = final.token_strings(sorted(totals))
-                explained[j] = word_contributions(totals, strings, train_ids, test_ids)[:words]
-        names = self.label_names
-        return [
-            Neighbor(int(r), ids[j], float(s), texts[j], int(labels[j]), names[int(labels[j])], explained[j])
-            for j, (r, s) in enumerate(zip(rows.tolist(), scores))
-        ]
+        Texts are captured and scored ``chunk_size`` at a time; `iter_query` yields the results as they come.
+        """
+        return list(self.iter_query(test_texts, test_labels, k, words, test_pairs, candidates, use_projection, chunk_size))
+
+    def iter_query(self, test_texts: Sequence[str], test_labels: Sequence[int | str] | None = None, k: int = 10, words: int = 5,
+                   test_pairs: Sequence[str] | None = None, candidates: int | None = None,
+                   use_projection: bool | None = None, chunk_size: int = QUERY_CHUNK) -> Iterator[QueryResult]:
+        """`query`'s results one at a time: memory bounded by ``chunk_size``, not by the number of texts."""
+        return iter_query(self, test_texts, test_labels, k, words, test_pairs, candidates, use_projection, chunk_size)
 
     def scores(self, test_texts: Sequence[str], test_labels: Sequence[int | str] | None = None,
                test_pairs: Sequence[str] | None = None) -> np.ndarray:
