@@ -8,13 +8,15 @@ import typer
 
 from tracinwe.cli.app import app
 from tracinwe.errors import TracInWEError
+from tracinwe.report.terminal import literal, markup_safe
 
 
 def _fail(exc: Exception) -> None:
     """Print a one-line error and exit with status 2."""
     from rich.console import Console
+    from rich.text import Text
 
-    Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(Text.assemble(("error:", "red"), " ", literal(exc)), highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -77,7 +79,7 @@ def cancellation(
         dataset = load_dataset_source(data).dedupe().sample(n, seed=seed)
         clf, folder, fresh_head = load_classifier_for(model, dataset.num_labels, seed, max_length)
         if fresh_head:
-            console.print(f"[yellow]note:[/yellow] {folder} is not a fine-tuned classifier; its head is new (seed {seed})")
+            console.print(f"[yellow]note:[/yellow] {markup_safe(folder)} is not a fine-tuned classifier; its head is new (seed {seed})")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         report = layer_cancellation(clf, dataset.texts, dataset.labels, max_length=max_length, device=device, progress=True)
     except TracInWEError as exc:
@@ -88,7 +90,7 @@ def cancellation(
     report.settings.update({"data": data, "n": len(dataset), "seed": seed, "fresh_head": fresh_head})
     json_path, png_path = report.save(out)
     console.print(report.table())
-    console.print(f"wrote {json_path} and {png_path}")
+    console.print(literal(f"wrote {json_path} and {png_path}"))
 
 
 @app.command("mislabel-eval")
@@ -124,4 +126,4 @@ def mislabel_eval(
         _fail(exc)
         return
     Console(width=max(Console().width, 120)).print(report.table())
-    Console().print(f"wrote {report.save(out)}")
+    Console().print(literal(f"wrote {report.save(out)}"))

@@ -12,9 +12,10 @@ import typer
 from tracinwe.cli.app import app
 from tracinwe.cli.common import (
     CHECKPOINTS_FROM, JSON_OPTION, LABEL_COLUMN, PAIR_COLUMN, TEXT_COLUMN, checkpoint_folders, exit_codes, label_ids, load_data,
-    open_index, output_console, print_json, run_training_data, stderr,
+    open_index, output_console, print_json, print_json_stream, run_training_data, stderr, with_label_names,
 )
 from tracinwe.errors import TracInWEError
+from tracinwe.report.terminal import literal, markup_safe
 
 index_app = typer.Typer(
     help="Build a persistent TracIn-WE index of a training set (gradients stored once), then query it in milliseconds.",
@@ -81,8 +82,8 @@ def build(
         print_json(summary)
     else:
         output_console(json_out).print(
-            f"indexed {summary['examples']} examples x {summary['checkpoints']} checkpoints in [bold]{out}[/bold]; "
-            f"next: tracinwe explain \"some text\" --index {out}")
+            f"indexed {summary['examples']} examples x {summary['checkpoints']} checkpoints in [bold]{markup_safe(out)}[/bold]; "
+            f"next: tracinwe explain \"some text\" --index {markup_safe(out)}")
 
 
 def _build_on_ray(out: Path, paths, learning_rates, dataset, num_workers: int, options: dict, build_options: dict):
@@ -124,9 +125,9 @@ def info(index_path: Path = typer.Argument(..., help="An index folder."), json_o
     if json_out:
         print_json({**rows, "disk_bytes": size})
         return
-    table = Table(title=str(index_path), show_header=False)
+    table = Table(title=literal(index_path), show_header=False)
     for key, value in rows.items():
-        table.add_row(key, str(value))
+        table.add_row(key, literal(value))
     output_console(json_out).print(table)
 
 
@@ -150,25 +151,24 @@ def query(
         if bool(texts) == bool(data):
             raise TracInWEError("pass texts as arguments or --data FILE, not both and not neither")
         idx = open_index(index, checkpoints_from)
-        labels = None
+        labels, pairs = None, None
         if data:
-            dataset = load_data(data, text_column, label_column, text_pair_column)
-            texts, labels = dataset.texts, dataset.labels
+            dataset = with_label_names(load_data(data, text_column, label_column, text_pair_column), idx.label_names, data)
+            texts, labels, pairs = dataset.texts, dataset.labels, dataset.text_pairs
         if label:
             labels = label_ids(label, len(texts), idx.label_names)
-        with stderr.status(f"querying {len(texts)} text(s) ..."):
-            results = idx.query(list(texts), labels, k=k, words=words)
-    if json_out:
-        print_json({"label_names": idx.label_names, "results": [r.to_json() for r in results]})
-        return
-    from tracinwe.report.console import result_tables
+        results = idx.iter_query(list(texts), labels, k=k, words=words, test_pairs=pairs)  # checked before any output
+        if json_out:
+            print_json_stream({"label_names": idx.label_names}, "results", (r.to_json() for r in results))
+            return
+        from tracinwe.report.console import result_tables
 
-    console = output_console(json_out)
-    for r in results:
-        head, tables = result_tables(r, idx.label_names, gold=labels is not None)
-        console.print(head)
-        for t in tables:
-            console.print(t)
+        console = output_console(json_out)
+        for r in results:
+            head, tables = result_tables(r, idx.label_names, gold=labels is not None, words=words > 0)
+            console.print(head)
+            for t in tables:
+                console.print(t)
 
 
 def _projection_summary(projection: dict | None) -> str:

@@ -10,9 +10,10 @@ import typer
 from tracinwe.cli.app import app
 from tracinwe.cli.common import (
     CHECKPOINTS_FROM, JSON_OPTION, LABEL_COLUMN, PAIR_COLUMN, RUN_INFO_FILE, TEXT_COLUMN, checkpoint_folders, exit_codes, label_ids,
-    load_data, open_index, output_console, print_json, run_training_data, stderr,
+    load_data, open_index, output_console, print_json, run_training_data, stderr, with_label_names,
 )
-from tracinwe.errors import LabelError, TracInWEError
+from tracinwe.errors import TracInWEError
+from tracinwe.report.terminal import literal, markup_safe
 
 
 # -- train --------------------------------------------------------------------------------------
@@ -59,17 +60,17 @@ def train(
         return
     from rich.table import Table
 
-    table = Table(title=f"run {out}", title_justify="left")
+    table = Table(title=literal(f"run {out}"), title_justify="left")
     table.add_column("checkpoint")
     table.add_column("learning rate", justify="right")
     for path, rate in zip(summary["checkpoints"], summary["learning_rates"]):
-        table.add_row(path, f"{rate:.3g}")
+        table.add_row(literal(path), f"{rate:.3g}")
     console = output_console(json_out)
     console.print(table)
     acc = summary["heldout_accuracy"]
     console.print(f"{summary['n_train']} training examples, final loss {summary['final_loss']:.3f}"
                   + (f", held-out accuracy {acc:.1%} on {summary['n_heldout_scored']}" if acc is not None else ""))
-    console.print(f"next: tracinwe index build --run-dir {out} ...  or  tracinwe explain \"some text\" --run-dir {out}")
+    console.print(literal(f"next: tracinwe index build --run-dir {out} ...  or  tracinwe explain \"some text\" --run-dir {out}"))
 
 
 def _check_run_folder(out: Path, overwrite: bool) -> None:
@@ -115,7 +116,7 @@ def _fine_tune(model: str, train_set, held, out: Path, data: str, columns: dict,
 
     logging.set_verbosity_error()
     names = train_set.label_names
-    with stderr.status(f"loading {model} ..."), hf_progress_bars_hidden():
+    with stderr.status(literal(f"loading {model} ...")), hf_progress_bars_hidden():
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(model))
             torch.manual_seed(seed)
@@ -193,7 +194,7 @@ def explain(
 
     console = output_console(json_out)
     for r in results:
-        head, tables = result_tables(r, names, gold=bool(label))
+        head, tables = result_tables(r, names, gold=bool(label), words=words > 0)
         console.print(head)
         for t in tables:
             console.print(t)
@@ -272,7 +273,7 @@ def report(
     if json_out:
         print_json(summary)
     else:
-        output_console(json_out).print(f"wrote [bold]{out}[/bold]: {summary['n']} examples ({summary['misclassified']} misclassified), "
+        output_console(json_out).print(f"wrote [bold]{markup_safe(out)}[/bold]: {summary['n']} examples ({summary['misclassified']} misclassified), "
                              f"{summary['suspicious']} suspicious labels")
 
 
@@ -282,11 +283,7 @@ def _write_report(index, data, text_column, label_column, pair_column, split, n,
     from tracinwe.report.selection import pick_examples
 
     idx = open_index(index, checkpoints_from)
-    dataset = load_data(data, text_column, label_column, pair_column, split=split)
-    if list(dataset.label_names) != list(idx.label_names):
-        raise LabelError(
-            f"the data's labels {dataset.label_names} differ from the index's {idx.label_names}: pass test data of the same task"
-        )
+    dataset = with_label_names(load_data(data, text_column, label_column, pair_column, split=split), idx.label_names, data)
     indexed = set(idx.texts())  # an example explained against its own copy says nothing: skip those
     dataset = dataset.subset([i for i, t in enumerate(dataset.texts) if t not in indexed])
     if not len(dataset):
@@ -336,7 +333,7 @@ def serve(
         sock = _listen_socket(host, port)
         try:
             application = create_app(open_index(index, checkpoints_from), hosts=[host, *(allow_host or [])])
-            stderr.print(f"explorer on [bold]http://{host}:{port}[/bold] (Ctrl+C to stop)")
+            stderr.print(f"explorer on [bold]http://{markup_safe(host)}:{port}[/bold] (Ctrl+C to stop)")
             uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="warning")).run(sockets=[sock])
         finally:
             sock.close()

@@ -2,20 +2,25 @@
 
 Every command prints rich tables (or ``--json`` for scripts; messages then go to
 stderr) and exits 0 on success, 1 on a runtime failure, 2 on bad input (a
-one-line message in red, no traceback).
+one-line message in red, no traceback). Strings from the data or the user
+(texts, labels, paths, error messages) are printed with
+`tracinwe.report.terminal`: literally, never as markup or control sequences.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from tracinwe.errors import LabelError, TracInWEError
+from tracinwe.report.terminal import literal
 
 RUN_INFO_FILE = "tracinwe_run.json"
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON on stdout for scripts (messages go to stderr).")
@@ -36,14 +41,14 @@ def exit_codes() -> Iterator[None]:
     except (typer.Exit, typer.Abort):
         raise
     except TracInWEError as exc:
-        stderr.print(f"[red]error:[/red] {exc}")
+        stderr.print(Text.assemble(("error:", "red"), " ", literal(exc)))
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         stderr.print("[red]interrupted[/red]")
         raise typer.Exit(130) from None
     except Exception as exc:  # a runtime failure: say what, keep it to one line
         first = (str(exc).strip().splitlines() or [""])[0]
-        stderr.print(f"[red]failed:[/red] {type(exc).__name__}: {first}")
+        stderr.print(Text.assemble(("failed:", "red"), " ", literal(f"{type(exc).__name__}: {first}")))
         raise typer.Exit(1) from None
 
 
@@ -56,10 +61,22 @@ def print_json(value) -> None:
     typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def print_json_stream(head: dict, key: str, items: Iterable) -> None:
+    """Print what ``print_json({**head, key: list(items)})`` prints, each item as soon as it comes."""
+    opening = json.dumps(head, indent=2, ensure_ascii=False)
+    typer.echo(f"{opening[:opening.rindex('}')].rstrip()}{',' if head else ''}\n  {json.dumps(key)}: [", nl=False)
+    count = 0
+    for item in items:
+        body = json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+        typer.echo(f"{',' if count else ''}\n    {body}", nl=False)
+        count += 1
+    typer.echo("\n  ]\n}" if count else "]\n}")
+
+
 def load_data(source: str, text_column, label_column, pair_column, split: str = "train"):
     from tracinwe.data import load_dataset_source
 
-    with stderr.status(f"loading {source} ..."):
+    with stderr.status(literal(f"loading {source} ...")):
         return load_dataset_source(
             source, split=split, text_column=text_column, label_column=label_column, text_pair_column=pair_column
         ).validate()
@@ -82,10 +99,32 @@ def label_ids(labels: Sequence[str] | None, n: int, names: Sequence[str]) -> lis
     return out * n if len(out) == 1 else out
 
 
+def with_label_names(dataset, names: Sequence[str], source: str, owner: str = "the index"):
+    """`dataset` with its labels as indices into ``names`` (the classes of the index or run), checked.
+
+    Labels match by name; labels that are plain class numbers (names ``"0"``,
+    ``"1"``, ...) are used as indices. A label ``names`` lacks is a `LabelError`
+    naming the known labels, never a silent re-mapping.
+    """
+    names = [str(n) for n in names]
+    position = {n: i for i, n in enumerate(names)}
+    mapping: dict[int, int] = {}
+    for label in sorted(set(dataset.labels)):
+        name = str(dataset.label_names[label])
+        if name in position:
+            mapping[label] = position[name]
+        elif name.isdigit() and int(name) < len(names) and all(n.isdigit() for n in dataset.label_names):
+            mapping[label] = int(name)
+        else:
+            raise LabelError(f"label {name!r} in {source} is not one {owner} knows ({', '.join(names)}): "
+                             "pass data labelled with these classes")
+    return dataclasses.replace(dataset, labels=[mapping[y] for y in dataset.labels], label_names=names)
+
+
 def open_index(path: Path, checkpoints_from: Path | None = None):
     from tracinwe.index import Index
 
-    with stderr.status(f"opening index {path} ..."):
+    with stderr.status(literal(f"opening index {path} ...")):
         return Index.open(path, checkpoints_from=checkpoints_from)
 
 
@@ -110,4 +149,6 @@ def run_training_data(run_dir: Path, data, text_column, label_column, pair_colum
         dataset = dataset.dedupe()
         where = {rid: i for i, rid in enumerate(dataset.ids)}
         dataset = dataset.subset([where[r] for r in info["train_ids"] if r in where])
+    if info.get("label_names"):  # the classes of the run's model, whatever order the data names them in
+        dataset = with_label_names(dataset, info["label_names"], str(source), owner="the run")
     return dataset, int(info.get("settings", {}).get("max_length", 128))
