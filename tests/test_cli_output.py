@@ -101,3 +101,27 @@ def test_words_zero_says_words_were_not_computed(hostile_index):
     out = invoke("query", hostile_index / "idx", TEXTS[0], "--k", "2", "--words", "3")
     assert out.exit_code == 0, out.output
     assert "not computed" not in out.output
+
+
+def test_index_build_maps_data_labels_to_the_checkpoint_classes(tokenizer, tmp_path):
+    """A checkpoint that names its classes decides their order; a label it lacks is refused."""
+    from tracinwe.index import Index
+    from tracinwe.models.checkpoints import write_checkpoint_info
+
+    folder = tmp_path / "checkpoint-1"
+    model = tiny_bert(3, 2)
+    model.config.id2label, model.config.label2id = {0: "pos", 1: "neg"}, {"pos": 0, "neg": 1}  # not sorted order
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_checkpoint_info(folder, 0.1, step=1)
+    rows = [(f"{t} #{i}", "pos" if y else "neg") for i, (t, y) in enumerate(zip(TEXTS * 2, LABELS * 2))]
+    out = invoke("index", "build", "--out", tmp_path / "idx", "--checkpoint", folder, "--data", write_csv(tmp_path / "d.csv", rows),
+                 "--max-length", "32")
+    assert out.exit_code == 0, out.output
+    index = Index.open(tmp_path / "idx")
+    assert index.label_names == ["pos", "neg"]
+    assert [index.label_names[y] for y in index.labels()] == [name for _, name in rows]
+
+    rows[3] = (rows[3][0], "neutral")
+    out = invoke("index", "build", "--out", tmp_path / "idx2", "--checkpoint", folder, "--data", write_csv(tmp_path / "e.csv", rows))
+    assert out.exit_code == 2 and "'neutral'" in out.output and "(pos, neg)" in out.output

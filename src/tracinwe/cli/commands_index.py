@@ -63,6 +63,9 @@ def build(
             raise TracInWEError("no training data: pass --data (the data the checkpoints were trained on)")
         else:
             dataset, run_length = load_data(data, text_column, label_column, text_pair_column), 128
+            names = _checkpoint_label_names(paths[-1])
+            if names is not None:  # the classes the model was trained with, in its order
+                dataset = with_label_names(dataset, names, data, owner=f"the checkpoint {paths[-1]}")
         if n_train is not None:
             dataset = dataset.sample(n_train, seed=seed)
         options = dict(max_length=max_length or run_length, top_k=top_k, batch_size=batch_size)
@@ -84,6 +87,20 @@ def build(
         output_console(json_out).print(
             f"indexed {summary['examples']} examples x {summary['checkpoints']} checkpoints in [bold]{markup_safe(out)}[/bold]; "
             f"next: tracinwe explain \"some text\" --index {markup_safe(out)}")
+
+
+def _checkpoint_label_names(folder: Path) -> list[str] | None:
+    """The class names a HuggingFace checkpoint records; None for the defaults (LABEL_0, LABEL_1, ...) or none."""
+    from transformers import AutoConfig
+
+    try:
+        id2label = AutoConfig.from_pretrained(folder).id2label or {}
+    except (OSError, ValueError):
+        return None  # not readable here: the build reports what is wrong with the folder
+    names = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(len(id2label))]
+    if not names or all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+        return None
+    return names
 
 
 def _build_on_ray(out: Path, paths, learning_rates, dataset, num_workers: int, options: dict, build_options: dict):
