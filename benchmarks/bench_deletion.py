@@ -1,12 +1,14 @@
 """The paper's case-deletion table (AUC-DEL+/-) on real offline data, next to the paper's numbers.
 
-For each data set: a small model trained from scratch on BERT WordPiece ids with
-SGD + momentum (TokenCNN over token ids, the authors' own choice, by default),
-three checkpoints, influence scores of every method on the checkpoints of the
-seed-0 full run, then for each test point, method, sign, k and seed a retrain
-without the top-k proponents (DEL+) or opponents (DEL-), paired with the
-full-data run of the same seed. A shared random-deletion control is run too.
-Every retrain is cached under ``--cache-dir``: rerunning the command resumes.
+For each data set: class-balanced test points fixed from the labels; a small
+model retrained with a stable recipe (TokenCNN over BERT ids from scratch, SGD
+lr 0.02 + momentum, by default; or the pretrained MiniLM-L2); for every seed the
+full run is trained and every method scores with *that run's* checkpoints; for
+each test point, method, sign, k and seed a retrain without the top-k
+proponents (DEL+) or opponents (DEL-), paired with the full run of the same
+seed. The retraining noise (random deletions of the largest k, same seed) is
+measured first, and a random-deletion control is run for every k. Every retrain
+is cached under ``--cache-dir`` by what it deletes: rerunning resumes.
 
 Usage::
 
@@ -43,14 +45,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="sms-spam", help="bundled data set name (sms-spam, bbc-news, rotten-tomatoes, ...)")
     p.add_argument("--n-train", type=int, default=1500)
-    p.add_argument("--test-points", type=int, default=12)
-    p.add_argument("--ks", default="10,30,60,100", help="comma-separated numbers of deleted examples")
+    p.add_argument("--test-points", type=int, default=60, help="class-balanced test points")
+    p.add_argument("--ks", default="30,100", help="comma-separated numbers of deleted examples")
     p.add_argument("--seeds", default="0,1")
-    p.add_argument("--methods", default=None, help="comma-separated (default: the paper's table + TracIn-middle)")
-    p.add_argument("--architecture", default="cnn", choices=["cnn", "bert-small"])
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--learning-rate", type=float, default=0.1)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--methods", default="TracIn-WE,TracIn-last,TF-IDF",
+                   help="comma-separated (the random control always runs); secondary: TracIn-WE-Top10,Representer,IF-last,...")
+    p.add_argument("--architecture", default="cnn", choices=["cnn", "bert-small", "minilm-l2", "minilm-l6"])
+    p.add_argument("--epochs", type=int, default=None, help="default: the architecture's stable recipe")
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-length", type=int, default=48)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--device", default="auto")
@@ -69,16 +72,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def setup_from(args):
-    from tracinwe.evaluate.experiment import DEFAULT_METHODS, ExperimentSetup
-    from tracinwe.evaluate.small_training import SmallModelConfig
+    from tracinwe.evaluate.experiment import ExperimentSetup
+    from tracinwe.evaluate.small_training import stable_config
 
-    model = SmallModelConfig(architecture=args.architecture, epochs=args.epochs, learning_rate=args.learning_rate,
-                             batch_size=args.batch_size, max_length=args.max_length, dim=args.dim, channels=args.dim,
-                             device=args.device)
-    methods = tuple(args.methods.split(",")) if args.methods else DEFAULT_METHODS
+    model = stable_config(args.architecture, epochs=args.epochs, learning_rate=args.learning_rate,
+                          batch_size=args.batch_size, max_length=args.max_length, dim=args.dim, channels=args.dim,
+                          device=args.device)
     return ExperimentSetup(source=f"bundled:{args.dataset}", n_train=args.n_train, n_test_points=args.test_points,
                            ks=tuple(int(k) for k in args.ks.split(",")), seeds=tuple(int(s) for s in args.seeds.split(",")),
-                           methods=methods, model=model)
+                           methods=tuple(m for m in args.methods.split(",") if m), model=model)
 
 
 def print_table(result, info: dict, dataset: str, elapsed: float) -> None:
@@ -86,7 +88,11 @@ def print_table(result, info: dict, dataset: str, elapsed: float) -> None:
     from rich.table import Table
 
     console = Console()
-    console.print(result.rich_table(f"{dataset} (held-out accuracy {info['heldout_accuracy_seed0']:.3f})"))
+    from tracinwe.evaluate.noise import NoiseReport
+
+    console.print(result.rich_table(f"{dataset} (held-out accuracy {info['heldout_accuracy']:.3f})"))
+    console.print(NoiseReport.from_json(result.settings["noise_gate"]).message())
+    console.print(f"saturated points (p_gold > 0.999) per seed: {info['saturated_points_by_seed']}")
     task = PAPER_TASK.get(dataset)
     if task:
         table = Table(title=f"paper, {task} (BERT-small, 50k training examples)")
@@ -95,6 +101,7 @@ def print_table(result, info: dict, dataset: str, elapsed: float) -> None:
         for name, (plus, minus) in PAPER[task].items():
             table.add_row(name, f"{plus:+.3f}", f"{minus:+.3f}")
         console.print(table)
+    print(result.markdown())
     console.print(f"wall time {elapsed:.0f} s")
 
 
@@ -104,10 +111,8 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from tracinwe.evaluate.deletion import run_case_deletion, write_json_atomic
-    from tracinwe.evaluate.experiment import (
-        DataSplit, experiment_info, load_tokenizer, method_scores, prepare_experiment, save_result, split_data,
-    )
+    from tracinwe.evaluate.experiment import DataSplit, load_tokenizer, run_deletion_experiment, save_result, split_data
+    from tracinwe.io import write_json_atomic
 
     if args.from_data:
         saved = json.loads(Path(args.from_data).read_text())
@@ -116,7 +121,7 @@ def main(argv=None) -> int:
     else:
         data = None
     setup = setup_from(args)
-    name = args.dataset + (f"-{args.tag}" if args.tag else "")
+    name = args.dataset + ("" if args.architecture == "cnn" else f"-{args.architecture}") + (f"-{args.tag}" if args.tag else "")
     cache = Path(args.cache_dir or RESULTS / "tmp" / f"deletion-{name}")
     if args.save_data:
         data = split_data(setup)
@@ -128,14 +133,12 @@ def main(argv=None) -> int:
             load_tokenizer().save_pretrained(args.save_tokenizer)
         print(f"wrote {args.save_data}")
         return 0
-    prepared = prepare_experiment(setup, load_tokenizer(args.tokenizer), data)
-    scores = method_scores(prepared, cache)
-    experiment = experiment_info(prepared)  # what defines the retrains: the cache key, so nothing run-specific in it
     if args.budget is not None:
         args.time_limit = max(args.budget - (time.time() - start) - 10, 5.0)
-    info = {**experiment, "workers": args.workers, "scores_seconds": time.time() - start, "time_limit_s": args.time_limit}
-    result = run_case_deletion(prepared.task.train, prepared.task.evaluate, scores, prepared.points, prepared.point_labels,
-                               setup.ks, setup.seeds, cache, args.workers, config=experiment, time_limit_s=args.time_limit)
+    result, experiment = run_deletion_experiment(setup, cache, args.workers, tokenizer=load_tokenizer(args.tokenizer),
+                                                 time_limit_s=args.time_limit, data=data)
+    info = {**experiment, "workers": args.workers, "time_limit_s": args.time_limit,
+            "argv": sys.argv[1:] if argv is None else list(argv)}
     elapsed = time.time() - start
     info["wall_time_s"] = elapsed
     results = Path(args.results_dir)

@@ -148,19 +148,21 @@ class DeletionResult:
         }
 
     def markdown(self) -> str:
-        """The AUC-DEL table as Markdown (mean +- SE over test points)."""
+        """The AUC-DEL table as Markdown: mean ± SE over test points, and paired differences (± SE,
+        Wilcoxon p) to TracIn-last, TF-IDF and the random control where they were run."""
         rows = self.summary()
-        paired = "paired_reference" in rows[0] if rows else False
-        head = "| method | AUC-DEL+ (lower is better) | AUC-DEL- (higher is better) |"
-        if paired:
-            head += f" DEL+ minus {rows[0]['paired_reference']} (paired) | DEL- minus {rows[0]['paired_reference']} (paired) |"
-        lines = [head, "|---" * (5 if paired else 3) + "|"]
+        refs = [ref for ref in REFERENCES if ref in self.delta]
+        head = "| method | AUC-DEL+ ↓ | AUC-DEL- ↑ | DEL- minus DEL+ |" + "".join(f" DEL+ / DEL- minus {r} (paired) |" for r in refs)
+        lines = [head, "|---" * (4 + len(refs)) + "|"]
         for row in rows:
+            gap = f"{row['gap_minus_minus_plus']:+.3f} ± {row['gap_se']:.3f}" if "gap_se" in row else ""
             line = (f"| {row['method']} | {row['auc_del_plus']:+.3f} ± {row['auc_del_plus_se']:.3f} "
-                    f"| {row['auc_del_minus']:+.3f} ± {row['auc_del_minus_se']:.3f} |")
-            if paired:
-                line += (f" {row['paired_del_plus']:+.3f} ± {row['paired_del_plus_se']:.3f} "
-                         f"| {row['paired_del_minus']:+.3f} ± {row['paired_del_minus_se']:.3f} |")
+                    f"| {row['auc_del_minus']:+.3f} ± {row['auc_del_minus_se']:.3f} | {gap} |")
+            for ref in refs:
+                c = row.get("comparisons", {}).get(ref)
+                line += (" |" if c is None else
+                         f" {c['del+']['mean']:+.3f} ± {c['del+']['se']:.3f} (p={c['del+']['wilcoxon_p']:.2g}) / "
+                         f"{c['del-']['mean']:+.3f} ± {c['del-']['se']:.3f} (p={c['del-']['wilcoxon_p']:.2g}) |")
             lines.append(line)
         return "\n".join(lines)
 
