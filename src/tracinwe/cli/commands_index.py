@@ -12,7 +12,7 @@ import typer
 from tracinwe.cli.app import app
 from tracinwe.cli.common import (
     CHECKPOINTS_FROM, JSON_OPTION, LABEL_COLUMN, PAIR_COLUMN, TEXT_COLUMN, checkpoint_folders, exit_codes, label_ids, load_data,
-    open_index, output_console, print_json, print_json_stream, run_training_data, stderr, with_label_names,
+    open_index, output_console, print_json, print_json_stream, run_training_data, with_label_names,
 )
 from tracinwe.errors import TracInWEError
 from tracinwe.report.terminal import literal, markup_safe
