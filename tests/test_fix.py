@@ -40,6 +40,21 @@ def test_summary_rates_by_hand():
     assert b["fix_rate"] == 0.0 and b["cases"] == 1
 
 
+def test_mcnemar_pairs_each_strategy_with_the_random_control_by_seed_and_case():
+    from tracinwe.evaluate.fix_experiment import OTHER_SEED, RANDOM_CONTROL, with_mcnemar
+
+    outcomes = []
+    for seed in (0, 1):
+        for case in range(4):  # the method fixes all 8 cases, the random control 1 (seed 0, case 0), the other seed none
+            outcomes.append(FixOutcome(case, "m", 1, 0.4, 0.6, True, 0.0, 20, seed))
+            outcomes.append(FixOutcome(case, RANDOM_CONTROL, 1, 0.4, 0.6, seed == 0 and case == 0, 0.0, 20, seed))
+            outcomes.append(FixOutcome(case, OTHER_SEED, 1, 0.4, 0.45, False, 0.0, 0, seed))
+    rows = {r["strategy"]: r for r in with_mcnemar(summarize(outcomes), outcomes)}
+    assert rows["m"]["mcnemar_p_vs_random"] == pytest.approx(2 * 0.5 ** 7)  # 7 discordant pairs, all for m
+    assert rows["m"]["mcnemar_p_vs_other_seed"] == pytest.approx(2 * 0.5 ** 8)
+    assert rows[RANDOM_CONTROL]["mcnemar_p_vs_random"] == 1.0
+
+
 @pytest.fixture(scope="module")
 def triggered(tokenizer):
     """SMS spam where 16 ham texts carry a trigger word and the spam label; a ham test text with the trigger."""
@@ -109,22 +124,24 @@ def test_fix_command_end_to_end_on_real_data(tmp_path):
     result = CliRunner().invoke(app, [
         "fix", "--data", "bundled:sms-spam", "--n-train", "300", "--n-heldout", "300", "--max-cases", "2", "--low", "0.0",
         "--high", "0.7", "--delete-methods", "TracIn-WE,IF-last", "--mask-methods", "TracIn-WE", "--epochs", "2",
-        "--delete-count", "20", "--mask-count", "40", "--out", str(out), "--json",
+        "--delete-count", "20", "--mask-count", "40", "--seeds", "0,1", "--out", str(out), "--json",
     ])
     assert result.exit_code == 0, result.output
     saved = json.loads(out.read_text())
     strategies = [s["strategy"] for s in saved["summary"]]
-    assert strategies == ["retrain (other seed)", "delete top-20 opponents: TracIn-WE", "delete top-20 opponents: IF-last",
-                          "mask worst word in top-40 opponents: TracIn-WE"]
-    assert 1 <= len(saved["cases"]) <= 2
+    assert strategies == ["retrain (other seed)", "delete random rows (same seed)", "delete top-20 opponents: TracIn-WE",
+                          "delete top-20 opponents: IF-last", "mask worst word in top-40 opponents: TracIn-WE"]
+    assert 1 <= len(saved["cases"]) <= 4 and all(len(s["cases"]) <= 2 for s in saved["per_seed"].values())
+    assert {o["seed"] for o in saved["outcomes"]} <= {0, 1}
     for o in saved["outcomes"]:
         assert 0.0 <= o["gold_probability_before"] < 0.5  # a mistake (2 classes), inside the [0, 0.7] window
         assert o["fixed"] == (o["gold_probability_after"] > 0.5)
     for p in saved["proposals"]:
-        if p["strategy"].startswith("delete"):
+        if p["strategy"].startswith("delete"):  # the top opponents and the same-seed random control
             assert len(p["delete"]) == 20 and len(set(p["delete"])) == 20 and not p["mask"]
         elif p["strategy"].startswith("mask"):
             assert 0 < len(p["mask"]) <= 40 and not p["delete"]
     for s in saved["summary"]:
         fixed = [o["fixed"] for o in saved["outcomes"] if o["strategy"] == s["strategy"]]
         assert s["fix_rate"] == pytest.approx(np.mean(fixed)) and s["cases"] == len(fixed)
+        assert s["mcnemar_p_vs_random"] is not None and 0 <= s["mcnemar_p_vs_random"] <= 1

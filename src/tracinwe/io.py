@@ -53,6 +53,18 @@ def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
     fsync_directory(path.parent)
 
 
+def save_npz_atomic(path: str | Path, **arrays: np.ndarray) -> None:
+    """``np.savez`` (uncompressed) through a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_directory(path.parent)
+
+
 def _json_default(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()

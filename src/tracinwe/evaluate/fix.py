@@ -82,6 +82,7 @@ class FixOutcome:
     fixed: bool
     accuracy_change: float
     edits: int
+    seed: int = 0
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -124,10 +125,11 @@ def fix_table(summary: Sequence[dict], title: str):
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("strategy", "cases", "fixed", "held-out accuracy change", "gold prob. change", "edits"):
+    for col in ("strategy", "cases", "fixed", "McNemar p vs random", "held-out accuracy change", "gold prob. change", "edits"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for row in summary:
+        p = row.get("mcnemar_p_vs_random")
         table.add_row(row["strategy"], str(row["cases"]), f"{row['fix_rate']:.0%} ± {row['fix_rate_se']:.0%}",
-                      f"{row['accuracy_change']:+.4f} ± {row['accuracy_change_se']:.4f}",
+                      "" if p is None else f"{p:.2g}", f"{row['accuracy_change']:+.4f} ± {row['accuracy_change_se']:.4f}",
                       f"{row['gold_probability_change']:+.3f}", f"{row['mean_edits']:.0f}")
     return table

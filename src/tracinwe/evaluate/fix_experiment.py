@@ -1,24 +1,32 @@
-"""The paper's fix-rate experiment on a real data set, behind ``tracinwe fix`` and ``benchmarks/bench_fix.py``."""
+"""The paper's fix-rate experiment on a real data set, per seed, behind ``tracinwe fix`` and ``benchmarks/bench_fix.py``.
+
+For every seed: the full run's mistakes whose gold probability lies in [low, high]
+are the cases; every method scores the training set against them with *that
+seed's* checkpoints; each strategy edits the same number of training rows
+(delete the top opponents, or mask the most negative shared word of as many top
+opponents) and the model is retrained with the same seed. Two controls share
+the budget: the same seed without the same number of *random* rows, and plain
+retraining with another seed. Fix rates are compared with McNemar's test.
+Retrains go through the shared `RetrainRunner` (cached, resumable).
+"""
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 
+from tracinwe.errors import TracInWEError
 from tracinwe.evaluate.baselines import TracInWEMethod
-from tracinwe.evaluate.experiment import ExperimentSetup, build_methods, prepare_experiment
-from tracinwe.evaluate.fix import (
-    FixOutcome,
-    FixProposal,
-    evaluate_proposal,
-    fixable_mistakes,
-    most_negative_shared_tokens,
-    summarize,
-    top_opponents,
-)
+from tracinwe.evaluate.experiment import ExperimentSetup, method_context, prepare_experiment
+from tracinwe.evaluate.fix import FixOutcome, fixable_mistakes, most_negative_shared_tokens, summarize, top_opponents
+from tracinwe.evaluate.registry import build_method
+from tracinwe.evaluate.retrain import Retrain, RetrainRunner
+from tracinwe.evaluate.statistics import mcnemar_p
+
+RANDOM_CONTROL = "delete random rows (same seed)"
+OTHER_SEED = "retrain (other seed)"
 
 
 @dataclass
@@ -26,19 +34,27 @@ class FixSetup:
     """What to fix and how; saved beside the results.
 
     ``delete_count`` plays the paper's m = 50 (of 50,000 training examples) and ``mask_count`` its
-    200 masked opponents, scaled to the training set.
+    200 masked opponents, scaled to the training set; equal by default, so every strategy edits as
+    many training rows as the random control deletes.
     """
 
-    experiment: ExperimentSetup = field(default_factory=lambda: ExperimentSetup(n_test_points=1, ks=(1,), methods=()))
+    experiment: ExperimentSetup = field(default_factory=lambda: ExperimentSetup(n_test_points=1, ks=(1,), methods=(),
+                                                                                seeds=(0, 1, 2)))
     delete_count: int = 20
-    mask_count: int = 40
+    mask_count: int = 20
     delete_methods: tuple[str, ...] = ("TracIn-WE", "TracIn-WE-Top10", "IF-last", "TracIn-last")
-    mask_methods: tuple[str, ...] = ("TracIn-WE", "TracIn-WE-Top10")
+    mask_methods: tuple[str, ...] = ("TracIn-WE",)
     low: float = 0.3
     high: float = 0.7
-    max_cases: int = 20
+    max_cases: int = 20  # per seed
     retrain_seed_offset: int = 1000
     workers: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.low <= self.high <= 1:
+            raise TracInWEError(f"the window [{self.low}, {self.high}] must satisfy 0 <= low <= high <= 1")
+        if self.delete_count < 1 or self.mask_count < 1 or self.max_cases < 1:
+            raise TracInWEError("delete_count, mask_count and max_cases must be at least 1")
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -46,62 +62,79 @@ class FixSetup:
         return out
 
 
-def _one_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def _evaluate(args) -> FixOutcome:
-    return evaluate_proposal(*args)
+def _strategies(setup: FixSetup) -> list[str]:
+    return ([OTHER_SEED, RANDOM_CONTROL] + [f"delete top-{setup.delete_count} opponents: {m}" for m in setup.delete_methods]
+            + [f"mask worst word in top-{setup.mask_count} opponents: {m}" for m in setup.mask_methods])
 
 
-def run_fix_experiment(setup: FixSetup, progress: bool = True, tokenizer=None) -> dict:
-    """Find fixable mistakes, propose deletions / maskings per method, retrain, and summarise."""
+def run_fix_experiment(setup: FixSetup, progress: bool = True, tokenizer=None, cache_dir: str | Path | None = None) -> dict:
+    """Per seed: find fixable mistakes, propose edits per strategy, retrain (cached), judge, and compare."""
+    import tempfile
+
     from tqdm.auto import tqdm
 
+    prepared = prepare_experiment(replace(setup.experiment, methods=()), tokenizer)
+    heldout, labels = list(range(len(prepared.heldout_texts))), np.asarray(prepared.heldout_labels)
+    with tempfile.TemporaryDirectory() as scratch:
+        runner = RetrainRunner(prepared.task.train, prepared.task.evaluate, len(prepared.train_texts), heldout,
+                               cache_dir or scratch, {**prepared.retrain_recipe(), "eval_rows": "all held-out"}, setup.workers)
+        outcomes, proposals, per_seed = [], [], {}
+        for seed in prepared.setup.seeds:
+            full = runner.run([Retrain.make(seed)], progress=False)[Retrain.make(seed)]
+            accuracy = float((full.argmax(1) == labels).mean())
+            cases = fixable_mistakes(full, labels, setup.low, setup.high)[: setup.max_cases]
+            per_seed[str(seed)] = {"heldout_accuracy": accuracy, "cases": cases}
+            if not cases:
+                continue
+            planned = _plan(setup, prepared, seed, cases, progress)
+            done = runner.run([r for _, _, r in planned], progress, desc=f"fix retrains (seed {seed})")
+            for case, strategy, retrain in planned:
+                probs, gold = done[retrain], int(labels[case])
+                outcomes.append(FixOutcome(case, strategy, gold, float(full[case, gold]), float(probs[case, gold]),
+                                           bool(probs[case].argmax() == gold), float((probs.argmax(1) == labels).mean()) - accuracy,
+                                           len(retrain.removed) + len(retrain.masked), seed))
+                proposals.append({"seed": seed, "test_index": case, "strategy": strategy, "delete": list(retrain.removed),
+                                  "mask": {str(r): list(t) for r, t in retrain.masked}})
+    info = {"setup": setup.to_json(), "per_seed": per_seed, "n_train": len(prepared.train_texts), "n_heldout": len(heldout),
+            "heldout_accuracy": float(np.mean([s["heldout_accuracy"] for s in per_seed.values()])),
+            "cases": [c for s in per_seed.values() for c in s["cases"]], "label_names": prepared.label_names}
+    summary = with_mcnemar(summarize(outcomes), outcomes)
+    return {**info, "summary": summary, "outcomes": [o.to_json() for o in outcomes], "proposals": proposals}
+
+
+def _plan(setup: FixSetup, prepared, seed: int, cases: list[int], progress: bool) -> list[tuple[int, str, Retrain]]:
+    """(case, strategy, retrain) for every case and strategy, from ``seed``'s own checkpoints."""
+    ctx = method_context(prepared, seed)
+    texts, gold = [prepared.heldout_texts[i] for i in cases], [prepared.heldout_labels[i] for i in cases]
     names = tuple(dict.fromkeys(setup.delete_methods + setup.mask_methods))
-    prepared = prepare_experiment(replace(setup.experiment, methods=names), tokenizer)
-    task, seed = prepared.task, prepared.setup.seeds[0]
-    heldout = list(range(len(prepared.heldout_texts)))
-    probs = task.evaluate(prepared.run.model, heldout)
-    accuracy = float((probs.argmax(1) == np.asarray(prepared.heldout_labels)).mean())
-    cases = fixable_mistakes(probs, prepared.heldout_labels, setup.low, setup.high)[: setup.max_cases]
-    info = {"setup": setup.to_json(), "heldout_accuracy": accuracy, "n_train": len(prepared.train_texts),
-            "n_heldout": len(heldout), "cases": cases, "label_names": prepared.label_names}
-    if not cases:
-        return {**info, "summary": [], "outcomes": []}
-    gold = [prepared.heldout_labels[i] for i in cases]
-    texts = [prepared.heldout_texts[i] for i in cases]
-    methods = {m.name: m for m in build_methods(prepared, names)}
-    scores = {name: m.scores(prepared.train_texts, prepared.train_labels, texts, gold)
-              for name, m in tqdm(methods.items(), desc="influence scores", disable=not progress)}
-    proposals: list[tuple[int, FixProposal]] = []
+    methods = {name: build_method(name, ctx) for name in names}
+    scores = {name: m.scores(prepared.train_texts, prepared.train_labels, texts, gold) for name, m in methods.items()}
+    n_train = len(prepared.train_texts)
+    planned = []
     for row, case in enumerate(cases):
-        proposals.append((row, FixProposal("retrain (other seed)", seed_offset=setup.retrain_seed_offset)))
+        rng = np.random.default_rng([seed, case, 99])
+        planned.append((case, OTHER_SEED, Retrain.make(seed + setup.retrain_seed_offset)))
+        planned.append((case, RANDOM_CONTROL, Retrain.make(seed, rng.choice(n_train, setup.delete_count, replace=False))))
         for name in setup.delete_methods:
-            proposals.append((row, FixProposal(f"delete top-{setup.delete_count} opponents: {name}",
-                                               delete=top_opponents(scores[name][row], setup.delete_count))))
+            planned.append((case, f"delete top-{setup.delete_count} opponents: {name}",
+                            Retrain.make(seed, top_opponents(scores[name][row], setup.delete_count))))
         for name in setup.mask_methods:
             method = methods[name]
-            assert isinstance(method, TracInWEMethod), "word masking needs a TracIn-WE method"
+            if not isinstance(method, TracInWEMethod):
+                raise TracInWEError(f"word masking needs a TracIn-WE method, not {name!r}: use TracIn-WE or TracIn-WE-Top<k>")
             rows = top_opponents(scores[name][row], setup.mask_count)
             mask = most_negative_shared_tokens(method.tracin, prepared.train_texts, prepared.train_labels, rows, texts[row], gold[row])
-            proposals.append((row, FixProposal(f"mask worst word in top-{setup.mask_count} opponents: {name}", mask=mask)))
-    jobs = [(task.train, task.evaluate, p, len(prepared.train_texts), seed, cases[row], gold[row], heldout,
-             prepared.heldout_labels, float(probs[cases[row], gold[row]]), accuracy) for row, p in proposals]
-    bar = tqdm(total=len(jobs), desc="fix retrains", unit="run", disable=not progress)
-    outcomes: list[FixOutcome] = []
-    if setup.workers <= 1:
-        for job in jobs:
-            outcomes.append(_evaluate(job))
-            bar.update(1)
-    else:
-        with ProcessPoolExecutor(setup.workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
-            for outcome in pool.map(_evaluate, jobs):
-                outcomes.append(outcome)
-                bar.update(1)
-    bar.close()
-    return {**info, "summary": summarize(outcomes), "outcomes": [o.to_json() for o in outcomes],
-            "proposals": [{"test_index": cases[row], "strategy": p.strategy, "delete": p.delete,
-                           "mask": {str(k): v for k, v in p.mask.items()}} for row, p in proposals]}
+            planned.append((case, f"mask worst word in top-{setup.mask_count} opponents: {name}", Retrain.make(seed, masked=mask)))
+    return planned
+
+
+def with_mcnemar(summary: list[dict], outcomes: list[FixOutcome]) -> list[dict]:
+    """Each strategy's McNemar p against the random control and against plain retraining, paired by (seed, case)."""
+    fixed = {(o.strategy, o.seed, o.test_index): o.fixed for o in outcomes}
+    keys = sorted({(o.seed, o.test_index) for o in outcomes})
+    for row in summary:
+        for ref, field_name in ((RANDOM_CONTROL, "mcnemar_p_vs_random"), (OTHER_SEED, "mcnemar_p_vs_other_seed")):
+            pairs = [(fixed[(row["strategy"], *k)], fixed[(ref, *k)]) for k in keys
+                     if (row["strategy"], *k) in fixed and (ref, *k) in fixed]
+            row[field_name] = mcnemar_p([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
+    return summary

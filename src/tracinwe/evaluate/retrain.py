@@ -2,7 +2,7 @@
 
 A `Retrain` says which training rows to leave out (and which tokens to mask) under
 which seed. The runner trains with the injected ``train_fn``, evaluates *every*
-evaluation row with ``eval_fn``, and stores the result in a file named by the
+evaluation row with ``eval_fn``, and stores the result (an ``.npz``) in a file named by the
 retrain's digest (what was removed, masked, the seed and the recipe), written
 atomically. Two experiments that ask for the same retrain share one run, and
 an interrupted run resumes where it stopped.
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tracinwe.errors import TracInWEError
-from tracinwe.io import write_json_atomic
+from tracinwe.io import save_npz_atomic
 
 #: ``train_fn(kept_rows, seed) -> model``, or ``train_fn(kept_rows, seed, masked_tokens)`` for retrains that mask tokens
 TrainFn = Callable[..., object]
@@ -80,14 +80,14 @@ class RetrainRunner:
         self.eval_rows = [int(i) for i in self.eval_rows]
 
     def path(self, retrain: Retrain) -> Path:
-        return self.folder / f"{retrain.digest(self.recipe_digest)}.json"
+        return self.folder / f"{retrain.digest(self.recipe_digest)}.npz"
 
     def cached(self, retrain: Retrain) -> np.ndarray | None:
         """The stored probabilities of a retrain, or None when it has not run (or the file is damaged)."""
         try:
-            record = json.loads(self.path(retrain).read_text())
-            return np.asarray(record["probabilities"], dtype=np.float64)
-        except (OSError, ValueError, KeyError):
+            with np.load(self.path(retrain)) as record:
+                return np.asarray(record["probabilities"], dtype=np.float64)
+        except (OSError, ValueError, KeyError, EOFError):
             return None
 
     def run(self, retrains: Sequence[Retrain], progress: bool = True, time_limit_s: float | None = None,
@@ -117,9 +117,9 @@ class RetrainRunner:
             return time_limit_s is not None and time.monotonic() - started > time_limit_s
 
         def record(r: Retrain, probs: np.ndarray) -> None:
-            write_json_atomic(self.path(r), {"seed": r.seed, "removed": list(r.removed),
-                                             "masked": {str(row): list(t) for row, t in r.masked},
-                                             "recipe": self.recipe_digest, "probabilities": probs.tolist()})
+            meta = json.dumps({"seed": r.seed, "removed": list(r.removed), "recipe": self.recipe_digest,
+                               "masked": {str(row): list(t) for row, t in r.masked}})
+            save_npz_atomic(self.path(r), probabilities=probs, meta=np.array(meta))
             done[r] = probs
             self.trained += 1
             bar.update(1)
