@@ -282,7 +282,7 @@ def test_serve_on_a_port_in_use_exits_2_before_claiming_success(monkeypatch, tmp
 
     import fastapi
 
-    monkeypatch.setattr("tracinwe.cli.commands_product.open_index", lambda path: object())
+    monkeypatch.setattr("tracinwe.cli.commands_product.open_index", lambda path, *args, **kwargs: object())
     monkeypatch.setattr("tracinwe.web.create_app", lambda index, **kwargs: fastapi.FastAPI())
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -306,7 +306,7 @@ def test_serve_trusts_its_host_and_allow_host_names(monkeypatch, tmp_path):
         seen.update(kwargs)
         return fastapi.FastAPI()
 
-    monkeypatch.setattr("tracinwe.cli.commands_product.open_index", lambda path: object())
+    monkeypatch.setattr("tracinwe.cli.commands_product.open_index", lambda path, *args, **kwargs: object())
     monkeypatch.setattr("tracinwe.web.create_app", fake_app)
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: seen.setdefault("bound", sockets[0].getsockname()))
     with socket.socket() as probe:  # a free port
