@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ import torch
 from torch import nn
 
 from tracinwe.capture.gradients import CaptureSettings, capture_token_gradients, prepared_for_capture
+from tracinwe.io import save_figure_atomic, write_text_atomic
 from tracinwe.models.contract import TextClassifier
 from tracinwe.models.huggingface import as_text_classifier
 from tracinwe.validation import check_labels, check_texts
@@ -158,7 +158,7 @@ class CancellationReport:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         json_path, png_path = folder / f"{stem}.json", folder / f"{stem}.png"
-        _atomic_write_text(json_path, json.dumps(self.to_json(), indent=2))
+        write_text_atomic(json_path, json.dumps(self.to_json(), indent=2))
         plot_cancellation(self, png_path)
         return json_path, png_path
 
@@ -167,12 +167,6 @@ def _json_float(value):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no inf/nan
     return value
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def plot_cancellation(report: CancellationReport, path: str | Path, title: str | None = None) -> Path:
@@ -195,10 +189,8 @@ def plot_cancellation(report: CancellationReport, path: str | Path, title: str |
     ax.set_title(title or f"Cancellation per layer ({report.model.get('name', 'model')}, n = {report.num_examples})")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=120)
+    save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

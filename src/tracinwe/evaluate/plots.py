@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tracinwe.evaluate.lds import LDSResult
+from tracinwe.io import save_figure_atomic
 
 
 def plot_lds(result: LDSResult, path: str | Path, title: str = "LDS") -> Path:
@@ -24,9 +25,6 @@ def plot_lds(result: LDSResult, path: str | Path, title: str = "LDS") -> Path:
     ax.set_xlabel(f"LDS (Spearman; {len(result.point_rows)} test points, {result.n_subsets} subsets, seeds {result.seeds})")
     ax.set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return Path(path)

@@ -25,7 +25,7 @@ from tracinwe.capture.gradients import capture_checkpoints
 from tracinwe.capture.records import TokenGradients
 from tracinwe.index import projection as projection_basis
 from tracinwe.index.checkpoint_paths import checkpoint_folders, recorded_path
-from tracinwe.index.durable import fsync_dir, write_bytes_atomic
+from tracinwe.io import fsync_dir, write_bytes_atomic
 from tracinwe.index.layout import choose_dense_tokens, combine_checkpoints, float16_scale, self_influence
 from tracinwe.index.lock import LOCK_FILE, writer_lock
 from tracinwe.index.projection import Projection

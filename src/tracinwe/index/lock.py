@@ -21,7 +21,7 @@ def writer_lock(root: Path) -> Iterator[None]:
     """Hold the index's writer lock (waits for another writer to finish); creates ``root`` if needed."""
     import fcntl
 
-    from tracinwe.index.durable import fsync_dir
+    from tracinwe.io import fsync_dir
 
     root = Path(root)
     if not root.is_dir():

@@ -85,7 +85,7 @@ def fit(projection: dict, rows: np.ndarray, dense: np.ndarray) -> Projection:
 
 def write(root: Path, projection: Projection) -> None:
     """Write the basis into ``root/projection`` (temporary folder, fsynced, then an atomic rename)."""
-    from tracinwe.index.durable import fsync_tree, rename_durably
+    from tracinwe.io import fsync_tree, rename_durably
 
     final = Path(root) / FOLDER
     for stale in Path(root).glob(f".{FOLDER}.tmp-*"):  # an interrupted write's leftovers

@@ -22,7 +22,7 @@ Layout::
       projection/            rows.npy (C*d, p), dense.npy (C*T*d, p): the projection's basis
 
 Nothing is written in place: files go to a temporary name, are fsynced and are
-renamed (`tracinwe.index.durable`); the manifest is written last.
+renamed (`tracinwe.io`); the manifest is written last.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from tracinwe.errors import TracInWEError
-from tracinwe.index.durable import fsync_dir, fsync_file, rename_durably, write_json_atomic  # noqa: F401 (re-exported)
+from tracinwe.io import fsync_dir, fsync_file, rename_durably, write_json_atomic  # noqa: F401 (re-exported)
 
 FORMAT = "tracinwe-index"
 FORMAT_VERSION = 2

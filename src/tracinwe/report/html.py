@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from html import escape
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tracinwe.io import write_text_atomic
 from tracinwe.report.highlight import tokenizer_of
 from tracinwe.report.plot import svg_histogram
 from tracinwe.report.style import CSS
@@ -197,7 +197,5 @@ def render_report(
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, html)
     return path
