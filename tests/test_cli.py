@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from tracinwe.cli.app import app
+from tracinwe.errors import TracInWEError
 from tracinwe.models.checkpoints import CHECKPOINT_INFO_FILE
 
 runner = CliRunner()
@@ -192,6 +193,32 @@ def test_bad_columns_labels_and_runtime_failures(trained, index_path):
     failed = invoke("report", "--index", index_path, "--data", test_csv, "--text-column", "review",
                     "--label-column", "sentiment", "--n", 1, "--k", 1, "--out", blocked / "report.html")
     assert failed.exit_code == 1 and "failed:" in failed.stderr and "Traceback" not in failed.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "target"),
+    [
+        (["demo"], "tracinwe.demo.run_demo"),
+        (["evaluate", "deletion"], "tracinwe.evaluate.experiment.run_deletion_experiment"),
+        (["evaluate", "lds", "--quick"], "tracinwe.evaluate.experiment.run_lds_experiment"),
+        (["fix"], "tracinwe.evaluate.fix_experiment.run_fix_experiment"),
+        (["cancellation", "--model", "bundled:minilm-l6", "--data", "bundled:sms-spam"], "tracinwe.data.load_dataset_source"),
+        (["mislabel-eval", "--data", "bundled:sms-spam"], "tracinwe.evaluate.mislabel.run_mislabel_detection"),
+    ],
+)
+@pytest.mark.parametrize(("error", "code", "prefix"), [(TracInWEError, 2, "error:"), (RuntimeError, 1, "failed: RuntimeError:")])
+def test_every_command_shares_the_exit_codes(monkeypatch, tmp_path, args, target, error, code, prefix):
+    """Bad input is exit 2 and a runtime failure exit 1, each one line on stderr, in the evaluation and diagnostics commands too."""
+
+    def broken(*_args, **_kwargs):
+        raise error("the cause" if error is TracInWEError else "the cause\nand a second line, not shown")
+
+    monkeypatch.setattr(target, broken)
+    monkeypatch.chdir(tmp_path)  # default output folders land here, if any were made
+    result = invoke(*args)
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines() == [f"{prefix} the cause"]
 
 
 def test_help_teaches():

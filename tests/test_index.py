@@ -79,6 +79,7 @@ def test_query_results_carry_examples_and_words(index, data, brute):
     for n in full.proponents:
         assert sum(w.contribution for w in n.words) == pytest.approx(n.score, rel=1e-6)
         assert all(w.test_positions and w.train_positions for w in n.words)
+    assert index.query(QUERIES[:1], [1], k=2, words=None)[0].to_json() == full.to_json()  # None: every shared word
 
 
 def test_prediction_is_explained_without_labels(index, tw):

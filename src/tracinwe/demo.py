@@ -147,7 +147,7 @@ def run_demo(out_dir: str | Path = "tracinwe-demo", config: DemoConfig = DemoCon
     console.print(f"[dim]{TracInWE.sign_convention}. Each review is explained for its gold label: "
                   "a misclassified review's opponents are the training reviews that pushed it the wrong way.[/]")
     with console.status(f"explaining {len(chosen)} reviews against {len(index)} training reviews ..."):
-        results = index.query(chosen.texts, chosen.labels, k=config.k, words=100_000)
+        results = index.query(chosen.texts, chosen.labels, k=config.k, words=None)
     for r in results:
         head, tables = result_tables(r, train.label_names, gold=True)
         console.print(head)

@@ -7,10 +7,14 @@ from pathlib import Path
 
 import typer
 
-from tracinwe.cli.app import app
+from tracinwe.cli.common import exit_codes, json_option
 
 
-@app.command()
+def register(app: typer.Typer) -> None:
+    """Attach ``demo`` to the application."""
+    app.command()(demo)
+
+
 def demo(
     out: Path = typer.Option(Path("tracinwe-demo"), help="Folder for the checkpoints, the index, report.html and summary.json."),
     n_train: int = typer.Option(1500, min=10, help="Training reviews to fine-tune on and index."),
@@ -18,7 +22,7 @@ def demo(
     k: int = typer.Option(3, min=1, help="Proponents and opponents shown per review."),
     epochs: float = typer.Option(2.0, min=0.01, help="Fine-tuning epochs."),
     seed: int = typer.Option(0, help="Seed for the data split and the fine-tuning."),
-    json_out: bool = typer.Option(False, "--json", help="Also print the summary as JSON at the end."),
+    json_out: bool = json_option("Also print the summary as JSON at the end."),
 ) -> None:
     """The main job on real data: fine-tune, index, explain, flag suspicious labels, write report.html.
 
@@ -30,6 +34,7 @@ def demo(
     """
     from tracinwe.demo import DemoConfig, run_demo
 
-    summary = run_demo(out, DemoConfig(n_train=n_train, n_explain=n_explain, k=k, epochs=epochs, seed=seed))
+    with exit_codes():
+        summary = run_demo(out, DemoConfig(n_train=n_train, n_explain=n_explain, k=k, epochs=epochs, seed=seed))
     if json_out:
         typer.echo(json.dumps({k: v for k, v in summary.items() if k not in ("examples", "suspicious")}, indent=2))

@@ -6,18 +6,15 @@ from pathlib import Path
 
 import typer
 
-from tracinwe.cli.app import app
+from tracinwe.cli.common import exit_codes
 from tracinwe.errors import TracInWEError
 from tracinwe.report.terminal import literal, markup_safe
 
 
-def _fail(exc: Exception) -> None:
-    """Print a one-line error and exit with status 2."""
-    from rich.console import Console
-    from rich.text import Text
-
-    Console(stderr=True).print(Text.assemble(("error:", "red"), " ", literal(exc)), highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+def register(app: typer.Typer) -> None:
+    """Attach ``cancellation`` and ``mislabel-eval`` to the application."""
+    app.command("cancellation")(cancellation)
+    app.command("mislabel-eval")(mislabel_eval)
 
 
 def load_classifier_for(model: str, num_labels: int, seed: int, max_length: int):
@@ -57,7 +54,6 @@ def load_classifier_for(model: str, num_labels: int, seed: int, max_length: int)
     return HuggingFaceClassifier(net, tokenizer, max_length=max_length), str(folder), not is_classifier
 
 
-@app.command("cancellation")
 def cancellation(
     model: str = typer.Option(..., help="Checkpoint folder, run folder (its last checkpoint) or bundled:minilm-l6."),
     data: str = typer.Option(..., help="bundled:NAME, a csv/jsonl/parquet file or a HF dataset name."),
@@ -75,25 +71,21 @@ def cancellation(
     from tracinwe.evaluate.cancellation import layer_cancellation
 
     console = Console(width=max(Console().width, 120))  # the per-layer table needs 120 columns
-    try:
+    with exit_codes():
         dataset = load_dataset_source(data).dedupe().sample(n, seed=seed)
         clf, folder, fresh_head = load_classifier_for(model, dataset.num_labels, seed, max_length)
         if fresh_head:
             console.print(f"[yellow]note:[/yellow] {markup_safe(folder)} is not a fine-tuned classifier; its head is new (seed {seed})")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         report = layer_cancellation(clf, dataset.texts, dataset.labels, max_length=max_length, device=device, progress=True)
-    except TracInWEError as exc:
-        _fail(exc)
-        return
-    report.model["name"] = Path(folder).name
-    report.model["path"] = folder
-    report.settings.update({"data": data, "n": len(dataset), "seed": seed, "fresh_head": fresh_head})
-    json_path, png_path = report.save(out)
+        report.model["name"] = Path(folder).name
+        report.model["path"] = folder
+        report.settings.update({"data": data, "n": len(dataset), "seed": seed, "fresh_head": fresh_head})
+        json_path, png_path = report.save(out)
     console.print(report.table())
     console.print(literal(f"wrote {json_path} and {png_path}"))
 
 
-@app.command("mislabel-eval")
 def mislabel_eval(
     data: str = typer.Option(..., help="bundled:NAME, a csv/jsonl/parquet file or a HF dataset name."),
     flip: float = typer.Option(0.1, help="Share of training labels to flip (0 with a confidence column: only relate to it)."),
@@ -116,14 +108,12 @@ def mislabel_eval(
     from tracinwe.evaluate.mislabel import MislabelSetup, run_mislabel_detection
     from tracinwe.evaluate.small_training import SmallModelConfig
 
-    try:
+    with exit_codes():
         model = SmallModelConfig(architecture=architecture, epochs=epochs, learning_rate=learning_rate,
                                  num_checkpoints=checkpoints, max_length=max_length, device=device)
         setup = MislabelSetup(source=data, n=n, flip_fraction=flip, seed=seed, n_heldout=heldout,
                               methods=tuple(m.strip() for m in methods.split(",") if m.strip()), model=model)
         report = run_mislabel_detection(setup)
-    except TracInWEError as exc:
-        _fail(exc)
-        return
+        saved = report.save(out)
     Console(width=max(Console().width, 120)).print(report.table())
-    Console().print(literal(f"wrote {report.save(out)}"))
+    Console().print(literal(f"wrote {saved}"))

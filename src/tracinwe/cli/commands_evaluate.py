@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from tracinwe.cli.app import app
+from tracinwe.cli.common import exit_codes, json_option
 from tracinwe.errors import TracInWEError
 from tracinwe.report.terminal import literal, markup_safe, visible
 
@@ -15,15 +15,12 @@ evaluate_app = typer.Typer(
     help="Evaluate influence methods by retraining: case deletion (DEL+/DEL-, AUC-DEL) against the baselines.",
     no_args_is_help=True,
 )
-app.add_typer(evaluate_app, name="evaluate")
 
 
-def _fail(exc: Exception) -> None:
-    from rich.console import Console
-    from rich.text import Text
-
-    Console(stderr=True).print(Text.assemble(("error:", "red"), " ", literal(exc)), highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+def register(app: typer.Typer) -> None:
+    """Attach ``fix`` and the ``evaluate deletion | lds`` group to the application."""
+    app.command("fix")(fix)
+    app.add_typer(evaluate_app, name="evaluate")
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -52,6 +49,7 @@ _ARCH = typer.Option("cnn", "--model", "--architecture",
                      help="Model retrained on each subset: cnn (TokenCNN over BERT ids, from scratch), bert-small "
                           "(from scratch), minilm-l2 or minilm-l6 (the bundled pretrained MiniLM, fine-tuned).")
 _RECIPE = "(default: the model's stable recipe, see docs/evaluation.md)"
+_JSON = json_option("Print the results as JSON instead of a table.")
 
 
 @evaluate_app.command("deletion")
@@ -75,7 +73,7 @@ def deletion(
     data_seed: int = typer.Option(0, help="Seed of the split, the sample and the test points."),
     out: Path = typer.Option(Path("deletion-eval"), help="Folder: cached retrains, config.json, results.json."),
     time_limit: float = typer.Option(0, help="Stop starting retrains after this many seconds (0: no limit); rerun to resume."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON instead of a table."),
+    as_json: bool = _JSON,
 ) -> None:
     """Case deletion: delete each method's top-k proponents (DEL+) / opponents (DEL-), retrain, measure p(gold).
 
@@ -89,14 +87,11 @@ def deletion(
     from tracinwe.evaluate.experiment import run_deletion_experiment, save_result
     from tracinwe.evaluate.noise import NoiseReport
 
-    try:
+    with exit_codes():
         setup = _setup(data, n_train, n_heldout, test_points, ks, seeds, methods, architecture, epochs, learning_rate,
                        batch_size, max_length, dim, device, data_seed)
         result, info = run_deletion_experiment(setup, out, workers, not as_json, time_limit_s=time_limit or None)
-    except TracInWEError as exc:
-        _fail(exc)
-        return
-    save_result(result, info, out / "results.json")
+        save_result(result, info, out / "results.json")
     if as_json:
         typer.echo(json.dumps({"experiment": info, **result.to_json()}, indent=1))
         return
@@ -129,7 +124,7 @@ def lds(
     workers: int = typer.Option(2, help="Parallel retraining processes."),
     data_seed: int = typer.Option(0, help="Seed of the split, the sample, the test points and the subsets."),
     out: Path = typer.Option(Path("lds-eval"), help="Folder: cached retrains, scores, results.json, lds.png."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON instead of a table."),
+    as_json: bool = _JSON,
 ) -> None:
     """Which method should I trust here? LDS of each method on your data, with a recommendation.
 
@@ -150,15 +145,12 @@ def lds(
     if quick:
         subsets, seeds = min(subsets, 32), seeds.split(",")[0]
         default = ("TracIn-WE", "TracIn-last", "TF-IDF", "random")
-    try:
+    with exit_codes():
         setup = _setup(data, n_train, n_heldout, test_points, "1", seeds, methods, architecture, epochs, learning_rate,
                        batch_size, max_length, 64, device, data_seed, text_column, label_column, subsets, default)
         result, info = run_lds_experiment(setup, out, workers, not as_json)
-    except TracInWEError as exc:
-        _fail(exc)
-        return
-    save_result(result, info, out / "results.json")
-    plot_lds(result, out / "lds.png", title=f"LDS on {visible(data)}")
+        save_result(result, info, out / "results.json")
+        plot_lds(result, out / "lds.png", title=f"LDS on {visible(data)}")
     if as_json:
         typer.echo(json.dumps({"experiment": info, **result.to_json()}, indent=1))
         return
@@ -169,7 +161,6 @@ def lds(
     console.print(literal(f"results: {out / 'results.json'}, plot: {out / 'lds.png'}"))
 
 
-@app.command("fix")
 def fix(
     data: str = _DATA,
     n_train: int = typer.Option(1500, help="Training examples."),
@@ -194,7 +185,7 @@ def fix(
     workers: int = typer.Option(1, help="Parallel retraining processes."),
     out: Path = typer.Option(None, help="Write the full results (proposals, outcomes, config) to this JSON file."),
     cache_dir: Path = typer.Option(None, help="Keep the retrains here, so a rerun resumes (default: a temporary folder)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: bool = json_option("Print JSON instead of a table."),
 ) -> None:
     """Fix mistakes: delete the top opponents of a misclassified example (or mask their worst shared word), retrain.
 
@@ -207,20 +198,17 @@ def fix(
     from rich.console import Console
 
     from tracinwe.evaluate.fix import fix_table
-    from tracinwe.io import write_json_atomic
     from tracinwe.evaluate.fix_experiment import FixSetup, run_fix_experiment
+    from tracinwe.io import write_json_atomic
 
-    try:
+    with exit_codes():
         experiment = _setup(data, n_train, n_heldout, 1, "1", seeds, "", architecture, epochs, learning_rate,
                             batch_size, max_length, dim, device, data_seed, default_methods=("random",))
         setup = FixSetup(experiment, delete_count, mask_count, tuple(m for m in delete_methods.split(",") if m),
                          tuple(m for m in mask_methods.split(",") if m), low, high, max_cases, workers=workers)
         report = run_fix_experiment(setup, progress=not as_json, cache_dir=cache_dir)
-    except TracInWEError as exc:
-        _fail(exc)
-        return
-    if out is not None:
-        write_json_atomic(out, report)
+        if out is not None:
+            write_json_atomic(out, report)
     if as_json:
         typer.echo(json.dumps(report, indent=1))
         return

@@ -9,7 +9,6 @@ from typing import Optional
 
 import typer
 
-from tracinwe.cli.app import app
 from tracinwe.cli.common import (
     CHECKPOINTS_FROM, JSON_OPTION, LABEL_COLUMN, PAIR_COLUMN, TEXT_COLUMN, checkpoint_folders, exit_codes, label_ids, load_data,
     open_index, output_console, print_json, print_json_stream, run_training_data, with_label_names,
@@ -21,7 +20,12 @@ index_app = typer.Typer(
     help="Build a persistent TracIn-WE index of a training set (gradients stored once), then query it in milliseconds.",
     no_args_is_help=True,
 )
-app.add_typer(index_app, name="index")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``query`` and the ``index build | info`` group to the application."""
+    app.command()(query)
+    app.add_typer(index_app, name="index")
 
 
 def _checkpoints(checkpoint: list[Path] | None, run_dir: Path | None) -> list[Path]:
@@ -148,7 +152,6 @@ def info(index_path: Path = typer.Argument(..., help="An index folder."), json_o
     output_console(json_out).print(table)
 
 
-@app.command()
 def query(
     index: Path = typer.Argument(..., help="An index built by `tracinwe index build`."),
     texts: Optional[list[str]] = typer.Argument(None, help="Texts to query (or --data)."),

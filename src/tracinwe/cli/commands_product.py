@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
-from tracinwe.cli.app import app
 from tracinwe.cli.common import (
     CHECKPOINTS_FROM, JSON_OPTION, LABEL_COLUMN, PAIR_COLUMN, RUN_INFO_FILE, TEXT_COLUMN, checkpoint_folders, exit_codes, label_ids,
     load_data, open_index, output_console, print_json, run_training_data, stderr, with_label_names,
@@ -16,10 +16,18 @@ from tracinwe.errors import TracInWEError
 from tracinwe.report.terminal import literal, markup_safe
 
 
+def register(app: typer.Typer) -> None:
+    """Attach ``train``, ``explain``, ``self-influence``, ``report`` and ``serve`` to the application."""
+    app.command()(train)
+    app.command()(explain)
+    app.command("self-influence")(self_influence)
+    app.command()(report)
+    app.command()(serve)
+
+
 # -- train --------------------------------------------------------------------------------------
 
 
-@app.command()
 def train(
     data: str = typer.Option(..., help="Training data: bundled:NAME, a csv/jsonl/parquet file, a saved HF dataset or a hub name."),
     out: Path = typer.Option(..., help="Run folder: checkpoint-STEP folders, each with its learning rate."),
@@ -156,7 +164,6 @@ def _fine_tune(model: str, train_set, held, out: Path, data: str, columns: dict,
 # -- explain ------------------------------------------------------------------------------------
 
 
-@app.command()
 def explain(
     texts: list[str] = typer.Argument(..., help="The text(s) to explain."),
     index: Path = typer.Option(None, help="An index built by `tracinwe index build` (fast)."),
@@ -200,8 +207,6 @@ def explain(
             console.print(t)
 
 
-
-
 def _explain_from_run(run_dir: Path, texts, label, k, words, data, text_column, label_column, pair_column):
     from tracinwe.report.explanations import explain_with_tracin
     from tracinwe.tracin import TracInWE
@@ -218,7 +223,6 @@ def _explain_from_run(run_dir: Path, texts, label, k, words, data, text_column, 
 # -- self-influence -----------------------------------------------------------------------------
 
 
-@app.command("self-influence")
 def self_influence(
     index: Path = typer.Option(..., help="An index built by `tracinwe index build`."),
     k: int = typer.Option(20, min=1, help="How many examples to list."),
@@ -242,7 +246,6 @@ def self_influence(
 # -- report -------------------------------------------------------------------------------------
 
 
-@app.command()
 def report(
     index: Path = typer.Option(..., help="An index built by `tracinwe index build`."),
     data: str = typer.Option(..., help="Test data with gold labels (same label names as the index); rows in the index are skipped."),
@@ -268,8 +271,11 @@ def report(
     Example: tracinwe report --index mr.index --data reviews_test.csv --n 8 --out report.html
     """
     with exit_codes():
-        summary = _write_report(index, data, text_column, label_column, text_pair_column, split, n, mistakes, pool, k,
-                                suspicious, out, title, seed, checkpoints_from)
+        summary = _write_report(_ReportRequest(
+            index=index, data=data, columns=(text_column, label_column, text_pair_column), split=split, n=n,
+            mistakes=mistakes, pool=pool, k=k, n_suspicious=suspicious, out=out, title=title, seed=seed,
+            checkpoints_from=checkpoints_from,
+        ))
     if json_out:
         print_json(summary)
     else:
@@ -277,38 +283,56 @@ def report(
                              f"{summary['suspicious']} suspicious labels")
 
 
-def _write_report(index, data, text_column, label_column, pair_column, split, n, mistakes, pool, k, n_suspicious, out, title, seed,
-                  checkpoints_from=None) -> dict:
+@dataclass(frozen=True)
+class _ReportRequest:
+    """What `tracinwe report` is asked for: the index, the test data, which examples to explain, the page to write."""
+
+    index: Path
+    data: str
+    columns: tuple[str | None, str | None, str | None]  # text, label and pair columns of ``data``
+    split: str
+    n: int  # test examples explained
+    mistakes: bool  # up to half of them misclassified, found among ``pool`` predicted examples
+    pool: int
+    k: int  # proponents and opponents per example
+    n_suspicious: int
+    out: Path
+    title: str
+    seed: int
+    checkpoints_from: Path | None = None
+
+
+def _write_report(request: _ReportRequest) -> dict:
     from tracinwe.report.html import render_report
     from tracinwe.report.selection import pick_examples
 
-    idx = open_index(index, checkpoints_from)
-    dataset = with_label_names(load_data(data, text_column, label_column, pair_column, split=split), idx.label_names, data)
+    r = request
+    idx = open_index(r.index, r.checkpoints_from)
+    dataset = with_label_names(load_data(r.data, *r.columns, split=r.split), idx.label_names, r.data)
     indexed = set(idx.texts())  # an example explained against its own copy says nothing: skip those
     dataset = dataset.subset([i for i, t in enumerate(dataset.texts) if t not in indexed])
     if not len(dataset):
-        raise TracInWEError(f"every example of {data} is in the index: pass held-out test data")
-    candidates = dataset.sample(pool if mistakes else n, seed=seed)
+        raise TracInWEError(f"every example of {r.data} is in the index: pass held-out test data")
+    candidates = dataset.sample(r.pool if r.mistakes else r.n, seed=r.seed)
     with stderr.status(f"predicting {len(candidates)} test examples ..."):
         probs = idx.tracin.predict(candidates.texts)
-    chosen = candidates.subset(pick_examples(probs, candidates.labels, n, mistakes))
+    chosen = candidates.subset(pick_examples(probs, candidates.labels, r.n, r.mistakes))
     with stderr.status(f"explaining {len(chosen)} examples against {len(idx)} training examples ..."):
-        results = idx.query(chosen.texts, chosen.labels, k=k, words=100_000)
+        results = idx.query(chosen.texts, chosen.labels, k=r.k, words=None)  # every shared word, for the highlighting
         scores = idx.scores(chosen.texts, chosen.labels)
-        found = idx.suspicious(k=n_suspicious) if n_suspicious else []
+        found = idx.suspicious(k=r.n_suspicious) if r.n_suspicious else []
         values = idx.self_influence()
     render_report(
-        results, found, idx.label_names, title, out, tokenizer=idx, scores=scores, self_influence=values,
-        note=f"Index {index} ({len(idx)} training examples); test data {data}.",
+        results, found, idx.label_names, r.title, r.out, tokenizer=idx, scores=scores, self_influence=values,
+        note=f"Index {r.index} ({len(idx)} training examples); test data {r.data}.",
     )
-    return {"path": str(out), "n": len(results), "misclassified": sum(r.prediction != r.label for r in results),
+    return {"path": str(r.out), "n": len(results), "misclassified": sum(x.prediction != x.label for x in results),
             "suspicious": len(found)}
 
 
 # -- serve --------------------------------------------------------------------------------------
 
 
-@app.command()
 def serve(
     index: Path = typer.Argument(..., help="An index built by `tracinwe index build`."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1: this machine only)."),

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -23,7 +24,6 @@ from tracinwe.errors import LabelError, TracInWEError
 from tracinwe.report.terminal import literal
 
 RUN_INFO_FILE = "tracinwe_run.json"
-JSON_OPTION = typer.Option(False, "--json", help="Print JSON on stdout for scripts (messages go to stderr).")
 TEXT_COLUMN = typer.Option(None, help="Column holding the text (csv/jsonl/parquet/HF data; default 'text').")
 LABEL_COLUMN = typer.Option(None, help="Column holding the label (default 'label').")
 PAIR_COLUMN = typer.Option(None, help="Column holding the second text of sentence pairs (optional).")
@@ -31,6 +31,14 @@ CHECKPOINTS_FROM = typer.Option(None, "--checkpoints-from",
                                 help="The run folder holding the index's checkpoints, if it moved (found by folder name).")
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def json_option(help: str = "Print JSON on stdout for scripts (messages go to stderr).") -> Any:
+    """The ``--json`` flag of every command; ``help`` only where a command's JSON differs (e.g. printed after its tables)."""
+    return typer.Option(False, "--json", help=help)
+
+
+JSON_OPTION = json_option()
 
 
 @contextmanager

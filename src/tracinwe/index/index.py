@@ -284,17 +284,19 @@ class Index:
 
     # -- the user-facing calls ----------------------------------------------------------------
 
-    def query(self, test_texts: Sequence[str], test_labels: Sequence[int | str] | None = None, k: int = 10, words: int = 5,
-              test_pairs: Sequence[str] | None = None, candidates: int | None = None,
+    def query(self, test_texts: Sequence[str], test_labels: Sequence[int | str] | None = None, k: int = 10,
+              words: int | None = 5, test_pairs: Sequence[str] | None = None, candidates: int | None = None,
               use_projection: bool | None = None, chunk_size: int = QUERY_CHUNK) -> list[QueryResult]:
-        """Top-k proponents and opponents per test text, with exact scores and their top shared words.
+        """Top-k proponents and opponents per test text, with exact scores and their top ``words`` shared words.
+
+        ``words=0`` lists no words (fastest); ``words=None`` lists every shared word.
 
         Texts are captured and scored ``chunk_size`` at a time; `iter_query` yields the results as they come.
         """
         return list(self.iter_query(test_texts, test_labels, k, words, test_pairs, candidates, use_projection, chunk_size))
 
-    def iter_query(self, test_texts: Sequence[str], test_labels: Sequence[int | str] | None = None, k: int = 10, words: int = 5,
-                   test_pairs: Sequence[str] | None = None, candidates: int | None = None,
+    def iter_query(self, test_texts: Sequence[str], test_labels: Sequence[int | str] | None = None, k: int = 10,
+                   words: int | None = 5, test_pairs: Sequence[str] | None = None, candidates: int | None = None,
                    use_projection: bool | None = None, chunk_size: int = QUERY_CHUNK) -> Iterator[QueryResult]:
         """`query`'s results one at a time: memory bounded by ``chunk_size``, not by the number of texts."""
         return iter_query(self, test_texts, test_labels, k, words, test_pairs, candidates, use_projection, chunk_size)

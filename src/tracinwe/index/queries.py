@@ -22,10 +22,12 @@ from tracinwe.scoring.words import word_contributions
 QUERY_CHUNK = 256
 
 
-def iter_query(index, test_texts: Sequence[str], test_labels: Sequence[int | str] | None = None, k: int = 10, words: int = 5,
-               test_pairs: Sequence[str] | None = None, candidates: int | None = None, use_projection: bool | None = None,
-               chunk_size: int = QUERY_CHUNK) -> Iterator[QueryResult]:
+def iter_query(index, test_texts: Sequence[str], test_labels: Sequence[int | str] | None = None, k: int = 10,
+               words: int | None = 5, test_pairs: Sequence[str] | None = None, candidates: int | None = None,
+               use_projection: bool | None = None, chunk_size: int = QUERY_CHUNK) -> Iterator[QueryResult]:
     """`Index.query`'s results one by one, ``chunk_size`` texts at a time.
+
+    ``words`` shared words are listed per neighbour: 0 for none (fastest), None for all of them.
 
     Every text, label and pair is checked here, before the first chunk is captured.
     """
@@ -39,7 +41,7 @@ def iter_query(index, test_texts: Sequence[str], test_labels: Sequence[int | str
     return _chunks(index, texts, labels, pairs, k, words, candidates, use_projection, chunk_size)
 
 
-def _chunks(index, texts: list[str], labels: list[int] | None, pairs: list[str] | None, k: int, words: int,
+def _chunks(index, texts: list[str], labels: list[int] | None, pairs: list[str] | None, k: int, words: int | None,
             candidates: int | None, use_projection: bool | None, chunk_size: int) -> Iterator[QueryResult]:
     for lo in range(0, len(texts), chunk_size):
         hi = min(lo + chunk_size, len(texts))
@@ -49,7 +51,7 @@ def _chunks(index, texts: list[str], labels: list[int] | None, pairs: list[str] 
         )
 
 
-def _query_chunk(index, texts: list[str], labels: list[int] | None, pairs: list[str] | None, k: int, words: int,
+def _query_chunk(index, texts: list[str], labels: list[int] | None, pairs: list[str] | None, k: int, words: int | None,
                  candidates: int | None, use_projection: bool | None) -> list[QueryResult]:
     records = index.tracin.capture(texts, labels, pairs)
     q, projected, m = index.prepare_search(records, k, candidates, use_projection)
@@ -70,7 +72,7 @@ def _query_chunk(index, texts: list[str], labels: list[int] | None, pairs: list[
 class _Neighbors:
     """The found training examples of a chunk's queries; their stored columns are read once per chunk."""
 
-    def __init__(self, index, q: QueryBlock, hits: TopInfluences, words: int) -> None:
+    def __init__(self, index, q: QueryBlock, hits: TopInfluences, words: int | None) -> None:
         self.index, self.q, self.hits, self.words = index, q, hits, words
         rows = np.unique(np.concatenate([hits.proponent_indices.ravel(), hits.opponent_indices.ravel()]).astype(np.int64))
         self.at = {r: j for j, r in enumerate(rows.tolist())}
@@ -80,10 +82,10 @@ class _Neighbors:
         self.names = index.label_names
 
     def of(self, i: int, text: str, pair: str | None) -> tuple[list[Neighbor], list[Neighbor]]:
-        """Query ``i``'s proponents and opponents, each with its top ``words`` shared words."""
+        """Query ``i``'s proponents and opponents, each with its top ``words`` shared words (None: all)."""
         hits = self.hits
         test_ids = None
-        if self.words > 0:
+        if self.words is None or self.words > 0:
             test_ids = self.index.tracin.final.tokenize([text], [pair] if pair is not None else None)["input_ids"][0].tolist()
         return (self._group(i, hits.proponent_indices[i], hits.proponent_scores[i], test_ids),
                 self._group(i, hits.opponent_indices[i], hits.opponent_scores[i], test_ids))

@@ -129,7 +129,7 @@ def create_app(index, preload: bool = True, hosts: Iterable[str] = ()) -> FastAP
             label = _label_id(request.label, names)
         started = time.perf_counter()
         with lock:
-            (result,) = index.query([request.text], None if label is None else [label], k=request.k, words=100_000)
+            (result,) = index.query([request.text], None if label is None else [label], k=request.k, words=None)
         view = result_view(result, tokenizer, names, max_length, request.words, gold=label is not None)
         view["seconds"] = time.perf_counter() - started
         return view
