@@ -125,10 +125,18 @@ class RetrainRunner:
             bar.update(1)
 
         if self.workers <= 1 or len(todo) <= 1:
-            for r in todo:
-                if out_of_time():
-                    break
-                record(r, _retrain(self.train_fn, self.eval_fn, self.n_train, self.eval_rows, r))
+            import torch
+
+            # The same thread count as a worker, so a result does not depend on where its retrain ran.
+            threads = torch.get_num_threads()
+            torch.set_num_threads(self.threads_per_worker)
+            try:
+                for r in todo:
+                    if out_of_time():
+                        break
+                    record(r, _retrain(self.train_fn, self.eval_fn, self.n_train, self.eval_rows, r))
+            finally:
+                torch.set_num_threads(threads)
         else:
             init = (self.train_fn, self.eval_fn, self.n_train, self.eval_rows, self.threads_per_worker)
             with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_WorkerState.init,
