@@ -82,8 +82,9 @@ def main(argv=None) -> int:
     write_json_atomic(out, report)
     console = Console()
     if report["summary"]:
-        console.print(fix_table(report["summary"], f"{args.dataset}: {len(report['cases'])} mistakes (seeds {args.seeds}) with p(gold) in "
-                                                   f"[{args.low}, {args.high}], held-out accuracy {report['heldout_accuracy']:.3f}"))
+        title = (f"{args.dataset}: {len(report['cases'])} mistakes (seeds {args.seeds}) with p(gold) in "
+                 f"[{args.low}, {args.high}], held-out accuracy {report['heldout_accuracy']:.3f}")
+        console.print(fix_table(report["summary"], title))
     else:
         console.print("no mistakes in the probability window: nothing to fix")
     paper = Table(title="paper, Toxicity (BERT-small, 50k training examples)")

@@ -28,13 +28,15 @@ def lds_table(path: Path) -> str:
     e = d["experiment"]
     gate = e["noise_gate"]
     model = e["setup"]["model"]
-    head = (f"**{path.stem}**: {e['setup']['source']}, {model['architecture']} ({model['optimizer']} lr {model['learning_rate']}, "
+    head = (f"**{path.stem}**: {e['setup']['source']}, {model['architecture']} "
+            f"({model['optimizer']} lr {model['learning_rate']}, "
             f"{model['epochs']} epochs), {e['n_train']} training examples, {len(e['test_points'])} test points "
             f"({'/'.join(map(str, e['points_per_class']))} per class), {d['n_subsets']} subsets of {d['fraction']:.0%} x seeds "
             f"{d['seeds']}; held-out accuracy {e['heldout_accuracy']:.3f}; retraining noise median |Δp| "
             f"{gate['median_abs_delta']:.4f} (k={gate['k']}, gate {gate['threshold']}: {'ok' if gate['passed'] else 'OVER'}); "
             f"saturated points per seed {e['saturated_points_by_seed']}.\n\n")
-    lines = ["| method | LDS ± SE | per seed | − TracIn-last (paired, Wilcoxon p) | − TF-IDF (paired) | − random (paired) |",
+    lines = ["| method | LDS ± SE | per seed | − TracIn-last (paired, Wilcoxon p) | − TF-IDF (paired) "
+             "| − random (paired) |",
              "|---|---|---|---|---|---|"]
     for row in d["summary"]:
         seeds = ", ".join(f"{v:+.3f}" for v in row["lds_by_seed"])
@@ -62,7 +64,8 @@ def deletion_table(path: Path) -> str:
                 f"{row['log_odds_auc_del_plus']:+.2f} / {row['log_odds_auc_del_minus']:+.2f} |")
         for r in refs:
             c = row.get("comparisons", {}).get(r)
-            line += (" |" if c is None else f" {c['del+']['mean']:+.3f} ± {c['del+']['se']:.3f} (p={c['del+']['wilcoxon_p']:.1g})"
+            line += (" |" if c is None else
+                     f" {c['del+']['mean']:+.3f} ± {c['del+']['se']:.3f} (p={c['del+']['wilcoxon_p']:.1g})"
                      f" / {c['del-']['mean']:+.3f} ± {c['del-']['se']:.3f} (p={c['del-']['wilcoxon_p']:.1g}) |")
         lines.append(line)
     return head + "\n".join(lines) + "\n"
@@ -75,13 +78,15 @@ def fix_table(path: Path) -> str:
             f"{d['n_heldout']} held-out texts, seeds {seeds} (cases per seed "
             f"{[len(v['cases']) for v in d['per_seed'].values()]}), held-out accuracy {d['heldout_accuracy']:.3f}; "
             f"{d['setup']['delete_count']} rows edited by every strategy.\n\n")
-    lines = ["| strategy | cases | fixed ± SE | McNemar p vs random | McNemar p vs other seed | held-out accuracy change | p(gold) change |",
+    lines = ["| strategy | cases | fixed ± SE | McNemar p vs random | McNemar p vs other seed "
+             "| held-out accuracy change | p(gold) change |",
              "|---|---|---|---|---|---|---|"]
     for row in d["summary"]:
         p1, p2 = row.get("mcnemar_p_vs_random"), row.get("mcnemar_p_vs_other_seed")
         lines.append(f"| {row['strategy']} | {row['cases']} | {row['fix_rate']:.0%} ± {row['fix_rate_se']:.0%} | "
                      f"{'' if p1 is None else f'{p1:.2g}'} | {'' if p2 is None else f'{p2:.2g}'} | "
-                     f"{row['accuracy_change']:+.4f} ± {row['accuracy_change_se']:.4f} | {row['gold_probability_change']:+.3f} |")
+                     f"{row['accuracy_change']:+.4f} ± {row['accuracy_change_se']:.4f} "
+                     f"| {row['gold_probability_change']:+.3f} |")
     return head + "\n".join(lines) + "\n"
 
 

@@ -157,7 +157,8 @@ def planted(tokenizer):
     test_texts, test_labels = [f"{texts[ham[16]]} {TRIGGER}", texts[ham[17]]], [1, 0]
     rows = [i for i in range(len(texts)) if i not in (ham[16], ham[17])]
     train_texts, train_labels = [texts[i] for i in rows], [labels[i] for i in rows]
-    config = SmallModelConfig(num_classes=2, dim=32, channels=32, epochs=8, batch_size=16, learning_rate=0.05, max_length=32, device="cpu")
+    config = SmallModelConfig(num_classes=2, dim=32, channels=32, epochs=8, batch_size=16, learning_rate=0.05, max_length=32,
+                              device="cpu")
     task = SmallTask.from_texts(config, tokenizer, train_texts, train_labels, test_texts, test_labels)
     return task, train_texts, train_labels, test_texts, test_labels, [rows.index(i) for i in ham[:16]]
 
@@ -184,7 +185,8 @@ def test_planted_trigger_deleting_top_proponents_beats_random(planted, tokenizer
     del_plus, control = result.delta["TracIn-WE"]["del+"][0, 0], result.delta["random-control"]["del+"][0, 0]
     assert del_plus < -0.5 and del_plus < control - 0.4, (del_plus, control)
     assert counted["n"] == 2 + 2 * 2 + 3 * 2  # full runs, 2 signs x 2 seeds, 3 noise-gate draws per seed (one is the control)
-    run_case_deletion(train, task.evaluate, {"TracIn-WE": scores}, [0], [1], ks=(16,), seeds=(0, 1), cache_dir=tmp_path, progress=False)
+    run_case_deletion(train, task.evaluate, {"TracIn-WE": scores}, [0], [1], ks=(16,), seeds=(0, 1), cache_dir=tmp_path,
+                      progress=False)
     assert counted["n"] == 12  # resumed entirely from the cache
 
 

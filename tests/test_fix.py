@@ -70,7 +70,8 @@ def triggered(tokenizer):
     test_text = f"{texts[ham[16]]} {TRIGGER}"
     rows = [i for i in range(len(texts)) if i not in (ham[16], ham[17])]  # the training set of test_deletion's planted case
     train_texts, train_labels = [texts[i] for i in rows], [labels[i] for i in rows]
-    config = SmallModelConfig(num_classes=2, dim=32, channels=32, epochs=8, batch_size=16, learning_rate=0.05, max_length=32, device="cpu")
+    config = SmallModelConfig(num_classes=2, dim=32, channels=32, epochs=8, batch_size=16, learning_rate=0.05, max_length=32,
+                              device="cpu")
     task = SmallTask.from_texts(config, tokenizer, train_texts, train_labels, [test_text], [0])
     run = task.full_run(0)
     tw = TracInWE([(as_classifier(m, tokenizer, 32), lr) for m, lr in checkpoint_models(config, run)])
@@ -85,7 +86,8 @@ def test_masked_token_is_the_most_negative_shared_non_special_word(triggered):
     mask = most_negative_shared_tokens(tw, train_texts, train_labels, rows, test_text, 0)
     specials = tw.final.special_token_ids
     for row, (token,) in mask.items():
-        words = [w for w in tw.word_contributions(train_texts[row], train_labels[row], test_text, 0) if w.token_id not in specials]
+        contributions = tw.word_contributions(train_texts[row], train_labels[row], test_text, 0)
+        words = [w for w in contributions if w.token_id not in specials]
         worst = min(words, key=lambda w: w.contribution)
         assert token == worst.token_id and worst.contribution < 0
 

@@ -143,7 +143,8 @@ class CancellationReport:
         """A rich table, one row per group."""
         from rich.table import Table
 
-        table = Table(title=title or f"Cancellation ratio per layer (n = {self.num_examples}, sqrt(n) = {self.random_direction_ratio:.1f})")
+        default = f"Cancellation ratio per layer (n = {self.num_examples}, sqrt(n) = {self.random_direction_ratio:.1f})"
+        table = Table(title=title or default)
         for col in ("group", "parameters", "mean ||g_i||", "||mean g_i||", "C", "mean cos(g_i, g_j)"):
             table.add_column(col, justify="left" if col == "group" else "right")
         for layer in self.layers:
@@ -181,7 +182,8 @@ def plot_cancellation(report: CancellationReport, path: str | Path, title: str |
     finite = [l.ratio if math.isfinite(l.ratio) else np.nan for l in report.layers]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(names) + 2), 4.0))
     ax.bar(range(len(names)), finite, color="#4c72b0")
-    ax.axhline(report.random_direction_ratio, color="#c44e52", linestyle="--", label=f"sqrt(n) = {report.random_direction_ratio:.1f}")
+    ax.axhline(report.random_direction_ratio, color="#c44e52", linestyle="--",
+               label=f"sqrt(n) = {report.random_direction_ratio:.1f}")
     ax.axhline(1.0, color="grey", linewidth=0.8)
     ax.set_yscale("log")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
@@ -261,7 +263,8 @@ def _word_embedding_layer(
     norm_of_sum = float(total.norm())
     n = len(texts)
     return LayerCancellation(WORD_EMBEDDINGS, vocab * dim, sum_of_norms / n, norm_of_sum / n,
-                             cancellation_ratio(sum_of_norms, norm_of_sum), pairwise_cosine(sum_of_norms, norm_of_sum, sum_of_squares))
+                             cancellation_ratio(sum_of_norms, norm_of_sum),
+                             pairwise_cosine(sum_of_norms, norm_of_sum, sum_of_squares))
 
 
 def layer_cancellation(
@@ -317,7 +320,8 @@ def _accumulate_per_example(
         for p in params:
             p.requires_grad_(True)
         run_device = params[0].device
-        for text, label in tqdm(list(zip(texts, labels)), desc="per-example gradients", unit="ex", disable=not progress, leave=False):
+        pairs = tqdm(list(zip(texts, labels)), desc="per-example gradients", unit="ex", disable=not progress, leave=False)
+        for text, label in pairs:
             batch = {k: v.to(run_device) for k, v in classifier.tokenize([text]).items()}
             with torch.enable_grad():
                 logits = classifier.logits(batch)

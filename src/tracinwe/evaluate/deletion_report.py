@@ -141,7 +141,8 @@ class DeletionResult:
             "full_run_gold_probability": full.tolist(),
             "saturated_points_by_seed": [saturated_count(p) for p in full],
             "per_point": {name: {sign: self.delta[name][sign].tolist() for sign in SIGNS} for name in self.rows},
-            "per_seed_per_point": {name: {sign: v.tolist() for sign, v in per.items()} for name, per in self.delta_by_seed.items()},
+            "per_seed_per_point": {name: {sign: v.tolist() for sign, v in per.items()}
+                                   for name, per in self.delta_by_seed.items()},
             "per_seed_per_point_log_odds": {name: {sign: v.tolist() for sign, v in per.items()}
                                             for name, per in self.log_odds_by_seed.items()},
             "settings": self.settings,
@@ -152,7 +153,8 @@ class DeletionResult:
         Wilcoxon p) to TracIn-last, TF-IDF and the random control where they were run."""
         rows = self.summary()
         refs = [ref for ref in REFERENCES if ref in self.delta]
-        head = "| method | AUC-DEL+ ↓ | AUC-DEL- ↑ | DEL- minus DEL+ |" + "".join(f" DEL+ / DEL- minus {r} (paired) |" for r in refs)
+        head = ("| method | AUC-DEL+ ↓ | AUC-DEL- ↑ | DEL- minus DEL+ |"
+                + "".join(f" DEL+ / DEL- minus {r} (paired) |" for r in refs))
         lines = [head, "|---" * (4 + len(refs)) + "|"]
         for row in rows:
             gap = f"{row['gap_minus_minus_plus']:+.3f} ± {row['gap_se']:.3f}" if "gap_se" in row else ""

@@ -32,7 +32,8 @@ from tracinwe.evaluate.small_training import SmallModelConfig, SmallRun, SmallTa
 from tracinwe.io import save_npy_atomic, write_json_atomic
 
 #: Methods of the paper's table plus the layer comparison; "random" is also available.
-DEFAULT_METHODS = ("TracIn-WE", "TracIn-WE-Top10", "TracIn-last", "Representer", "IF-last", "Grad-Cos-last", "TF-IDF", "TracIn-middle")
+DEFAULT_METHODS = ("TracIn-WE", "TracIn-WE-Top10", "TracIn-last", "Representer", "IF-last", "Grad-Cos-last", "TF-IDF",
+                   "TracIn-middle")
 #: The primary methods of the powered deletion runs.
 PRIMARY_METHODS = ("TracIn-WE", "TracIn-last", "TF-IDF", "random")
 #: The middle parameter block compared with the embeddings, per architecture.
@@ -145,7 +146,8 @@ class PreparedExperiment:
     def retrain_recipe(self) -> dict:
         """What fixes a retrain's outcome: data, model and recipe, evaluated rows (not methods or k)."""
         s = self.setup
-        return {"source": s.source, "text_column": s.text_column, "label_column": s.label_column, "n_train": s.n_train, "n_heldout": s.n_heldout, "test_fraction": s.test_fraction,
+        return {"source": s.source, "text_column": s.text_column, "label_column": s.label_column, "n_train": s.n_train,
+                "n_heldout": s.n_heldout, "test_fraction": s.test_fraction,
                 "data_seed": s.data_seed, "model": s.model.to_json(), "eval_rows": self.points}
 
 
@@ -175,7 +177,8 @@ def prepare_experiment(setup: ExperimentSetup, tokenizer=None, data: DataSplit |
     if max(setup.ks) >= len(data.train_texts):
         raise TracInWEError(f"k up to {max(setup.ks)} but only {len(data.train_texts)} training examples: scale the k grid down")
     setup = replace(setup, model=replace(setup.model, num_classes=len(data.label_names)))
-    task = SmallTask.from_texts(setup.model, tokenizer, data.train_texts, data.train_labels, data.heldout_texts, data.heldout_labels)
+    task = SmallTask.from_texts(setup.model, tokenizer, data.train_texts, data.train_labels, data.heldout_texts,
+                                data.heldout_labels)
     points = balanced_points(data.heldout_labels, setup.n_test_points, seed=setup.data_seed)
     return PreparedExperiment(setup, task, data, points, tokenizer)
 
@@ -189,7 +192,8 @@ def method_context(prepared: PreparedExperiment, seed: int) -> MethodContext:
                          prepared.setup.middle_layer or MIDDLE_LAYER[config.architecture])
 
 
-def build_methods(prepared: PreparedExperiment, names: Sequence[str] | None = None, seed: int | None = None) -> list[InfluenceMethod]:
+def build_methods(prepared: PreparedExperiment, names: Sequence[str] | None = None,
+                  seed: int | None = None) -> list[InfluenceMethod]:
     """The named methods on the checkpoints of ``seed``'s full run (the first seed by default)."""
     seed = prepared.setup.seeds[0] if seed is None else seed
     return build_registered(names or prepared.setup.methods, method_context(prepared, seed))

@@ -90,8 +90,9 @@ def run_fix_experiment(setup: FixSetup, progress: bool = True, tokenizer=None, c
             done = runner.run([r for _, _, r in planned], progress, desc=f"fix retrains (seed {seed})")
             for case, strategy, retrain in planned:
                 probs, gold = done[retrain], int(labels[case])
+                change = float((probs.argmax(1) == labels).mean()) - accuracy
                 outcomes.append(FixOutcome(case, strategy, gold, float(full[case, gold]), float(probs[case, gold]),
-                                           bool(probs[case].argmax() == gold), float((probs.argmax(1) == labels).mean()) - accuracy,
+                                           bool(probs[case].argmax() == gold), change,
                                            len(retrain.removed) + len(retrain.masked), seed))
                 proposals.append({"seed": seed, "test_index": case, "strategy": strategy, "delete": list(retrain.removed),
                                   "mask": {str(r): list(t) for r, t in retrain.masked}})
@@ -123,8 +124,10 @@ def _plan(setup: FixSetup, prepared, seed: int, cases: list[int], progress: bool
             if not isinstance(method, TracInWEMethod):
                 raise TracInWEError(f"word masking needs a TracIn-WE method, not {name!r}: use TracIn-WE or TracIn-WE-Top<k>")
             rows = top_opponents(scores[name][row], setup.mask_count)
-            mask = most_negative_shared_tokens(method.tracin, prepared.train_texts, prepared.train_labels, rows, texts[row], gold[row])
-            planned.append((case, f"mask worst word in top-{setup.mask_count} opponents: {name}", Retrain.make(seed, masked=mask)))
+            mask = most_negative_shared_tokens(method.tracin, prepared.train_texts, prepared.train_labels, rows,
+                                               texts[row], gold[row])
+            planned.append((case, f"mask worst word in top-{setup.mask_count} opponents: {name}",
+                            Retrain.make(seed, masked=mask)))
     return planned
 
 

@@ -96,7 +96,8 @@ class LDSResult:
         }
 
     def markdown(self) -> str:
-        lines = ["| method | LDS (mean ± SE over points) | per seed | minus TracIn-last (paired, Wilcoxon p) |", "|---|---|---|---|"]
+        lines = ["| method | LDS (mean ± SE over points) | per seed | minus TracIn-last (paired, Wilcoxon p) |",
+                 "|---|---|---|---|"]
         for row in self.summary():
             ref = row["paired"].get("TracIn-last")
             paired = f"{ref['mean']:+.3f} ± {ref['se']:.3f} (p={ref['wilcoxon_p']:.2g})" if ref else ""
@@ -139,7 +140,8 @@ def run_lds(
     jobs = [r for s in seeds for r in subset_retrains(subsets, s)]
     done = runner.run(jobs, progress, time_limit_s, desc="LDS retrains")
     if len(done) < len(set(jobs)):
-        raise TracInWEError(f"{len(set(jobs)) - len(done)} LDS retrains missing (time limit): rerun with the same --out to resume")
+        missing = len(set(jobs)) - len(done)
+        raise TracInWEError(f"{missing} LDS retrains missing (time limit): rerun with the same --out to resume")
     rows, gold = np.asarray(point_rows), [int(y) for y in labels]
     measured = {s: np.stack([log_odds(done[r][rows], gold) for r in subset_retrains(subsets, s)]) for s in seeds}
     lds = {name: np.stack([lds_per_point(scores[s][name], subsets, measured[s]) for s in seeds]) for name in methods}

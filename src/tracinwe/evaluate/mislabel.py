@@ -276,7 +276,8 @@ def run_mislabel_detection(setup: MislabelSetup, tokenizer=None, data: TextDatas
     if setup.n_heldout < 1 or len(data) <= setup.n_heldout + 10:
         raise TracInWEError(f"{len(data)} rows cannot give {setup.n_heldout} held-out rows and a training set: lower n_heldout")
     if setup.flip_fraction == 0 and "confidence" not in data.extra:
-        raise TracInWEError(f"nothing to measure: {setup.source} has no confidence column and no labels are flipped; pass a flip fraction > 0")
+        raise TracInWEError(f"nothing to measure: {setup.source} has no confidence column and no labels are flipped; "
+                            "pass a flip fraction > 0")
     train, heldout = data.split(setup.n_heldout / len(data), seed=setup.seed)
     noisy = flip_labels(train, setup.flip_fraction, setup.seed)
     config = replace(setup.model, num_classes=data.num_labels)
@@ -296,7 +297,8 @@ def run_mislabel_detection(setup: MislabelSetup, tokenizer=None, data: TextDatas
         "n_heldout": len(heldout),
         "train_seconds": round(train_seconds, 2),
         "train_accuracy_noisy": float((predicted == noisy_labels).mean()),
-        "flipped_memorised": float((predicted[noisy.flipped] == noisy_labels[noisy.flipped]).mean()) if noisy.flipped.any() else None,
+        "flipped_memorised": (float((predicted[noisy.flipped] == noisy_labels[noisy.flipped]).mean())
+                              if noisy.flipped.any() else None),
         "heldout_accuracy": float((heldout_probs.argmax(1) == np.asarray(heldout.labels)).mean()),
         "checkpoint_learning_rates": [lr for _, lr in run.checkpoints],
         "final_loss_mean_last_20": float(np.mean(run.losses[-20:])),

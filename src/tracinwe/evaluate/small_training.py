@@ -31,7 +31,8 @@ class SmallModelConfig:
     """Model shape and training recipe; saved beside every evaluation result."""
 
     num_classes: int = 2
-    architecture: str = "cnn"  # "cnn" (TokenCNN over BERT ids), "bert-small" (from scratch) or "minilm-l2"/"minilm-l6" (pretrained)
+    #: "cnn" (TokenCNN over BERT ids), "bert-small" (from scratch) or "minilm-l2"/"minilm-l6" (pretrained)
+    architecture: str = "cnn"
     vocab_size: int = 30522
     dim: int = 64  # CNN embedding width
     channels: int = 64  # CNN convolution channels
@@ -213,13 +214,15 @@ def train_small(
             step += 1
             run.losses.append(float(loss.detach()))
             if keep_checkpoints and step in save_at:
-                run.checkpoints.append(({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, config.learning_rate))
+                state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                run.checkpoints.append((state, config.learning_rate))
     model.eval()
     return run
 
 
 @torch.no_grad()
-def predict_small(model: nn.Module, tokens: TokenizedTexts, rows: Sequence[int] | None = None, batch_size: int = 256) -> np.ndarray:
+def predict_small(model: nn.Module, tokens: TokenizedTexts, rows: Sequence[int] | None = None,
+                  batch_size: int = 256) -> np.ndarray:
     """Class probabilities (n, C) for the rows (all by default)."""
     model.eval()
     device = next(model.parameters()).device
@@ -273,7 +276,8 @@ class SmallTask:
             torch.as_tensor(list(test_labels), dtype=torch.long),
         )
 
-    def train(self, train_indices: Sequence[int], seed: int, masked_tokens: Mapping[int, Sequence[int]] | None = None) -> nn.Module:
+    def train(self, train_indices: Sequence[int], seed: int,
+              masked_tokens: Mapping[int, Sequence[int]] | None = None) -> nn.Module:
         """A model trained on ``train_indices`` (with ``masked_tokens[row]`` padded out in those rows)."""
         tokens = self.train_tokens.masked(masked_tokens) if masked_tokens else self.train_tokens
         return train_small(self.config, tokens, self.train_labels, train_indices, seed, keep_checkpoints=False).model
