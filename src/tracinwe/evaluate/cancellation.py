@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from tracinwe.capture.gradients import CaptureSettings, capture_token_gradients, prepared_for_capture
+from tracinwe.errors import TracInWEError
 from tracinwe.io import save_figure_atomic, write_text_atomic
 from tracinwe.models.contract import TextClassifier
 from tracinwe.models.huggingface import as_text_classifier
@@ -291,7 +292,8 @@ def layer_cancellation(
     classifier = as_text_classifier(model, tokenizer, max_length)
     texts = check_texts(texts)
     checked = check_labels(labels, len(texts), classifier)
-    assert checked is not None
+    if checked is None:
+        raise TracInWEError("the cancellation diagnostic needs the gold labels: pass labels=[...] (one per text)")
     word_layer = _word_embedding_layer(classifier, texts, checked, device, batch_size, progress)
     word, groups = _parameter_groups(classifier, group_by or default_group_by(classifier.module))
     _accumulate_per_example(classifier, texts, checked, groups, device, progress)
