@@ -93,7 +93,8 @@ def minilm_models(args, train, tokenizer):
     torch.manual_seed(args.seed)
     fresh = AutoModelForSequenceClassification.from_pretrained(minilm_l6_path(), num_labels=2).eval()
     return [("minilm-l6-finetuned", tuned, info),
-            ("minilm-l6-fresh-head", HuggingFaceClassifier(fresh, tokenizer, args.max_length), {"recipe": "pretrained encoder, untrained head"})]
+            ("minilm-l6-fresh-head", HuggingFaceClassifier(fresh, tokenizer, args.max_length),
+             {"recipe": "pretrained encoder, untrained head"})]
 
 
 def small_model(args, architecture: str, train, tokenizer):
@@ -143,11 +144,13 @@ def main(argv=None) -> int:
                 report.settings.update({"data": "bundled:rotten-tomatoes", "split": split, "n": len(sample), "seed": args.seed,
                                         "recipe": info.get("recipe"), "seconds": round(time.time() - started, 1),
                                         "versions": _versions(),
-                                        "command": "python benchmarks/bench_cancellation.py " + " ".join(sys.argv[1:] if argv is None else argv)})
+                                        "command": "python benchmarks/bench_cancellation.py "
+                                                   + " ".join(sys.argv[1:] if argv is None else argv)})
                 report.save(RESULTS, f"cancellation_{name}_{split}")
                 console.print(report.table(f"{name} on {len(sample)} {split} Rotten Tomatoes snippets "
-                                           f"(held-out acc. {info['heldout_accuracy']:.3f}; sqrt(n) = {report.random_direction_ratio:.1f})"))
-                summary[f"{name}/{split}"] = {l.name: l.ratio for l in report.layers}
+                                           f"(held-out acc. {info['heldout_accuracy']:.3f}; "
+                                           f"sqrt(n) = {report.random_direction_ratio:.1f})"))
+                summary[f"{name}/{split}"] = {layer.name: layer.ratio for layer in report.layers}
     console.print(json.dumps(summary, indent=1))
     return 0
 

@@ -88,7 +88,8 @@ def long_texts(n: int, seed: int = 0) -> tuple[list[str], list[int], list[str]]:
     return list(data.texts), [int(y) for y in data.labels], list(data.label_names)
 
 
-def minilm_checkpoints(num_labels: int, folder: str | None = None, device: str = "cpu") -> tuple[list[tuple[nn.Module, float]], object]:
+def minilm_checkpoints(num_labels: int, folder: str | None = None,
+                       device: str = "cpu") -> tuple[list[tuple[nn.Module, float]], object]:
     """Two MiniLM-L6 checkpoints (seeded heads, float32) with their learning rates, and the tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, logging
 
@@ -191,8 +192,8 @@ def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_siz
     bare_rate = work / statistics.median(times["bare"])
     ours_rate = work / statistics.median(times["capture"])
     return {
-        "device": device, "max_length": max_length, "texts": len(texts), "checkpoints": len(checkpoints), "batch_size": batch_size,
-        "repeats": repeats, "seconds": times,
+        "device": device, "max_length": max_length, "texts": len(texts), "checkpoints": len(checkpoints),
+        "batch_size": batch_size, "repeats": repeats, "seconds": times,
         "bare_examples_per_s": bare_rate, "capture_examples_per_s": ours_rate, "ratio": ours_rate / bare_rate,
         "tokenize_share_of_capture": statistics.median(times["tokenize"]) / statistics.median(times["capture"]),
         "ratio_without_tokenization": statistics.median(times["bare"])
@@ -279,14 +280,15 @@ def against_captum(checkpoints, tokenizer, texts, labels, n_train: int, test_siz
     for n_test in test_sizes:
         test_texts, test_labels = texts[n_train : n_train + n_test], labels[n_train : n_train + n_test]
 
-        def ours() -> np.ndarray:
+        def ours(test_texts=test_texts, test_labels=test_labels) -> np.ndarray:  # the loop's values, bound now
             return tw.scores(train_texts, train_labels, test_texts, test_labels)
 
-        def theirs() -> np.ndarray:
+        def theirs(test_texts=test_texts, test_labels=test_labels, n_test=n_test) -> np.ndarray:
             chunk = test_chunk or n_test
             parts = []
             for lo in range(0, n_test, chunk):
-                inputs = padded_loader(tokenizer, test_texts[lo : lo + chunk], test_labels[lo : lo + chunk], max_length, chunk, device)
+                inputs = padded_loader(tokenizer, test_texts[lo : lo + chunk], test_labels[lo : lo + chunk], max_length, chunk,
+                                       device)
                 parts.append(captum.influence(inputs).double().cpu().numpy())
             return np.concatenate(parts)
 
@@ -298,7 +300,8 @@ def against_captum(checkpoints, tokenizer, texts, labels, n_train: int, test_siz
         scale = float(np.abs(expected).max())
         large = np.abs(expected) > 1e-3 * scale
         yield {
-            "device": device, "n_train": n_train, "n_test": n_test, "captum_train_batch_size": captum_batch_size, "max_length": max_length, "captum_test_chunk": test_chunk or n_test,
+            "device": device, "n_train": n_train, "n_test": n_test, "captum_train_batch_size": captum_batch_size,
+            "max_length": max_length, "captum_test_chunk": test_chunk or n_test,
             "tracinwe_seconds": our_times, "tracinwe_median_s": statistics.median(our_times),
             "captum_seconds": captum_seconds, "speedup": captum_seconds / statistics.median(our_times),
             "max_relative_difference": float(np.abs(got - expected).max()) / scale,
@@ -370,8 +373,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     checkpoints, tokenizer = minilm_checkpoints(len(label_names), args.model, args.device)
     result: dict = {
         "benchmark": "capture",
-        "config": {**vars(args), "model_folder": args.model, "model": "all-MiniLM-L6-v2 (pretrained encoder, seeded heads)", "head_seeds": HEAD_SEEDS,
-                   "learning_rates": LEARNING_RATES, "data": DATA_SOURCE, "num_labels": len(label_names)},
+        "config": {**vars(args), "model_folder": args.model, "model": "all-MiniLM-L6-v2 (pretrained encoder, seeded heads)",
+                   "head_seeds": HEAD_SEEDS, "learning_rates": LEARNING_RATES, "data": DATA_SOURCE,
+                   "num_labels": len(label_names)},
         "environment": environment(),
         "throughput": [],
         "captum": [],

@@ -88,7 +88,8 @@ def main() -> None:
     }
     figures = {}
     for kind, (data, n) in runs.items():
-        tw = TracInWE([(m, 0.05) for m in models(kind, tokenizer, data.num_labels)], tokenizer=tokenizer, top_k=10, max_length=64, batch_size=64)
+        tw = TracInWE([(m, 0.05) for m in models(kind, tokenizer, data.num_labels)], tokenizer=tokenizer, top_k=10,
+                      max_length=64, batch_size=64)
         capture_s, build_s = [], []
         for _ in range(args.rounds):
             t = time.perf_counter()
@@ -109,10 +110,12 @@ def main() -> None:
     for col in ("model", "texts", "capture ex/s", "build ex/s", "build / capture"):
         table.add_column(col, justify="right")
     for kind, f in figures.items():
-        table.add_row(kind, str(f["texts"]), f"{f['capture_examples_per_s']:.0f}", f"{f['build_examples_per_s']:.0f}", f"{f['build_over_capture']:.3f}")
+        table.add_row(kind, str(f["texts"]), f"{f['capture_examples_per_s']:.0f}", f"{f['build_examples_per_s']:.0f}",
+                      f"{f['build_over_capture']:.3f}")
     console.print(table)
-    config = {"rounds": args.rounds, "segment_size": args.segment_size, "torch_threads": args.threads, "top_k": 10, "max_length": 64,
-              "batch_size": 64, "seeds": [0, 1], "data": {"bert-small": "bundled:rotten-tomatoes", "cnn": "bundled:twitter-sentiment"},
+    config = {"rounds": args.rounds, "segment_size": args.segment_size, "torch_threads": args.threads, "top_k": 10,
+              "max_length": 64, "batch_size": 64, "seeds": [0, 1],
+              "data": {"bert-small": "bundled:rotten-tomatoes", "cnn": "bundled:twitter-sentiment"},
               "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
               "load_average_1_5_15": list(__import__("os").getloadavg()), "argv": sys.argv[1:]}
     RESULTS.mkdir(exist_ok=True)

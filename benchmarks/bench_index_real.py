@@ -63,7 +63,8 @@ def train_cnn(tokenizer, texts, labels, num_classes: int, seed: int, lr: float, 
     for step in range(steps):
         idx = order[step * batch : (step + 1) * batch]
         enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=64, return_tensors="pt")
-        loss = torch.nn.functional.cross_entropy(model(enc["input_ids"], enc["attention_mask"]), torch.tensor([labels[i] for i in idx]))
+        loss = torch.nn.functional.cross_entropy(model(enc["input_ids"], enc["attention_mask"]),
+                                                 torch.tensor([labels[i] for i in idx]))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -112,7 +113,8 @@ def projected_figures(path, tw, texts, labels, ids, test_records, brute, args) -
     from tracinwe.index import Index
 
     t = time.perf_counter()
-    index = Index.build(path, tw, texts, labels, ids=ids, chunk_size=args.segment_size, projection_dim=args.projection_dim, progress=True)
+    index = Index.build(path, tw, texts, labels, ids=ids, chunk_size=args.segment_size, projection_dim=args.projection_dim,
+                        progress=True)
     build_s = time.perf_counter() - t
     index.search(test_records, k=10)
     times, recalls = [], []
@@ -121,7 +123,8 @@ def projected_figures(path, tw, texts, labels, ids, test_records, brute, args) -
         t = time.perf_counter()
         hits = index.search(one, k=10)
         times.append(time.perf_counter() - t)
-        recalls += [recall_at_k(brute[i : i + 1], hits.proponent_indices, 10, 1.0)[0], recall_at_k(brute[i : i + 1], hits.opponent_indices, 10, -1.0)[0]]
+        recalls += [recall_at_k(brute[i : i + 1], hits.proponent_indices, 10, 1.0)[0],
+                    recall_at_k(brute[i : i + 1], hits.opponent_indices, 10, -1.0)[0]]
     return {"projected_build_s": build_s, "projected_search_s_single_mean": statistics.mean(times),
             "projected_recall_at_10": float(np.mean(recalls)), "projected_recall_at_10_min": float(np.min(recalls))}
 
@@ -162,11 +165,14 @@ def main() -> None:
     train_ids = [f"{i}#{r}" for r in range(reps) for i in pool.ids][: args.n_train]
 
     t = time.perf_counter()
-    models, losses = train_cnn(tokenizer, pool.texts[: args.train_cnn_on], pool.labels[: args.train_cnn_on], data.num_labels, args.seed, 0.05, 64)
+    models, losses = train_cnn(tokenizer, pool.texts[: args.train_cnn_on], pool.labels[: args.train_cnn_on], data.num_labels,
+                               args.seed, 0.05, 64)
     train_s = time.perf_counter() - t
     lrs = [0.05, 0.05]
-    tw = TracInWE([(classifier(m, tokenizer, data.num_labels), lr) for m, lr in zip(models, lrs)], top_k=10, max_length=64, batch_size=128)
-    console.print(f"CNN trained on {args.train_cnn_on} tweets in {train_s:.1f} s (loss {np.mean(losses[:20]):.3f} -> {np.mean(losses[-20:]):.3f})")
+    tw = TracInWE([(classifier(m, tokenizer, data.num_labels), lr) for m, lr in zip(models, lrs)], top_k=10, max_length=64,
+                  batch_size=128)
+    console.print(f"CNN trained on {args.train_cnn_on} tweets in {train_s:.1f} s "
+                  f"(loss {np.mean(losses[:20]):.3f} -> {np.mean(losses[-20:]):.3f})")
 
     t = time.perf_counter()
     train_records = tw.capture(train_texts, train_labels)
@@ -206,10 +212,12 @@ def main() -> None:
         scale = np.abs(brute).max()
         rows = np.arange(len(test.texts))[:, None]
         exact = {
-            "max_abs_diff_top10_scores_relative": float(max(np.abs(hits.proponent_scores - reference.proponent_scores).max(),
-                                                            np.abs(hits.opponent_scores - reference.opponent_scores).max()) / scale),
-            "max_abs_diff_returned_vs_brute_relative": float(max(np.abs(brute[rows, hits.proponent_indices] - hits.proponent_scores).max(),
-                                                                 np.abs(brute[rows, hits.opponent_indices] - hits.opponent_scores).max()) / scale),
+            "max_abs_diff_top10_scores_relative": float(max(
+                np.abs(hits.proponent_scores - reference.proponent_scores).max(),
+                np.abs(hits.opponent_scores - reference.opponent_scores).max()) / scale),
+            "max_abs_diff_returned_vs_brute_relative": float(max(
+                np.abs(brute[rows, hits.proponent_indices] - hits.proponent_scores).max(),
+                np.abs(brute[rows, hits.opponent_indices] - hits.opponent_scores).max()) / scale),
             "same_rows_fraction": float(((hits.proponent_indices == reference.proponent_indices).mean()
                                          + (hits.opponent_indices == reference.opponent_indices).mean()) / 2),
         }
@@ -238,13 +246,16 @@ def main() -> None:
         **projected,
     }
     config = {
-        "n_train": args.n_train, "n_distinct_train": len(pool), "n_test": args.n_test, "seed": args.seed, "data": "bundled:twitter-sentiment (deduped)",
+        "n_train": args.n_train, "n_distinct_train": len(pool), "n_test": args.n_test, "seed": args.seed,
+        "data": "bundled:twitter-sentiment (deduped)",
         "model": "TokenCNN(30522 x 128, 2 conv, 128 channels), SGD momentum 0.9 lr 0.05, batch 64, 1 epoch on "
                  f"{args.train_cnn_on} tweets; checkpoints at mid and end of the epoch",
-        "learning_rates": lrs, "top_k": 10, "max_length": 64, "batch_size": 128, "dtype": "float32", "segment_size": args.segment_size,
+        "learning_rates": lrs, "top_k": 10, "max_length": 64, "batch_size": 128, "dtype": "float32",
+        "segment_size": args.segment_size,
         "cnn_loss_first20_last20": [float(np.mean(losses[:20])), float(np.mean(losses[-20:]))],
         "torch_threads": args.threads, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-        "argv": sys.argv[1:], "machine": platform.machine(), "cpus": __import__("os").cpu_count(), "load_average_1_5_15": list(__import__("os").getloadavg()),
+        "argv": sys.argv[1:], "machine": platform.machine(), "cpus": __import__("os").cpu_count(),
+        "load_average_1_5_15": list(__import__("os").getloadavg()),
     }
     table = Table(title=f"TracIn-WE index: {args.n_test} test x {args.n_train} real training tweets, exact top-10")
     table.add_column("measure")

@@ -111,12 +111,14 @@ class Generator:
                 ids.append(t[order])
                 grads.append(g[order])
                 offsets.append(offsets[-1] + t.size)
-            out.append(TokenGradients(torch.tensor(offsets), torch.from_numpy(np.concatenate(ids)), torch.from_numpy(np.concatenate(grads)),
-                                      torch.zeros(n, dtype=torch.long), torch.zeros(n, 2)))
+            out.append(TokenGradients(torch.tensor(offsets), torch.from_numpy(np.concatenate(ids)),
+                                      torch.from_numpy(np.concatenate(grads)), torch.zeros(n, dtype=torch.long),
+                                      torch.zeros(n, 2)))
         return out
 
 
-def write_index(root: Path, gen: Generator, n: int, segment: int, projection_dim: int, method: str, lrs: list[float], seed: int) -> dict:
+def write_index(root: Path, gen: Generator, n: int, segment: int, projection_dim: int, method: str, lrs: list[float],
+                seed: int) -> dict:
     """Generate and write every segment with the real segment writer, then the manifest.
 
     The projection basis is fitted as a real build fits it: on the rows of
@@ -131,7 +133,8 @@ def write_index(root: Path, gen: Generator, n: int, segment: int, projection_dim
 
     plan = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
-        "settings": {"top_k": 10, "keep_special_tokens": True, "max_length": 64, "dtype": "float16", "segment_size": segment, "batch_size": 32},
+        "settings": {"top_k": 10, "keep_special_tokens": True, "max_length": 64, "dtype": "float16", "segment_size": segment,
+                     "batch_size": 32},
         "dtype": "float16",
         "checkpoints": [{"path": None, "learning_rate": lr} for lr in lrs],
         "fingerprint": {"synthetic": True, "seed": seed},
@@ -144,7 +147,8 @@ def write_index(root: Path, gen: Generator, n: int, segment: int, projection_dim
     basis = None
     if projection_dim:
         tokens, rows, dense = gen.examples(min(n, projection.PCA_PROBE), stream=10**6)
-        basis = projection.fit(plan["projection"], rows[tokens >= 0].reshape(-1, gen.checkpoints * gen.dim), dense.reshape(dense.shape[0], -1))
+        basis = projection.fit(plan["projection"], rows[tokens >= 0].reshape(-1, gen.checkpoints * gen.dim),
+                               dense.reshape(dense.shape[0], -1))
         projection.write(root, basis)
     lr = np.asarray(lrs, dtype=np.float64)
     for number, lo in enumerate(tqdm(range(0, n, segment), desc="writing synthetic segments", unit="segment")):
@@ -159,7 +163,8 @@ def write_index(root: Path, gen: Generator, n: int, segment: int, projection_dim
         offsets = np.zeros(uniq.size + 1, np.int64)
         offsets[1:] = np.cumsum(counts)
         sorted_rows = flat_rows[order]
-        self_inf = np.einsum("c,ntcd->n", lr, rows.astype(np.float64) ** 2) + np.einsum("c,nctd->n", lr, dense.astype(np.float64) ** 2)
+        self_inf = (np.einsum("c,ntcd->n", lr, rows.astype(np.float64) ** 2)
+                    + np.einsum("c,nctd->n", lr, dense.astype(np.float64) ** 2))
         arrays = {
             "dense": dense.astype(np.float16), "tokens": uniq.astype(np.int32), "offsets": offsets,
             "postings": example[order].astype(np.int32), "rows": sorted_rows.astype(np.float16), "self_influence": self_inf,
@@ -244,7 +249,8 @@ def main() -> None:
     parser.add_argument("--zipf", type=float, default=1.0)
     parser.add_argument("--projection-dim", type=int, default=64)
     parser.add_argument("--projection-method", choices=["pca", "gaussian"], default="pca")
-    parser.add_argument("--candidates", type=int, nargs="+", default=[1000, 5000], help="exact rescoring candidates of the projected screen")
+    parser.add_argument("--candidates", type=int, nargs="+", default=[1000, 5000],
+                        help="exact rescoring candidates of the projected screen")
     parser.add_argument("--singles", type=int, default=5)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
@@ -264,7 +270,8 @@ def main() -> None:
 
     console = Console()
     root = Path(args.path)
-    estimate = args.n * args.checkpoints * (args.tokens + 2) * (args.dim + (args.projection_dim or 0) / args.checkpoints) * 2 * 1.05
+    per_token = args.dim + (args.projection_dim or 0) / args.checkpoints
+    estimate = args.n * args.checkpoints * (args.tokens + 2) * per_token * 2 * 1.05
     lrs = [0.05, 0.05]
     shapes = load_shapes(args.dim)
     figures: dict = {}
@@ -293,8 +300,9 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     config = {k: v for k, v in vars(args).items() if k not in ("measure_only", "reuse", "keep")}
-    config.update({"argv": sys.argv[1:], "learning_rates": lrs, "dtype": "float16", "shapes_from": shapes["source"], "numpy": np.__version__,
-                   "python": platform.python_version(), "cpus": os.cpu_count(), "page_cache": "warm (written just before)",
+    config.update({"argv": sys.argv[1:], "learning_rates": lrs, "dtype": "float16", "shapes_from": shapes["source"],
+                   "numpy": np.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
+                   "page_cache": "warm (written just before)",
                    "load_average_1_5_15": list(os.getloadavg())})
     table = Table(title=f"synthetic TracIn-WE index: {args.n:,} examples, top-10")
     table.add_column("measure")

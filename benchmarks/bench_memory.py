@@ -79,9 +79,8 @@ def random_checkpoints(model: str, num_labels: int, tokenizer, max_length: int) 
     import torch
     from transformers import AutoModelForSequenceClassification, BertForSequenceClassification, logging
 
-    from tracinwe.models.pretrained import minilm_l6_path
-
     from tracinwe import TorchTextClassifier
+    from tracinwe.models.pretrained import minilm_l6_path
     from tracinwe.models.small import TokenCNN, bert_small_config
 
     models = []
@@ -89,7 +88,8 @@ def random_checkpoints(model: str, num_labels: int, tokenizer, max_length: int) 
         torch.manual_seed(seed)
         if model == "minilm":
             logging.set_verbosity_error()
-            models.append((AutoModelForSequenceClassification.from_pretrained(minilm_l6_path(), num_labels=num_labels).eval(), lr))
+            net = AutoModelForSequenceClassification.from_pretrained(minilm_l6_path(), num_labels=num_labels).eval()
+            models.append((net, lr))
             continue
         if model == "bert-small":
             models.append((BertForSequenceClassification(bert_small_config(num_labels)).eval(), lr))
@@ -172,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--modes", nargs="+", default=["capture", "scores"], choices=["capture", "scores"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", choices=["minilm", "bert-small", "cnn"], default="bert-small",
-                        help="pretrained MiniLM-L6 (seeded heads), random-init BERT-small shape (2 layers, hidden 128), or the authors' token CNN (fastest)")
+                        help="pretrained MiniLM-L6 (seeded heads), random-init BERT-small shape (2 layers, hidden 128), "
+                             "or the authors' token CNN (fastest)")
     parser.add_argument("--name", default=None, help="result name (default: memory, or memory-quick with --quick)")
     parser.add_argument("--quick", action="store_true", help="small sizes (results in memory-quick.json)")
     args = parser.parse_args(argv)

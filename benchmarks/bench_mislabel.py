@@ -71,7 +71,8 @@ def save_bundle(folder: Path, names: list[str]) -> None:
     load_tokenizer().save_pretrained(folder / "tokenizer")
     for name in names:
         d = load_dataset_source(f"bundled:{name}").dedupe()
-        payload = {"texts": d.texts, "labels": d.labels, "label_names": d.label_names, "ids": d.ids, "name": d.name, "extra": d.extra}
+        payload = {"texts": d.texts, "labels": d.labels, "label_names": d.label_names, "ids": d.ids, "name": d.name,
+                   "extra": d.extra}
         (folder / f"{name}.json").write_text(json.dumps(payload))
         print(f"saved {name}: {len(d)} rows")
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything, then run the whole test suite (slow end-to-end and browser tests included).
+# Install everything, lint, then run the whole test suite (slow end-to-end and browser tests included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -13,4 +13,6 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-python -m pytest "$@"
+ruff check src tests benchmarks
+# -m "" overrides the fast lane of pyproject's addopts (-m 'not slow'): every test runs, slow ones included.
+python -m pytest -m "" "$@"

@@ -129,7 +129,8 @@ def test_tfidf_cosine_by_hand():
 def test_tracin_layer_on_classifier_equals_tracin_last(cnn_models, tokenizer):
     dense = TracInLayer("classifier", cnn_models, tokenizer, batch_size=4)
     np.testing.assert_allclose(dense.scores(TEXTS, LABELS, TEXTS[:2], [0, 1]),
-                               TracInLastLayer(cnn_models, tokenizer).scores(TEXTS, LABELS, TEXTS[:2], [0, 1]), rtol=1e-5, atol=1e-10)
+                               TracInLastLayer(cnn_models, tokenizer).scores(TEXTS, LABELS, TEXTS[:2], [0, 1]),
+                               rtol=1e-5, atol=1e-10)
     np.testing.assert_allclose(dense.self_influence(TEXTS, LABELS),
                                np.diag(dense.scores(TEXTS, LABELS, TEXTS, LABELS)), rtol=1e-9)
 

@@ -146,13 +146,15 @@ def test_explorer_in_the_browser(browser, small, server, tmp_path):
     page.click("#go")
     page.wait_for_selector("#answer .neighbor.proponent")
     (expected,) = index.query([text], k=5)
-    shown = page.locator("#answer .neighbor.proponent").evaluate_all("els => els.map(e => [Number(e.dataset.row), Number(e.dataset.score)])")
+    shown = page.locator("#answer .neighbor.proponent").evaluate_all(
+        "els => els.map(e => [Number(e.dataset.row), Number(e.dataset.score)])")
     assert shown == [[n.row, n.score] for n in expected.proponents]
     shown = page.locator("#answer .neighbor.opponent").evaluate_all("els => els.map(e => Number(e.dataset.score))")
     assert shown == [n.score for n in expected.opponents]
     assert page.inner_text("#answer .prediction") == index.label_names[expected.prediction]
     assert page.inner_text("#answer .qtext") == text
-    for title, value in page.locator("#answer mark.w").evaluate_all("els => els.map(e => [e.title, Number(e.dataset.contribution)])"):
+    marks = page.locator("#answer mark.w").evaluate_all("els => els.map(e => [e.title, Number(e.dataset.contribution)])")
+    for title, value in marks:
         assert title.endswith(f"{value:+.3g}")  # the JavaScript formatting matches Python's
     assert "answered in" in page.inner_text("#status")
 

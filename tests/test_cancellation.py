@@ -78,14 +78,15 @@ def _brute_force(module: torch.nn.Module, batches, labels, word_name: str, group
         for key, parts in flat.items():
             per_group.setdefault(key, []).append(np.concatenate(parts))
     module.zero_grad(set_to_none=True)
-    return {k: float(np.linalg.norm(np.stack(g), axis=1).sum() / np.linalg.norm(np.stack(g).sum(0))) for k, g in per_group.items()}
+    return {k: float(np.linalg.norm(np.stack(g), axis=1).sum() / np.linalg.norm(np.stack(g).sum(0)))
+            for k, g in per_group.items()}
 
 
 def test_tiny_bert_matches_dense_brute_force(tokenizer):
     model = tiny_bert(1, num_labels=2)
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     report = layer_cancellation(model, TEXTS, LABELS, tokenizer=tokenizer, batch_size=4)
-    names = [l.name for l in report.layers]
+    names = [layer.name for layer in report.layers]
     assert names == [WORD_EMBEDDINGS, "embeddings (rest)", "layer.0", "layer.1", "pooler", "classifier"]
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags and not model.training
     batches = [dict(tokenizer([t], return_tensors="pt")) for t in TEXTS]
@@ -95,7 +96,7 @@ def test_tiny_bert_matches_dense_brute_force(tokenizer):
         assert layer.ratio == pytest.approx(expected[layer.name], rel=1e-5), layer.name
         assert layer.ratio >= 1.0 and -1.0 <= layer.mean_pairwise_cosine <= 1.0
     assert report.ratio("classifier") == report.layers[-1].ratio
-    assert sum(l.num_parameters for l in report.layers) == sum(p.numel() for p in model.parameters())
+    assert sum(layer.num_parameters for layer in report.layers) == sum(p.numel() for p in model.parameters())
 
 
 def test_token_cnn_padding_does_not_change_the_ratios(tokenizer):
@@ -104,7 +105,7 @@ def test_token_cnn_padding_does_not_change_the_ratios(tokenizer):
     clf = TorchTextClassifier(cnn, cnn.embed, 2, hf_tokenizer=tokenizer,
                               forward=lambda b: cnn(b["input_ids"], b["attention_mask"]))
     report = layer_cancellation(clf, TEXTS, LABELS, batch_size=3)  # batched: texts are padded together
-    assert [l.name for l in report.layers] == [WORD_EMBEDDINGS, "conv1", "conv2", "classifier"]
+    assert [layer.name for layer in report.layers] == [WORD_EMBEDDINGS, "conv1", "conv2", "classifier"]
     batches = [{"input_ids": tokenizer([t], return_tensors="pt")["input_ids"]} for t in TEXTS]
     expected = _brute_force(cnn, batches, LABELS, "embed.weight", default_group_by(cnn))
     for layer in report.layers:
@@ -115,7 +116,7 @@ def test_report_files_and_json(tmp_path, tokenizer):
     report = layer_cancellation(tiny_bert(2, 2), TEXTS, LABELS, tokenizer=tokenizer)
     json_path, png_path = report.save(tmp_path, "tiny")
     data = json.loads(json_path.read_text())
-    assert data["num_examples"] == len(TEXTS) and [l["name"] for l in data["layers"]][0] == WORD_EMBEDDINGS
+    assert data["num_examples"] == len(TEXTS) and [layer["name"] for layer in data["layers"]][0] == WORD_EMBEDDINGS
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -135,8 +136,9 @@ def test_cli_on_real_data(tmp_path, tokenizer):
     assert result.exit_code == 0, result.output
     data = json.loads((out / "cancellation.json").read_text())
     assert data["num_examples"] == 24 and data["settings"]["data"] == "bundled:sms-spam"
-    assert all(float(l["ratio"]) >= 1.0 for l in data["layers"])
+    assert all(float(layer["ratio"]) >= 1.0 for layer in data["layers"])
     assert (out / "cancellation.png").is_file() and "word embeddings" in result.output
 
-    bad = CliRunner().invoke(app, ["cancellation", "--model", str(model_dir), "--data", "bundled:bbc-news", "--n", "8", "--out", str(out)])
+    bad = CliRunner().invoke(app, ["cancellation", "--model", str(model_dir), "--data", "bundled:bbc-news", "--n", "8",
+                                   "--out", str(out)])
     assert bad.exit_code != 0 and "5 classes" in bad.output

@@ -208,7 +208,7 @@ def test_bad_columns_labels_and_runtime_failures(trained, index_path):
 )
 @pytest.mark.parametrize(("error", "code", "prefix"), [(TracInWEError, 2, "error:"), (RuntimeError, 1, "failed: RuntimeError:")])
 def test_every_command_shares_the_exit_codes(monkeypatch, tmp_path, args, target, error, code, prefix):
-    """Bad input is exit 2 and a runtime failure exit 1, each one line on stderr, in the evaluation and diagnostics commands too."""
+    """Bad input is exit 2, a runtime failure exit 1, each one line on stderr: in the evaluation and diagnostics commands too."""
 
     def broken(*_args, **_kwargs):
         raise error("the cause" if error is TracInWEError else "the cause\nand a second line, not shown")

@@ -115,13 +115,14 @@ def test_index_build_maps_data_labels_to_the_checkpoint_classes(tokenizer, tmp_p
     tokenizer.save_pretrained(folder)
     write_checkpoint_info(folder, 0.1, step=1)
     rows = [(f"{t} #{i}", "pos" if y else "neg") for i, (t, y) in enumerate(zip(TEXTS * 2, LABELS * 2))]
-    out = invoke("index", "build", "--out", tmp_path / "idx", "--checkpoint", folder, "--data", write_csv(tmp_path / "d.csv", rows),
-                 "--max-length", "32")
+    out = invoke("index", "build", "--out", tmp_path / "idx", "--checkpoint", folder,
+                 "--data", write_csv(tmp_path / "d.csv", rows), "--max-length", "32")
     assert out.exit_code == 0, out.output
     index = Index.open(tmp_path / "idx")
     assert index.label_names == ["pos", "neg"]
     assert [index.label_names[y] for y in index.labels()] == [name for _, name in rows]
 
     rows[3] = (rows[3][0], "neutral")
-    out = invoke("index", "build", "--out", tmp_path / "idx2", "--checkpoint", folder, "--data", write_csv(tmp_path / "e.csv", rows))
+    out = invoke("index", "build", "--out", tmp_path / "idx2", "--checkpoint", folder,
+                 "--data", write_csv(tmp_path / "e.csv", rows))
     assert out.exit_code == 2 and "'neutral'" in out.output and "(pos, neg)" in out.output

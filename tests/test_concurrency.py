@@ -21,7 +21,8 @@ QUERIES = [f"{t} #{i}" for i, t in enumerate(TEXTS * 6)][:32]
 
 
 def _model_state(models) -> list:
-    return [[(n, p.requires_grad) for n, p in m.named_parameters()] + [(n, s.training) for n, s in m.named_modules()] for m in models]
+    return [[(n, p.requires_grad) for n, p in m.named_parameters()] + [(n, s.training) for n, s in m.named_modules()]
+            for m in models]
 
 
 @pytest.fixture(scope="module")

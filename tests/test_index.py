@@ -101,7 +101,8 @@ def test_self_influence_and_suspicious(index, tw, data):
 def test_projection_and_float16_return_exact_scores(tw, data, brute, tmp_path):
     records = tw.capture(QUERIES, [1, 0, 1, 0])
     projected = Index.build_from_dataset(tmp_path / "p", tw, data, chunk_size=32, projection_dim=8, progress=False)
-    assert {k: v for k, v in projected.manifest["projection"].items() if k != "files"} == {"dim": 8, "method": "pca", "seed": 0, "probe": 1024}
+    recorded = {k: v for k, v in projected.manifest["projection"].items() if k != "files"}
+    assert recorded == {"dim": 8, "method": "pca", "seed": 0, "probe": 1024}
     assert projected._projection.rows.shape == (2 * 16, 8)  # 2 checkpoints x hidden size 16 -> 8
     # every example a candidate: the projection only ranks, the rescoring is exact
     assert_top_k_exact(projected.search(records, k=K, candidates=len(data)), brute, K)
@@ -116,7 +117,9 @@ def test_projection_and_float16_return_exact_scores(tw, data, brute, tmp_path):
     stored = half.scores(QUERIES, [1, 0, 1, 0])  # the float16-rounded rows, scored exactly
     np.testing.assert_allclose(stored, brute, atol=2e-3 * np.abs(brute).max())
     assert_top_k_exact(half.search(records, k=K), stored, K)
-    size = lambda ix: sum(np.load(ix.path / "segments" / s["name"] / "rows.npy", mmap_mode="r").nbytes for s in ix.manifest["segments"])
+    def size(ix) -> int:
+        return sum(np.load(ix.path / "segments" / s["name"] / "rows.npy", mmap_mode="r").nbytes for s in ix.manifest["segments"])
+
     assert size(half) * 2 == size(projected)
 
 

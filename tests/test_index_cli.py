@@ -30,8 +30,8 @@ def test_build_query_info_suspicious(tokenizer, tmp_path):
             writer.writerow([f"{t} #{i}", "pos" if y else "neg"])
     runner = CliRunner()
     out = runner.invoke(app, [
-        "index", "build", "--out", str(tmp_path / "idx"), "--run-dir", str(run), "--data", str(table), "--text-column", "sentence",
-        "--label-column", "sentiment", "--max-length", "64", "--chunk-size", "10", "--top-k", "10",
+        "index", "build", "--out", str(tmp_path / "idx"), "--run-dir", str(run), "--data", str(table),
+        "--text-column", "sentence", "--label-column", "sentiment", "--max-length", "64", "--chunk-size", "10", "--top-k", "10",
     ])
     assert out.exit_code == 0, out.output
     index = Index.open(tmp_path / "idx")

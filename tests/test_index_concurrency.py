@@ -84,7 +84,8 @@ from tracinwe.index import Index
 from tracinwe.models.pretrained import minilm_l6_path
 from test_index_concurrency import batch
 import pyarrow.dataset, pyarrow.parquet  # imported once here, not in every forked writer (1 s each)
-tw = TracInWE([(tiny_bert(0, 2), 0.1), (tiny_bert(1, 2), 0.03)], tokenizer=AutoTokenizer.from_pretrained(minilm_l6_path()), top_k=10, max_length=64)
+tw = TracInWE([(tiny_bert(0, 2), 0.1), (tiny_bert(1, 2), 0.03)], tokenizer=AutoTokenizer.from_pretrained(minilm_l6_path()),
+              top_k=10, max_length=64)
 path, workers, kills, seed = {path!r}, {workers}, {kills}, {seed}
 rng = random.Random(seed)
 

@@ -14,8 +14,7 @@ import pytest
 
 from conftest import LABELS, TEXTS, tiny_bert
 from tracinwe import TracInWE
-from tracinwe.index import Index, IndexBuildError, IndexFormatError
-from tracinwe.index import storage
+from tracinwe.index import Index, IndexBuildError, IndexFormatError, storage
 
 TRAIN = TEXTS * 3
 TRAIN_LABELS = [y % 2 for y in LABELS] * 3

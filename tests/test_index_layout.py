@@ -33,7 +33,8 @@ def random_records(n: int, seed: int, magnitude: float, dim: int = 8) -> list[To
             offsets.append(offsets[-1] + keep.size)
         ids = np.concatenate(ids)
         rows = rng.standard_normal((ids.size, dim)).astype(np.float32) * magnitude
-        out.append(TokenGradients(torch.tensor(offsets), torch.from_numpy(ids), torch.from_numpy(rows), torch.zeros(n, dtype=torch.long), torch.zeros(n, 2)))
+        out.append(TokenGradients(torch.tensor(offsets), torch.from_numpy(ids), torch.from_numpy(rows),
+                                  torch.zeros(n, dtype=torch.long), torch.zeros(n, 2)))
     return out
 
 
@@ -49,13 +50,15 @@ def write_index(root, records: list[TokenGradients], dtype: str, segment: int, p
     builder = SegmentBuilder(None, plan, classifiers=[])
     if projection_dim:
         block = combine_checkpoints(records, np.array(DENSE))
-        builder.projection = projection.fit(plan["projection"], block.rows.reshape(block.rows.shape[0], -1), block.dense.reshape(block.num_examples, -1))
+        builder.projection = projection.fit(plan["projection"], block.rows.reshape(block.rows.shape[0], -1),
+                                            block.dense.reshape(block.num_examples, -1))
         projection.write(root, builder.projection)
     written = []
     for number, lo in enumerate(range(0, len(records[0]), segment)):
         idx = list(range(lo, min(lo + segment, len(records[0]))))
         arrays, scale = builder.arrays([r.select(idx) for r in records])
-        table = pa.table({"id": [str(i) for i in idx], "text": [f"t{i}" for i in idx], "label": pa.array([0] * len(idx), pa.int64())})
+        table = pa.table({"id": [str(i) for i in idx], "text": [f"t{i}" for i in idx],
+                          "label": pa.array([0] * len(idx), pa.int64())})
         written.append(write_segment(root, number, lo, arrays, table, scale))
     return Index(root, finish_build(root, plan, written), tracin=None)
 
@@ -82,7 +85,8 @@ def test_projection_with_every_candidate_is_exact(tmp_path, method):
     train, test = random_records(200, 2, 1.0), random_records(5, 3, 1.0)
     brute = tracin_matrix(test, train, LRS).numpy()
     index = write_index(tmp_path / "p", train, "float32", 50, projection_dim=4, method=method)
-    assert index.manifest["projection"]["method"] == method and set(index.manifest["projection"]["files"]) == {"rows.npy", "dense.npy"}
+    assert index.manifest["projection"]["method"] == method
+    assert set(index.manifest["projection"]["files"]) == {"rows.npy", "dense.npy"}
     hits = index.search(test, k=6, candidates=200)
     ref = TopInfluences.from_scores(brute, 6)
     np.testing.assert_allclose(hits.proponent_scores, ref.proponent_scores, rtol=1e-6)

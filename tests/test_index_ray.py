@@ -86,7 +86,8 @@ def test_ray_build_equals_local_build(ray_instance, tokenizer, tmp_path):
     )
     assert len(remote) == len(local) == 200 and remote.ids() == local.ids()
     a, b = local.manifest, remote.manifest
-    assert {k: v for k, v in a.items() if k != "segments"} == {k: v for k, v in b.items() if k != "segments"}  # incl. the basis sha256
+    # everything but the segments, incl. the basis sha256
+    assert {k: v for k, v in a.items() if k != "segments"} == {k: v for k, v in b.items() if k != "segments"}
     for sa, sb in zip(a["segments"], b["segments"]):
         assert sa["name"] == sb["name"] and sa["start"] == sb["start"]
         for name in ("tokens", "offsets", "postings"):

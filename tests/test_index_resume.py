@@ -30,7 +30,8 @@ from tracinwe import TracInWE
 from tracinwe.index import Index
 from tracinwe.models.pretrained import minilm_l6_path
 spec = json.load(open({spec!r}))
-tw = TracInWE([(tiny_bert(0, 2), 0.1), (tiny_bert(1, 2), 0.03)], tokenizer=AutoTokenizer.from_pretrained(minilm_l6_path()), top_k=10, max_length=64)
+tw = TracInWE([(tiny_bert(0, 2), 0.1), (tiny_bert(1, 2), 0.03)], tokenizer=AutoTokenizer.from_pretrained(minilm_l6_path()),
+              top_k=10, max_length=64)
 Index.build(spec["path"], tw, spec["texts"], spec["labels"], chunk_size={chunk}, progress=False)
 """
 

@@ -109,7 +109,7 @@ def test_model_comes_back_unchanged(tokenizer):
 def test_checkpoint_folders_and_trainer_learning_rates(tmp_path, tokenizer, tw):
     models = [c.classifier.module for c in tw.checkpoints]
     paths = []
-    for step, (model, lr) in enumerate(zip(models, (0.1, 0.05)), start=1):
+    for step, model in enumerate(models[:2], start=1):
         folder = tmp_path / "run" / f"checkpoint-{step * 100}"
         model.save_pretrained(folder)
         log = [{"step": s, "learning_rate": 0.1 if s <= 100 else 0.05, "loss": 1.0} for s in (50, 100, 150, 200)]

@@ -72,7 +72,8 @@ def test_chunked_queries_equal_one_call(small_index):
                 np.testing.assert_allclose([n.score for n in group_a], [n.score for n in group_b], rtol=1e-5)
                 assert [[w.token for w in n.words] for n in group_a] == [[w.token for w in n.words] for n in group_b]
     streamed = list(small_index.iter_query(queries, labels, k=5, words=3, chunk_size=7))
-    assert [r.to_json() for r in streamed] == [r.to_json() for r in small_index.query(queries, labels, k=5, words=3, chunk_size=7)]
+    listed = small_index.query(queries, labels, k=5, words=3, chunk_size=7)
+    assert [r.to_json() for r in streamed] == [r.to_json() for r in listed]
 
 
 def test_bad_input_is_refused_before_the_first_result(small_index):

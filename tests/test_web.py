@@ -58,7 +58,8 @@ def test_page_and_health(served):
     assert "/*CSS*/" not in page.text and "--pos: #2166ac" in page.text
     assert "http://" not in page.text.replace("http://www.w3.org", "") and "https://" not in page.text  # no CDN
     health = client.get("/api/health").json()
-    assert health == {"status": "ok", "examples": len(train), "label_names": train.label_names, "checkpoints": 3, "max_length": 48}
+    assert health == {"status": "ok", "examples": len(train), "label_names": train.label_names, "checkpoints": 3,
+                      "max_length": 48}
 
 
 def test_explain_equals_index_query(served):

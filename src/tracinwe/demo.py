@@ -95,13 +95,17 @@ def _steps_table(steps: dict[str, float], accuracy: float, n_train: int, n_heldo
     return table
 
 
-def run_demo(out_dir: str | Path = "tracinwe-demo", config: DemoConfig = DemoConfig(), console: Console | None = None) -> dict:
-    """Run the demo end to end and return its summary (also written to ``out_dir/summary.json``)."""
+def run_demo(out_dir: str | Path = "tracinwe-demo", config: DemoConfig | None = None, console: Console | None = None) -> dict:
+    """Run the demo end to end and return its summary (also written to ``out_dir/summary.json``).
+
+    ``config=None`` runs the default `DemoConfig`.
+    """
     from tracinwe.report import render_report
     from tracinwe.report.console import result_tables, suspicious_table
     from tracinwe.report.selection import pick_examples
     from tracinwe.web.app import keep_checkpoints_loaded
 
+    config = DemoConfig() if config is None else config
     console = console or Console()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -166,7 +170,8 @@ def run_demo(out_dir: str | Path = "tracinwe-demo", config: DemoConfig = DemoCon
     report = render_report(
         results, suspicious, train.label_names, "TracIn-WE on Rotten Tomatoes (MiniLM-L6)", out / "report.html",
         tokenizer=index, scores=scores, self_influence=index.self_influence(),
-        note=f"MiniLM-L6 fine-tuned on {len(train)} reviews, held-out accuracy {accuracy:.1%}; each review explained for its gold label.",
+        note=f"MiniLM-L6 fine-tuned on {len(train)} reviews, held-out accuracy {accuracy:.1%}; "
+             "each review explained for its gold label.",
     )
     console.print(f"wrote [bold]{report}[/] (open it in a browser; no network needed)")
     lap("report")

@@ -29,7 +29,7 @@ def check_labels(
         return None
     if isinstance(labels, (str, int)):
         raise LabelError(f"{what} is a single value: pass one label per text")
-    out = [classifier.label_id(l) if isinstance(l, str) else l for l in labels]
+    out = [classifier.label_id(y) if isinstance(y, str) else y for y in labels]
     if len(out) != n:
         raise LabelError(f"{len(out)} {what} for {n} texts: pass exactly one label per text")
     c = classifier.num_classes

@@ -182,7 +182,8 @@ def _tokenized_batches(classifier: TextClassifier, texts, text_pairs, settings: 
     """``(local indices, CPU batch)`` of the chunk ``start:stop``."""
     for local in _batches(stop - start, texts[start:stop], settings, window=stop - start):
         rows = [start + i for i in local]
-        yield local, classifier.tokenize([texts[i] for i in rows], [text_pairs[i] for i in rows] if text_pairs is not None else None)
+        pairs = [text_pairs[i] for i in rows] if text_pairs is not None else None
+        yield local, classifier.tokenize([texts[i] for i in rows], pairs)
 
 
 def capture_checkpoints(

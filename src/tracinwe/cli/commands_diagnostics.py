@@ -33,7 +33,8 @@ def load_classifier_for(model: str, num_labels: int, seed: int, max_length: int)
 
     folder = Path(resolve_model_name(model))
     if folder.is_dir() and not (folder / "config.json").is_file():
-        runs = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+        runs = sorted(folder.glob("checkpoint-*"),
+                      key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
         if not runs:
             raise TracInWEError(f"{str(folder)!r} has no config.json and no checkpoint-* folders: pass a model folder")
         folder = runs[-1]
@@ -75,7 +76,8 @@ def cancellation(
         dataset = load_dataset_source(data).dedupe().sample(n, seed=seed)
         clf, folder, fresh_head = load_classifier_for(model, dataset.num_labels, seed, max_length)
         if fresh_head:
-            console.print(f"[yellow]note:[/yellow] {markup_safe(folder)} is not a fine-tuned classifier; its head is new (seed {seed})")
+            console.print(f"[yellow]note:[/yellow] {markup_safe(folder)} is not a fine-tuned classifier; "
+                          f"its head is new (seed {seed})")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         report = layer_cancellation(clf, dataset.texts, dataset.labels, max_length=max_length, device=device, progress=True)
         report.model["name"] = Path(folder).name

@@ -59,7 +59,8 @@ def deletion(
     n_heldout: int = typer.Option(500, help="Held-out examples (accuracy; test points are drawn from them)."),
     test_points: int = typer.Option(20, help="Test points, equally many per class, fixed before any scoring."),
     ks: str = typer.Option("10,30,60,100", help="Numbers of deleted training examples."),
-    seeds: str = typer.Option("0,1", help="Seeds; each seed's run is scored with its own checkpoints and paired with its retrains."),
+    seeds: str = typer.Option("0,1", help="Seeds; each seed's run is scored with its own checkpoints and paired with "
+                                         "its retrains."),
     methods: str = typer.Option("", help="Comma-separated methods (default: TracIn-WE, TracIn-WE-Top10, TracIn-last, "
                                          "Representer, IF-last, Grad-Cos-last, TF-IDF, TracIn-middle; also: random)."),
     architecture: str = _ARCH,
@@ -216,4 +217,5 @@ def fix(
     if not report["cases"]:
         console.print(f"no misclassified held-out example has a gold-class probability in [{low}, {high}]: nothing to fix")
         return
-    console.print(fix_table(report["summary"], f"{markup_safe(data)}: {len(report['cases'])} mistakes, held-out accuracy {report['heldout_accuracy']:.3f}"))
+    title = f"{markup_safe(data)}: {len(report['cases'])} mistakes, held-out accuracy {report['heldout_accuracy']:.3f}"
+    console.print(fix_table(report["summary"], title))

@@ -10,8 +10,21 @@ from typing import Optional
 import typer
 
 from tracinwe.cli.common import (
-    CHECKPOINTS_FROM, JSON_OPTION, LABEL_COLUMN, PAIR_COLUMN, TEXT_COLUMN, checkpoint_folders, exit_codes, label_ids, load_data,
-    open_index, output_console, print_json, print_json_stream, run_training_data, with_label_names,
+    CHECKPOINTS_FROM,
+    JSON_OPTION,
+    LABEL_COLUMN,
+    PAIR_COLUMN,
+    TEXT_COLUMN,
+    checkpoint_folders,
+    exit_codes,
+    label_ids,
+    load_data,
+    open_index,
+    output_console,
+    print_json,
+    print_json_stream,
+    run_training_data,
+    with_label_names,
 )
 from tracinwe.errors import TracInWEError
 from tracinwe.report.terminal import literal, markup_safe
@@ -43,11 +56,14 @@ def build(
     data: Optional[str] = typer.Option(None, help="Training data (default: the data and rows recorded by `train`)."),
     text_column: str = TEXT_COLUMN, label_column: str = LABEL_COLUMN, text_pair_column: str = PAIR_COLUMN,
     n_train: Optional[int] = typer.Option(None, min=1, help="Index a stratified sample of this many examples."),
-    top_k: Optional[int] = typer.Option(None, min=1, help="TracIn-WE-Topk: keep the k heaviest positions per example (paper: 10)."),
+    top_k: Optional[int] = typer.Option(None, min=1,
+                                        help="TracIn-WE-Topk: keep the k heaviest positions per example (paper: 10)."),
     max_length: Optional[int] = typer.Option(None, min=8, help="Tokens per text (default: the run's, else 128)."),
     dtype: str = typer.Option("float32", help="float32, or float16 (half the disk)."),
-    projection_dim: Optional[int] = typer.Option(None, min=1, help="Also store a projection of the rows to this size (fast screen, exact re-rank)."),
-    projection_method: str = typer.Option("pca", help="pca (fitted on a seeded sample; accurate) or gaussian (seeded, data-free)."),
+    projection_dim: Optional[int] = typer.Option(
+        None, min=1, help="Also store a projection of the rows to this size (fast screen, exact re-rank)."),
+    projection_method: str = typer.Option(
+        "pca", help="pca (fitted on a seeded sample; accurate) or gaussian (seeded, data-free)."),
     seed: int = typer.Option(0, help="Seed of the sample and of the projection."),
     batch_size: int = typer.Option(32, min=1, help="Examples per forward/backward pass."),
     chunk_size: Optional[int] = typer.Option(None, min=1, help="Examples per segment (default 4096)."),
@@ -155,9 +171,11 @@ def info(index_path: Path = typer.Argument(..., help="An index folder."), json_o
 def query(
     index: Path = typer.Argument(..., help="An index built by `tracinwe index build`."),
     texts: Optional[list[str]] = typer.Argument(None, help="Texts to query (or --data)."),
-    data: Optional[str] = typer.Option(None, help="A file / dataset of texts to query instead (its labels are explained when present)."),
+    data: Optional[str] = typer.Option(
+        None, help="A file / dataset of texts to query instead (its labels are explained when present)."),
     text_column: str = TEXT_COLUMN, label_column: str = LABEL_COLUMN, text_pair_column: str = PAIR_COLUMN,
-    label: Optional[list[str]] = typer.Option(None, help="Explain this label (name or index; one for all texts or one per text) instead of the prediction."),
+    label: Optional[list[str]] = typer.Option(
+        None, help="Explain this label (name or index; one for all texts or one per text) instead of the prediction."),
     k: int = typer.Option(10, min=1, help="Proponents and opponents per text."),
     words: int = typer.Option(0, min=0, help="Shared words listed per neighbour (0: none, fastest)."),
     checkpoints_from: Optional[Path] = CHECKPOINTS_FROM,

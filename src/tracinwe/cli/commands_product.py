@@ -9,8 +9,22 @@ from pathlib import Path
 import typer
 
 from tracinwe.cli.common import (
-    CHECKPOINTS_FROM, JSON_OPTION, LABEL_COLUMN, PAIR_COLUMN, RUN_INFO_FILE, TEXT_COLUMN, checkpoint_folders, exit_codes, label_ids,
-    load_data, open_index, output_console, print_json, run_training_data, stderr, with_label_names,
+    CHECKPOINTS_FROM,
+    JSON_OPTION,
+    LABEL_COLUMN,
+    PAIR_COLUMN,
+    RUN_INFO_FILE,
+    TEXT_COLUMN,
+    checkpoint_folders,
+    exit_codes,
+    label_ids,
+    load_data,
+    open_index,
+    output_console,
+    print_json,
+    run_training_data,
+    stderr,
+    with_label_names,
 )
 from tracinwe.errors import TracInWEError
 from tracinwe.report.terminal import literal, markup_safe
@@ -29,7 +43,8 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    data: str = typer.Option(..., help="Training data: bundled:NAME, a csv/jsonl/parquet file, a saved HF dataset or a hub name."),
+    data: str = typer.Option(
+        ..., help="Training data: bundled:NAME, a csv/jsonl/parquet file, a saved HF dataset or a hub name."),
     out: Path = typer.Option(..., help="Run folder: checkpoint-STEP folders, each with its learning rate."),
     model: str = typer.Option("bundled:minilm-l6", help="Base model: bundled:minilm-l6, a local HF folder or a hub id."),
     text_column: str = TEXT_COLUMN, label_column: str = LABEL_COLUMN, text_pair_column: str = PAIR_COLUMN,
@@ -86,7 +101,8 @@ def _check_run_folder(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise TracInWEError(f"--out {str(out)!r} is a file: pass a folder for the run")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise TracInWEError(f"--out {str(out)!r} is not empty (an earlier run?): pass a new folder, or --overwrite to replace its checkpoints")
+        raise TracInWEError(f"--out {str(out)!r} is not empty (an earlier run?): "
+                            "pass a new folder, or --overwrite to replace its checkpoints")
 
 
 def _clear_old_run(out: Path) -> None:
@@ -248,7 +264,8 @@ def self_influence(
 
 def report(
     index: Path = typer.Option(..., help="An index built by `tracinwe index build`."),
-    data: str = typer.Option(..., help="Test data with gold labels (same label names as the index); rows in the index are skipped."),
+    data: str = typer.Option(
+        ..., help="Test data with gold labels (same label names as the index); rows in the index are skipped."),
     text_column: str = TEXT_COLUMN, label_column: str = LABEL_COLUMN, text_pair_column: str = PAIR_COLUMN,
     split: str = typer.Option("train", help="Split of a HF dataset; 'test' picks a bundled corpus' *-test set."),
     n: int = typer.Option(8, min=1, help="Test examples to explain."),
@@ -279,8 +296,9 @@ def report(
     if json_out:
         print_json(summary)
     else:
-        output_console(json_out).print(f"wrote [bold]{markup_safe(out)}[/bold]: {summary['n']} examples ({summary['misclassified']} misclassified), "
-                             f"{summary['suspicious']} suspicious labels")
+        output_console(json_out).print(
+            f"wrote [bold]{markup_safe(out)}[/bold]: {summary['n']} examples ({summary['misclassified']} misclassified), "
+            f"{summary['suspicious']} suspicious labels")
 
 
 @dataclass(frozen=True)

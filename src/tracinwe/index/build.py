@@ -25,7 +25,6 @@ from tracinwe.capture.gradients import capture_checkpoints
 from tracinwe.capture.records import TokenGradients
 from tracinwe.index import projection as projection_basis
 from tracinwe.index.checkpoint_paths import checkpoint_folders, recorded_path
-from tracinwe.io import fsync_dir, write_bytes_atomic
 from tracinwe.index.layout import choose_dense_tokens, combine_checkpoints, float16_scale, self_influence
 from tracinwe.index.lock import LOCK_FILE, writer_lock
 from tracinwe.index.projection import Projection
@@ -46,6 +45,7 @@ from tracinwe.index.storage import (
     write_json_atomic,
     write_segment,
 )
+from tracinwe.io import fsync_dir, write_bytes_atomic
 
 DEFAULT_SEGMENT_SIZE = 4096
 #: Texts tokenised to decide the dense tokens (those in >= 90% of them); the choice only
@@ -124,7 +124,8 @@ class SegmentBuilder:
 
     def capture(self, texts, labels, pairs) -> list[TokenGradients]:
         """Every checkpoint's records of the texts (tokenised once when the tokenizers agree)."""
-        return capture_checkpoints(self.classifiers, texts, labels, pairs, self.tw.settings, self.tw.device, chunk_size=len(texts))
+        return capture_checkpoints(self.classifiers, texts, labels, pairs, self.tw.settings, self.tw.device,
+                                   chunk_size=len(texts))
 
     def arrays(self, records: Sequence[TokenGradients]) -> tuple[dict[str, np.ndarray], float]:
         """The segment's arrays from full-precision records, and the scale they are stored at."""
@@ -152,7 +153,8 @@ class SegmentBuilder:
         return self.arrays(self.capture(examples.texts[start:stop], examples.labels[start:stop], pairs))
 
     @staticmethod
-    def write(root: Path, number: int, start: int, stop: int, examples: Examples, arrays: dict, scale: float, offset: int = 0) -> dict:
+    def write(root: Path, number: int, start: int, stop: int, examples: Examples, arrays: dict, scale: float,
+              offset: int = 0) -> dict:
         """Write and rename one laid-out segment into place."""
         return write_segment(root, number, offset + start, arrays, examples.table(start, stop), scale)
 
@@ -168,7 +170,8 @@ def ensure_projection(root: Path, plan: dict, builder: SegmentBuilder, examples:
         pairs = [examples.pairs[i] for i in rows] if examples.pairs is not None else None
         records = builder.capture([examples.texts[i] for i in rows], [examples.labels[i] for i in rows], pairs)
         block = combine_checkpoints(records, builder.dense_tokens)
-        stored = projection_basis.fit(spec, block.rows.reshape(block.rows.shape[0], -1), block.dense.reshape(block.num_examples, -1))
+        stored = projection_basis.fit(spec, block.rows.reshape(block.rows.shape[0], -1),
+                                      block.dense.reshape(block.num_examples, -1))
         projection_basis.write(root, stored)
     builder.projection = stored
     return stored
@@ -271,12 +274,13 @@ def refuse_foreign_folder(root: Path) -> None:
 def check_coverage(root: Path, plan: dict, records: list[dict]) -> list[dict]:
     """The records sorted by start; raises `IndexBuildError` unless they are exactly the plan's segments."""
     records = sorted(records, key=lambda r: r["start"])
-    expected = [(segment_name(n), lo, hi - lo) for n, lo, hi in segment_ranges(plan["num_examples"], plan["settings"]["segment_size"])]
+    ranges = segment_ranges(plan["num_examples"], plan["settings"]["segment_size"])
+    expected = [(segment_name(n), lo, hi - lo) for n, lo, hi in ranges]
     got = [(r.get("name"), r.get("start"), r.get("num_examples")) for r in records]
     if got != expected:
         raise IndexBuildError(
-            f"the committed segments of {str(root)!r} do not cover the plan exactly ({len(got)} segments, {len(expected)} planned): "
-            "rerun the same build to resume it"
+            f"the committed segments of {str(root)!r} do not cover the plan exactly "
+            f"({len(got)} segments, {len(expected)} planned): rerun the same build to resume it"
         )
     return records
 

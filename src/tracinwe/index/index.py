@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tracinwe.capture.records import TokenGradients
+from tracinwe.index import projection as projection_basis
 from tracinwe.index.append import append_examples, rebased
 from tracinwe.index.build import (
     DEFAULT_SEGMENT_SIZE,
@@ -29,12 +30,11 @@ from tracinwe.index.build import (
     tracin_from_manifest,
     validated_examples,
 )
-from tracinwe.index import projection as projection_basis
-from tracinwe.index.integrity import LazyChecksums, read_manifest
 from tracinwe.index.examples import ExampleTables
+from tracinwe.index.integrity import LazyChecksums, read_manifest
 from tracinwe.index.layout import combine_checkpoints, weighted_query
-from tracinwe.index.results import Neighbor, QueryResult
 from tracinwe.index.queries import QUERY_CHUNK, iter_query
+from tracinwe.index.results import Neighbor, QueryResult
 from tracinwe.index.search import QueryBlock, SegmentArrays, TopCandidates, contributions, screen
 from tracinwe.index.storage import (
     IndexFormatError,
@@ -70,7 +70,8 @@ class Index:
         self._examples = ExampleTables(self.path, self._segments, before_read=self._checks.ensure)
         self._projection = projection_basis.read(self.path) if self.manifest.get("projection") else None
         if self.manifest.get("projection") and self._projection is None:
-            raise IndexFormatError(f"the projection basis in {str(self.path / projection_basis.FOLDER)!r} is missing or damaged: rebuild the index")
+            folder = str(self.path / projection_basis.FOLDER)
+            raise IndexFormatError(f"the projection basis in {folder!r} is missing or damaged: rebuild the index")
 
     # -- creation ----------------------------------------------------------------------------
 
@@ -188,7 +189,8 @@ class Index:
                 self._postings_index[record["name"]] = small
         seg = SegmentArrays(
             record["start"], record["num_examples"], small[0], small[1],
-            open_array(self.path, record, "postings"), open_array(self.path, record, "rows"), open_array(self.path, record, "dense"),
+            open_array(self.path, record, "postings"), open_array(self.path, record, "rows"),
+            open_array(self.path, record, "dense"),
             scale=float(record.get("scale", 1.0)),
         )
         if projected:
@@ -200,7 +202,8 @@ class Index:
         """The captured queries in the index layout, learning-rate weighted (and projected)."""
         if len(records) != len(self.manifest["checkpoints"]):
             raise IndexMismatchError(
-                f"{len(records)} checkpoints of query gradients for an index of {len(self.manifest['checkpoints'])}: capture with index.tracin"
+                f"{len(records)} checkpoints of query gradients for an index of {len(self.manifest['checkpoints'])}: "
+                "capture with index.tracin"
             )
         lrs = [c["learning_rate"] for c in self.manifest["checkpoints"]]
         block = weighted_query(combine_checkpoints(records, self._dense_tokens), lrs)
@@ -213,7 +216,8 @@ class Index:
         top = self.screen_segments(q, range(len(self._segments)), projected, m)
         return self.finish_search(q, top, k, projected)
 
-    def prepare_search(self, records, k: int, candidates: int | None, use_projection: bool | None) -> tuple[QueryBlock, bool, int]:
+    def prepare_search(self, records, k: int, candidates: int | None,
+                       use_projection: bool | None) -> tuple[QueryBlock, bool, int]:
         """The query block, whether the screen is projected, and how many candidates it keeps."""
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
@@ -265,7 +269,8 @@ class Index:
         own = q.own_entries(i)
         for s, at, local in self._by_segment(rows):
             order = np.argsort(local)
-            cand, _, vals = contributions(self._segment(s, False), q, i, local[order], self._dense_tokens.size, self._dense_tokens, own)
+            cand, _, vals = contributions(self._segment(s, False), q, i, local[order], self._dense_tokens.size,
+                                          self._dense_tokens, own)
             out[at[order]] = np.bincount(cand, weights=vals, minlength=local.size)
         return out
 
@@ -275,7 +280,8 @@ class Index:
         own = q.own_entries(i)
         for s, at, local in self._by_segment(rows):
             uniq, inverse = np.unique(local, return_inverse=True)
-            cand, toks, vals = contributions(self._segment(s, False), q, i, uniq, self._dense_tokens.size, self._dense_tokens, own)
+            cand, toks, vals = contributions(self._segment(s, False), q, i, uniq, self._dense_tokens.size,
+                                             self._dense_tokens, own)
             for c, t, v in zip(cand.tolist(), toks.tolist(), vals.tolist()):
                 if v != 0.0:
                     for j in at[inverse == c]:

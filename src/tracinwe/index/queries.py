@@ -101,6 +101,7 @@ class _Neighbors:
                 train_ids = final.tokenize([text], [pair] if pair is not None else None)["input_ids"][0].tolist()
                 explained[j] = word_contributions(totals, final.token_strings(sorted(totals)), train_ids, test_ids)[:self.words]
         return [
-            Neighbor(int(r), self.ids[a], float(s), self.texts[a], int(self.labels[a]), self.names[int(self.labels[a])], explained[j])
+            Neighbor(int(r), self.ids[a], float(s), self.texts[a], int(self.labels[a]), self.names[int(self.labels[a])],
+                     explained[j])
             for j, (r, s, a) in enumerate(zip(rows.tolist(), scores, at))
         ]

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from tracinwe.index import projection as projection_basis
 from tracinwe.index.build import (
     DEFAULT_SEGMENT_SIZE,
     SegmentBuilder,
@@ -34,7 +35,6 @@ from tracinwe.index.build import (
     start_or_resume,
     validated_examples,
 )
-from tracinwe.index import projection as projection_basis
 from tracinwe.index.lock import writer_lock
 from tracinwe.index.storage import committed_segments
 
@@ -58,7 +58,8 @@ def _segment_worker_class():
             torch.set_num_threads(1)
             self.tw = _tracin(checkpoint_paths, learning_rates, options)
             self.root = Path(root)
-            self.builder = SegmentBuilder(self.tw, plan, projection=projection_basis.read(self.root) if plan.get("projection") else None)
+            projection = projection_basis.read(self.root) if plan.get("projection") else None
+            self.builder = SegmentBuilder(self.tw, plan, projection=projection)
 
         def build(self, number: int, lo: int, hi: int, examples) -> dict:
             return self.builder.build(self.root, number, lo, hi, examples)
@@ -122,7 +123,8 @@ def _build_locked(root: Path, tw, checkpoint_paths, examples, plan: dict, classi
             ray.init()
         worker = _segment_worker_class()
         lrs = [c["learning_rate"] for c in plan["checkpoints"]]
-        actors = [worker.remote(list(map(str, checkpoint_paths)), lrs, options, plan, str(root)) for _ in range(max(1, min(num_workers, len(todo))))]
+        n_actors = max(1, min(num_workers, len(todo)))
+        actors = [worker.remote(list(map(str, checkpoint_paths)), lrs, options, plan, str(root)) for _ in range(n_actors)]
         examples_ref = ray.put(examples)
         bar = tqdm(total=len(todo), desc="building index on ray", unit="segment", disable=not progress)
         pool = ActorPool(actors)

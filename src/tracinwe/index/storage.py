@@ -178,13 +178,16 @@ def check_names(manifest: dict) -> None:
     for record in manifest.get("segments") or []:
         name = record.get("name") if isinstance(record, dict) else None
         if not isinstance(name, str) or not SEGMENT_NAME.fullmatch(name):
-            raise IndexFormatError(f"the index manifest names segment {name!r}, not a segment name (seg-NNNNNN): rebuild the index")
+            raise IndexFormatError(
+                f"the index manifest names segment {name!r}, not a segment name (seg-NNNNNN): rebuild the index")
         for fname in record.get("files", {}):
             if not FILE_NAME.fullmatch(fname):
-                raise IndexFormatError(f"the index manifest names file {fname!r} in segment {name}, not an index file: rebuild the index")
+                raise IndexFormatError(
+                    f"the index manifest names file {fname!r} in segment {name}, not an index file: rebuild the index")
     for fname in (manifest.get("projection") or {}).get("files", {}):
         if not FILE_NAME.fullmatch(fname):
-            raise IndexFormatError(f"the index manifest names file {fname!r} of the projection, not an index file: rebuild the index")
+            raise IndexFormatError(
+                f"the index manifest names file {fname!r} of the projection, not an index file: rebuild the index")
 
 
 def save_array(path: Path, array: np.ndarray) -> dict:
@@ -316,7 +319,8 @@ def compare_fingerprints(recorded: dict, actual: dict) -> None:
         )
     rec_w, act_w = recorded.get("weights_sha256", []), actual.get("weights_sha256", [])
     if len(rec_w) != len(act_w):
-        raise IndexMismatchError(f"{len(act_w)} checkpoints given, the index was built with {len(rec_w)}: pass the same checkpoints")
+        raise IndexMismatchError(
+            f"{len(act_w)} checkpoints given, the index was built with {len(rec_w)}: pass the same checkpoints")
     for c, (a, b) in enumerate(zip(rec_w, act_w)):
         if a != b:
             raise IndexMismatchError(

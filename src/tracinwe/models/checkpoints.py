@@ -48,9 +48,11 @@ def check_checkpoint_folder(path: str | Path) -> Path:
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint {str(folder)!r} is a file, not a checkpoint folder: pass the folder")
     if not (folder / "config.json").is_file():
-        raise CheckpointError(f"checkpoint {str(folder)!r} has no config.json: pass a folder saved by save_pretrained or the HF Trainer")
+        raise CheckpointError(
+            f"checkpoint {str(folder)!r} has no config.json: pass a folder saved by save_pretrained or the HF Trainer")
     if not any((folder / f).is_file() for f in _WEIGHT_FILES):
-        raise CheckpointError(f"checkpoint {str(folder)!r} has no weights (model.safetensors or pytorch_model.bin): the save was incomplete")
+        raise CheckpointError(
+            f"checkpoint {str(folder)!r} has no weights (model.safetensors or pytorch_model.bin): the save was incomplete")
     return folder
 
 
@@ -79,7 +81,8 @@ def hf_progress_bars_hidden() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_checkpoint_classifier(path: str | Path, tokenizer=None, max_length: int = 128, device: str = "cpu") -> HuggingFaceClassifier:
+def load_checkpoint_classifier(path: str | Path, tokenizer=None, max_length: int = 128,
+                               device: str = "cpu") -> HuggingFaceClassifier:
     """Load an HF sequence classifier and its tokenizer from a checkpoint folder."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

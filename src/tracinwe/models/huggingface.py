@@ -101,7 +101,8 @@ class HuggingFaceClassifier(TextClassifier):
         return batch
 
     def tokenization_key(self):
-        return ("huggingface", hf_tokenizer_key(self.tokenizer), self.max_length, self.prefix_tokenization, self._uses_token_types)
+        return ("huggingface", hf_tokenizer_key(self.tokenizer), self.max_length, self.prefix_tokenization,
+                self._uses_token_types)
 
     def logits(self, batch: Batch) -> torch.Tensor:
         return self.module(**batch).logits

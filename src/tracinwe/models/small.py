@@ -14,7 +14,8 @@ from torch import nn
 class TokenCNN(nn.Module):
     """Embedding -> two 1-D convolutions -> masked max-pool -> linear."""
 
-    def __init__(self, vocab_size: int, num_classes: int, dim: int = 128, channels: int = 128, kernel: int = 3, pad_id: int = 0) -> None:
+    def __init__(self, vocab_size: int, num_classes: int, dim: int = 128, channels: int = 128, kernel: int = 3,
+                 pad_id: int = 0) -> None:
         super().__init__()
         self.pad_id = pad_id
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=None)

@@ -57,7 +57,8 @@ def result_tables(result, label_names: Sequence[str] | None, gold: bool, words: 
         table.add_column("words that carry it", ratio=2)
         for n in neighbors:
             shared = words_text(n.words) if words else Text(WORDS_NOT_COMPUTED, style="dim")
-            table.add_row(Text(f"{n.score:+.3g}", style="blue" if n.score > 0 else "red"), literal(n.label_name), literal(n.text), shared)
+            score = Text(f"{n.score:+.3g}", style="blue" if n.score > 0 else "red")
+            table.add_row(score, literal(n.label_name), literal(n.text), shared)
         tables.append(table)
     return head, tables
 

@@ -90,7 +90,8 @@ def word_segments(
     return segments
 
 
-def special_total(token_ids: Sequence[int], special_ids: Sequence[int] | frozenset[int], contributions: Mapping[int, float]) -> float | None:
+def special_total(token_ids: Sequence[int], special_ids: Sequence[int] | frozenset[int],
+                  contributions: Mapping[int, float]) -> float | None:
     """Summed contribution of the special tokens ([CLS], [SEP]) present; None if none is shared."""
     present = {int(t) for t in token_ids if int(t) in special_ids and int(t) in contributions}
     if not present:
@@ -109,7 +110,8 @@ def tokenizer_of(classifier) -> object:
     return tok
 
 
-def text_segments(tokenizer, text: str, contributions: Mapping[int, float], max_length: int = 128) -> tuple[list[Segment], float | None]:
+def text_segments(tokenizer, text: str, contributions: Mapping[int, float],
+                  max_length: int = 128) -> tuple[list[Segment], float | None]:
     """Segments of ``text`` and the special-token total, tokenised as the model sees it (truncated)."""
     enc = tokenizer(text, truncation=True, max_length=max_length, return_offsets_mapping=True)
     ids = list(enc["input_ids"])

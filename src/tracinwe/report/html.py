@@ -86,12 +86,14 @@ def _query_html(v: dict, i: int, scores_row: np.ndarray | None) -> str:
     if scores_row is not None:
         marks = [n["score"] for n in v["proponents"] + v["opponents"]]
         hist = (f'<div class="words">score against each of the {len(scores_row)} training examples '
-                f'(ticks: the ones shown)</div>' + svg_histogram(scores_row, f"scores of all {len(scores_row)} training examples", marks=marks))
+                f'(ticks: the ones shown)</div>'
+                + svg_histogram(scores_row, f"scores of all {len(scores_row)} training examples", marks=marks))
     columns = "".join(
         f'<div class="col {kind}s"><h3>{title}</h3>'
         + ("".join(_neighbor_html(n, kind, v["scale"], v["label"]) for n in v[key]) or "<p>none</p>")
         + "</div>"
-        for kind, key, title in (("proponent", "proponents", "Proponents (score &gt; 0)"), ("opponent", "opponents", "Opponents (score &lt; 0)"))
+        for kind, key, title in (("proponent", "proponents", "Proponents (score &gt; 0)"),
+                                 ("opponent", "opponents", "Opponents (score &lt; 0)"))
     )
     gold = f'<span>gold: <b class="gold">{escape(v["label_name"])}</b></span>' if v["gold"] else ""
     return (
@@ -110,7 +112,8 @@ def _suspicious_html(rows: list[dict], self_influence: np.ndarray | None) -> str
     hist = ""
     if self_influence is not None:
         hist = ('<div class="words">self-influence of every training example (ticks: the ones listed)</div>'
-                + svg_histogram(self_influence, "self-influence of every training example", marks=[r["self_influence"] for r in rows]))
+                + svg_histogram(self_influence, "self-influence of every training example",
+                                marks=[r["self_influence"] for r in rows]))
     body = "".join(
         f'<tr data-row="{r["row"]}" data-id="{escape(r["id"])}"><td class="num">{k + 1}</td>'
         f'<td class="num si">{r["self_influence"]:.4g}</td><td>{escape(r["label_name"])}</td>'

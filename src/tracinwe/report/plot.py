@@ -53,10 +53,12 @@ def svg_histogram(
                 f'height="{h:.1f}" fill="{fill}"><title>{edges[i]:.3g} to {edges[i + 1]:.3g}: {int(c)}</title></rect>'
             )
         if zero_line and lo < 0 < hi:
-            parts.append(f'<line x1="{x(0):.1f}" x2="{x(0):.1f}" y1="0" y2="{pad_top + plot_h}" stroke="#555" stroke-dasharray="2,2"/>')
+            parts.append(f'<line x1="{x(0):.1f}" x2="{x(0):.1f}" y1="0" y2="{pad_top + plot_h}" '
+                         'stroke="#555" stroke-dasharray="2,2"/>')
         for m in marks:
             if lo <= m <= hi:
-                parts.append(f'<line class="mark" x1="{x(m):.1f}" x2="{x(m):.1f}" y1="{pad_top + plot_h}" y2="{pad_top + plot_h + 5}" stroke="#000"/>')
+                parts.append(f'<line class="mark" x1="{x(m):.1f}" x2="{x(m):.1f}" y1="{pad_top + plot_h}" '
+                             f'y2="{pad_top + plot_h + 5}" stroke="#000"/>')
         parts.append(f'<text x="0" y="{height - 2}" font-size="10">{lo:.3g}</text>')
         parts.append(f'<text x="{width}" y="{height - 2}" font-size="10" text-anchor="end">{hi:.3g}</text>')
     else:

@@ -79,7 +79,8 @@ def influence_matrix(queries: TokenMajor, keys: TokenMajor, out: torch.Tensor | 
     return out
 
 
-def _sparse_tail(queries: TokenMajor, keys: TokenMajor, qa: torch.Tensor, kb: torch.Tensor, out: torch.Tensor, weight: float) -> None:
+def _sparse_tail(queries: TokenMajor, keys: TokenMajor, qa: torch.Tensor, kb: torch.Tensor, out: torch.Tensor,
+                 weight: float) -> None:
     """Enumerate the (query entry, key entry) pairs of light tokens and dot them in chunks."""
     qc, kc = queries.counts[qa], keys.counts[kb]
     pairs = qc * kc

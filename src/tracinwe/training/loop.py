@@ -53,7 +53,7 @@ def train_classifier(
     texts: Sequence[str],
     labels: Sequence[int],
     folder: str | Path,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     text_pairs: Sequence[str] | None = None,
     progress: bool = True,
 ) -> TrainedRun:
@@ -64,6 +64,7 @@ def train_classifier(
     """
     from tqdm.auto import tqdm
 
+    config = TrainConfig() if config is None else config
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
