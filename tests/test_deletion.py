@@ -10,9 +10,9 @@ import torch
 
 from tracinwe import TracInWEError
 from tracinwe.evaluate.deletion import deletion_order, plan_retrains, random_deletion_set, run_case_deletion
+from tracinwe.evaluate.deletion_report import mean_and_se
 from tracinwe.evaluate.noise import noise_retrains
 from tracinwe.evaluate.retrain import RetrainRunner
-from tracinwe.evaluate.deletion_report import mean_and_se
 
 # A classifier whose "training" is counting: p(class 1) = (#kept label-1 examples + 1 + seed) / (#kept + 2 + 2 seed).
 TRAIN_LABELS = np.array([1, 1, 1, 0, 0, 1, 0, 1, 0, 0])

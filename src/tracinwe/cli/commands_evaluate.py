@@ -12,7 +12,7 @@ from tracinwe.errors import TracInWEError
 from tracinwe.report.terminal import literal, markup_safe, visible
 
 evaluate_app = typer.Typer(
-    help="Evaluate influence methods by retraining: case deletion (DEL+/DEL-, AUC-DEL) against the baselines.",
+    help="Evaluate influence methods by retraining: LDS (which method to trust on your data) and case deletion (DEL+/DEL-).",
     no_args_is_help=True,
 )
 

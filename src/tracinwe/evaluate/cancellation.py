@@ -127,7 +127,7 @@ class CancellationReport:
         for layer in self.layers:
             if layer.name == name:
                 return layer.ratio
-        raise KeyError(f"no group {name!r}; groups are {[l.name for l in self.layers]}")
+        raise KeyError(f"no group {name!r}; groups are {[layer.name for layer in self.layers]}")
 
     def to_json(self) -> dict:
         return {
@@ -179,8 +179,8 @@ def plot_cancellation(report: CancellationReport, path: str | Path, title: str |
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    names = [l.name for l in report.layers]
-    finite = [l.ratio if math.isfinite(l.ratio) else np.nan for l in report.layers]
+    names = [layer.name for layer in report.layers]
+    finite = [layer.ratio if math.isfinite(layer.ratio) else np.nan for layer in report.layers]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(names) + 2), 4.0))
     ax.bar(range(len(names)), finite, color="#4c72b0")
     ax.axhline(report.random_direction_ratio, color="#c44e52", linestyle="--",

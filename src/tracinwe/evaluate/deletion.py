@@ -13,6 +13,7 @@ recipe is measured (`tracinwe.evaluate.noise`). Retrains go through the shared
 from __future__ import annotations
 
 import platform
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -136,7 +137,7 @@ def run_case_deletion(
     rows, gold = list(range(n_points)), [int(y) for y in test_labels]
     noise = measure_noise(runner, rows, gold, max(ks), seeds, noise_repeats, noise_threshold, progress=progress)
     if not noise.passed:
-        print(f"WARNING: {noise.message()}")
+        print(f"WARNING: {noise.message()}", file=sys.stderr)
     settings["noise_gate"] = noise.to_json()
     plan = plan_retrains(by_seed, ks, random_control)
     done = runner.run(list(plan.values()), progress, time_limit_s)

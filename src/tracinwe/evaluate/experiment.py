@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -284,7 +285,7 @@ def run_lds_experiment(
     noise = measure_noise(runner, range(len(prepared.points)), prepared.point_labels, k, setup.seeds,
                           setup.noise_repeats, setup.noise_threshold, progress=progress)
     if not noise.passed:
-        print(f"WARNING: {noise.message()}")
+        print(f"WARNING: {noise.message()}", file=sys.stderr)
     scores = scores_by_seed(prepared, cache_dir, progress)
     info = {**experiment_info(prepared), "noise_gate": noise.to_json()}
     result = run_lds(runner, scores, range(len(prepared.points)), prepared.point_labels, setup.n_subsets,

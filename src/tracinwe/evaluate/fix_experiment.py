@@ -71,8 +71,6 @@ def run_fix_experiment(setup: FixSetup, progress: bool = True, tokenizer=None, c
     """Per seed: find fixable mistakes, propose edits per strategy, retrain (cached), judge, and compare."""
     import tempfile
 
-    from tqdm.auto import tqdm
-
     prepared = prepare_experiment(replace(setup.experiment, methods=()), tokenizer)
     heldout, labels = list(range(len(prepared.heldout_texts))), np.asarray(prepared.heldout_labels)
     with tempfile.TemporaryDirectory() as scratch:

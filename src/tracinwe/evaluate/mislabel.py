@@ -268,7 +268,11 @@ def run_mislabel_detection(setup: MislabelSetup, tokenizer=None, data: TextDatas
 
     from tracinwe.evaluate.experiment import load_tokenizer
     from tracinwe.evaluate.small_training import (
-        TokenizedTexts, as_classifier, checkpoint_models, predict_small, train_small,
+        TokenizedTexts,
+        as_classifier,
+        checkpoint_models,
+        predict_small,
+        train_small,
     )
 
     tokenizer = tokenizer or load_tokenizer()

@@ -139,11 +139,10 @@ def build_model(config: SmallModelConfig, seed: int) -> nn.Module:
 def pretrained_minilm(num_classes: int, layers: int) -> nn.Module:
     """The bundled MiniLM-L6 with a fresh (seeded) head, cut to its first ``layers`` encoder layers, dropout off."""
     from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
 
     from tracinwe.models.checkpoints import hf_progress_bars_hidden
     from tracinwe.models.pretrained import minilm_l6_path
-
-    from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "classifier.* newly initialised" report is expected here
