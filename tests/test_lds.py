@@ -62,6 +62,10 @@ def test_exact_attributions_score_one_and_random_scores_zero(task, tmp_path):
     assert [r["method"] for r in rows][:2] == ["exact", "noisy"] and rows[-1]["method"] == "reversed"
     assert rows[0]["paired"]["random"]["mean"] > 0.8 and rows[0]["paired"]["random"]["wilcoxon_p"] < 0.01
     assert result.recommendation().startswith("best: exact") and "trust it" in result.recommendation()
+    result.settings["noise_gate"] = {"passed": False, "median_abs_delta": 0.13, "threshold": 0.02}
+    assert result.recommendation().startswith("no recommendation: retraining alone moves p(gold) by 0.130")
+    result.settings["noise_gate"]["passed"] = True
+    assert result.recommendation().startswith("best: exact")
     assert task.calls == 2 * 64  # every subset once per seed, shared by all methods and points
     again = AdditiveTask(task.effects)
     resumed = run_lds(runner_for(again, tmp_path), scores, list(range(N_TEST)), [1] * N_TEST, n_subsets=64, progress=False)

@@ -74,7 +74,13 @@ class LDSResult:
         return sorted(rows, key=lambda r: -r["lds"])
 
     def recommendation(self) -> str:
-        """One line: the method to trust on this model, or that none beats the next one clearly."""
+        """One line: the method to trust on this model, that none beats the next one clearly, or (over the
+        noise gate) that these retrains cannot rank methods at all."""
+        gate = self.settings.get("noise_gate")
+        if gate is not None and not gate["passed"]:
+            return (f"no recommendation: retraining alone moves p(gold) by {gate['median_abs_delta']:.3f} (median, over the "
+                    f"{gate['threshold']} gate), so these retrains cannot rank methods; use a stabler --model "
+                    "(e.g. minilm-l2), more training examples, or a smaller --learning-rate")
         rows = self.summary()
         best, runner_up = rows[0], rows[1] if len(rows) > 1 else None
         if runner_up is None:
