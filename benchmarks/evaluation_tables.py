@@ -42,7 +42,8 @@ def lds_table(path: Path) -> str:
         seeds = ", ".join(f"{v:+.3f}" for v in row["lds_by_seed"])
         lines.append(f"| {row['method']} | {fmt(row['lds'], row['lds_se'])} | {seeds} | {paired(row, 'TracIn-last')} "
                      f"| {paired(row, 'TF-IDF')} | {paired(row, 'random')} |")
-    verdict = d["recommendation"] if gate["passed"] else "no recommendation: over the noise gate, these retrains cannot rank methods"
+    over = "no recommendation: over the noise gate, these retrains cannot rank methods"
+    verdict = d["recommendation"] if gate["passed"] else over
     return head + "\n".join(lines) + f"\n\n{verdict}\n"
 
 
