@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from tracinwe.evaluate.deletion_report import comparison_cell
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -64,11 +66,7 @@ def deletion_table(path: Path) -> str:
         line = (f"| {row['method']} | {fmt(row['auc_del_plus'], row['auc_del_plus_se'])} | "
                 f"{fmt(row['auc_del_minus'], row['auc_del_minus_se'])} | {fmt(row['gap_minus_minus_plus'], row['gap_se'])} | "
                 f"{row['log_odds_auc_del_plus']:+.2f} / {row['log_odds_auc_del_minus']:+.2f} |")
-        for r in refs:
-            c = row.get("comparisons", {}).get(r)
-            line += (" |" if c is None else
-                     f" {c['del+']['mean']:+.3f} ± {c['del+']['se']:.3f} (p={c['del+']['wilcoxon_p']:.1g})"
-                     f" / {c['del-']['mean']:+.3f} ± {c['del-']['se']:.3f} (p={c['del-']['wilcoxon_p']:.1g}) |")
+        line += "".join(comparison_cell(row.get("comparisons", {}).get(r)) for r in refs)
         lines.append(line)
     return head + "\n".join(lines) + "\n"
 

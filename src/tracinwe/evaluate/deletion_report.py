@@ -16,6 +16,15 @@ CONTROL = "random-control"
 REFERENCES = ("TracIn-last", "TF-IDF", CONTROL)
 
 
+def comparison_cell(comparison: dict | None) -> str:
+    """A Markdown cell ``" DEL+ ± SE (p) / DEL- ± SE (p) |"`` of one paired comparison (empty when absent)."""
+    if comparison is None:
+        return " |"
+    plus, minus = comparison["del+"], comparison["del-"]
+    return (f" {plus['mean']:+.3f} ± {plus['se']:.3f} (p={plus['wilcoxon_p']:.2g}) / "
+            f"{minus['mean']:+.3f} ± {minus['se']:.3f} (p={minus['wilcoxon_p']:.2g}) |")
+
+
 @dataclass
 class DeletionResult:
     """``delta[method][sign]``: (n_points, n_ks) change of the gold-class probability, mean over seeds.
@@ -160,11 +169,7 @@ class DeletionResult:
             gap = f"{row['gap_minus_minus_plus']:+.3f} ± {row['gap_se']:.3f}" if "gap_se" in row else ""
             line = (f"| {row['method']} | {row['auc_del_plus']:+.3f} ± {row['auc_del_plus_se']:.3f} "
                     f"| {row['auc_del_minus']:+.3f} ± {row['auc_del_minus_se']:.3f} | {gap} |")
-            for ref in refs:
-                c = row.get("comparisons", {}).get(ref)
-                line += (" |" if c is None else
-                         f" {c['del+']['mean']:+.3f} ± {c['del+']['se']:.3f} (p={c['del+']['wilcoxon_p']:.2g}) / "
-                         f"{c['del-']['mean']:+.3f} ± {c['del-']['se']:.3f} (p={c['del-']['wilcoxon_p']:.2g}) |")
+            line += "".join(comparison_cell(row.get("comparisons", {}).get(ref)) for ref in refs)
             lines.append(line)
         return "\n".join(lines)
 
