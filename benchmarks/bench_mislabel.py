@@ -147,9 +147,9 @@ def main(argv=None) -> int:
     if args.save_bundle:
         save_bundle(Path(args.save_bundle), [n for n, _ in datasets])
         return 0
-    from tracinwe.evaluate.deletion import write_json_atomic
     from tracinwe.evaluate.mislabel import MislabelSetup, run_mislabel_detection
     from tracinwe.evaluate.small_training import SmallModelConfig
+    from tracinwe.io import write_json_atomic
 
     tokenizer = None
     if args.bundle:

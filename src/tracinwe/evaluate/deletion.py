@@ -28,7 +28,7 @@ from tracinwe.io import write_json_atomic
 FORMAT_VERSION = 2
 DEFAULT_KS = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 
-__all__ = ["DEFAULT_KS", "deletion_order", "random_deletion_set", "plan_retrains", "run_case_deletion", "write_json_atomic"]
+__all__ = ["DEFAULT_KS", "deletion_order", "random_deletion_set", "plan_retrains", "run_case_deletion"]
 
 
 def deletion_order(scores: np.ndarray, sign: str) -> np.ndarray:

@@ -193,7 +193,7 @@ class MislabelReport:
         }
 
     def save(self, path: str | Path) -> Path:
-        from tracinwe.evaluate.deletion import write_json_atomic
+        from tracinwe.io import write_json_atomic
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
