@@ -35,8 +35,6 @@ from tracinwe.io import save_npy_atomic, write_json_atomic
 #: Methods of the paper's table plus the layer comparison; "random" is also available.
 DEFAULT_METHODS = ("TracIn-WE", "TracIn-WE-Top10", "TracIn-last", "Representer", "IF-last", "Grad-Cos-last", "TF-IDF",
                    "TracIn-middle")
-#: The primary methods of the powered deletion runs.
-PRIMARY_METHODS = ("TracIn-WE", "TracIn-last", "TF-IDF", "random")
 #: The middle parameter block compared with the embeddings, per architecture.
 MIDDLE_LAYER = {"cnn": "conv1", "bert-small": "bert.encoder.layer.0", "minilm-l2": "bert.encoder.layer.0",
                 "minilm-l6": "bert.encoder.layer.2"}
