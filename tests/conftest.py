@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -52,3 +55,24 @@ def minilm_classifier(folder, seed: int, num_labels: int = 2):
     logging.set_verbosity_error()
     torch.manual_seed(seed)
     return AutoModelForSequenceClassification.from_pretrained(folder, num_labels=num_labels).eval()
+
+
+def tiny_base_model(folder: Path, tokenizer, seed: int = 0) -> Path:
+    """A small BERT (hidden 32) with the MiniLM vocabulary, saved as a HF folder to fine-tune."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_reviews(path: Path, texts, labels, names) -> Path:
+    """Real reviews as a CSV with non-default column names and label names as strings."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["review", "sentiment"])
+        writer.writerows((t, names[y]) for t, y in zip(texts, labels))
+    return path

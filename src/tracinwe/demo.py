@@ -18,6 +18,7 @@ from rich.table import Table
 
 from tracinwe.data import load_dataset_source
 from tracinwe.models.pretrained import minilm_l6_path
+from tracinwe.run import checkpoint_folders
 from tracinwe.tracin import TracInWE
 from tracinwe.training import TrainConfig, train_classifier
 
@@ -44,7 +45,7 @@ def _train_or_reuse(folder: Path, train, config: DemoConfig, console: Console) -
     logging.set_verbosity_error()
     marker = folder / "demo_config.json"
     if marker.is_file() and json.loads(marker.read_text()) == asdict(config):
-        found = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        found = checkpoint_folders(folder) if any(folder.glob("checkpoint-*")) else []
         if len(found) == 3:
             console.print(f"[dim]reusing the fine-tuned checkpoints in {folder}[/]")
             return found

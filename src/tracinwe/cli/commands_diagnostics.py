@@ -30,14 +30,13 @@ def load_classifier_for(model: str, num_labels: int, seed: int, max_length: int)
     from tracinwe.models.checkpoints import find_tokenizer_folder
     from tracinwe.models.huggingface import HuggingFaceClassifier
     from tracinwe.models.pretrained import resolve_model_name
+    from tracinwe.run import checkpoint_folders, checkpoint_step
 
     folder = Path(resolve_model_name(model))
     if folder.is_dir() and not (folder / "config.json").is_file():
-        runs = sorted(folder.glob("checkpoint-*"),
-                      key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
-        if not runs:
+        if not any(checkpoint_step(p) is not None for p in folder.glob("checkpoint-*")):
             raise TracInWEError(f"{str(folder)!r} has no config.json and no checkpoint-* folders: pass a model folder")
-        folder = runs[-1]
+        folder = checkpoint_folders(folder)[-1]
     if not folder.is_dir():
         raise TracInWEError(f"model {model!r} is not a folder: pass a checkpoint folder or bundled:minilm-l6")
     config = AutoConfig.from_pretrained(folder)

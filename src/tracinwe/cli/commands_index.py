@@ -15,7 +15,6 @@ from tracinwe.cli.common import (
     LABEL_COLUMN,
     PAIR_COLUMN,
     TEXT_COLUMN,
-    checkpoint_folders,
     exit_codes,
     label_ids,
     load_data,
@@ -24,10 +23,10 @@ from tracinwe.cli.common import (
     print_json,
     print_json_stream,
     run_training_data,
-    with_label_names,
 )
 from tracinwe.errors import TracInWEError
 from tracinwe.report.terminal import literal, markup_safe
+from tracinwe.run import checkpoint_folders, with_label_names
 
 index_app = typer.Typer(
     help="Build a persistent TracIn-WE index of a training set (gradients stored once), then query it in milliseconds.",

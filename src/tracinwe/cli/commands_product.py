@@ -13,9 +13,7 @@ from tracinwe.cli.common import (
     JSON_OPTION,
     LABEL_COLUMN,
     PAIR_COLUMN,
-    RUN_INFO_FILE,
     TEXT_COLUMN,
-    checkpoint_folders,
     exit_codes,
     label_ids,
     load_data,
@@ -24,10 +22,10 @@ from tracinwe.cli.common import (
     print_json,
     run_training_data,
     stderr,
-    with_label_names,
 )
 from tracinwe.errors import TracInWEError
 from tracinwe.report.terminal import literal, markup_safe
+from tracinwe.run import RUN_INFO_FILE, checkpoint_folders, with_label_names
 
 
 def register(app: typer.Typer) -> None:

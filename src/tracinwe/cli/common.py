@@ -9,7 +9,6 @@ one-line message in red, no traceback). Strings from the data or the user
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,7 +22,6 @@ from rich.text import Text
 from tracinwe.errors import LabelError, TracInWEError
 from tracinwe.report.terminal import literal
 
-RUN_INFO_FILE = "tracinwe_run.json"
 TEXT_COLUMN = typer.Option(None, help="Column holding the text (csv/jsonl/parquet/HF data; default 'text').")
 LABEL_COLUMN = typer.Option(None, help="Column holding the label (default 'label').")
 PAIR_COLUMN = typer.Option(None, help="Column holding the second text of sentence pairs (optional).")
@@ -107,28 +105,6 @@ def label_ids(labels: Sequence[str] | None, n: int, names: Sequence[str]) -> lis
     return out * n if len(out) == 1 else out
 
 
-def with_label_names(dataset, names: Sequence[str], source: str, owner: str = "the index"):
-    """`dataset` with its labels as indices into ``names`` (the classes of the index or run), checked.
-
-    Labels match by name; labels that are plain class numbers (names ``"0"``,
-    ``"1"``, ...) are used as indices. A label ``names`` lacks is a `LabelError`
-    naming the known labels, never a silent re-mapping.
-    """
-    names = [str(n) for n in names]
-    position = {n: i for i, n in enumerate(names)}
-    mapping: dict[int, int] = {}
-    for label in sorted(set(dataset.labels)):
-        name = str(dataset.label_names[label])
-        if name in position:
-            mapping[label] = position[name]
-        elif name.isdigit() and int(name) < len(names) and all(n.isdigit() for n in dataset.label_names):
-            mapping[label] = int(name)
-        else:
-            raise LabelError(f"label {name!r} in {source} is not one {owner} knows ({', '.join(names)}): "
-                             "pass data labelled with these classes")
-    return dataclasses.replace(dataset, labels=[mapping[y] for y in dataset.labels], label_names=names)
-
-
 def open_index(path: Path, checkpoints_from: Path | None = None):
     from tracinwe.index import Index
 
@@ -136,27 +112,10 @@ def open_index(path: Path, checkpoints_from: Path | None = None):
         return Index.open(path, checkpoints_from=checkpoints_from)
 
 
-def checkpoint_folders(run_dir: Path) -> list[Path]:
-    found = [p for p in run_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    if not found:
-        raise TracInWEError(f"no checkpoint-* folders in {str(run_dir)!r}: pass the --out folder of `tracinwe train`")
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
 def run_training_data(run_dir: Path, data, text_column, label_column, pair_column):
     """``(dataset, max_length)``: the data a run was trained on (recorded by `train`), or ``--data``."""
-    info_file = run_dir / RUN_INFO_FILE
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
-    source = data or info.get("data")
-    if source is None:
-        raise TracInWEError(f"no training data recorded in {str(run_dir)!r}: pass --data (the data the run was trained on)")
-    if data is None:  # the data and columns the run was trained on
-        recorded = info.get("columns", {})
-        text_column, label_column, pair_column = (recorded.get(c) for c in ("text_column", "label_column", "text_pair_column"))
-    dataset = load_data(source, text_column, label_column, pair_column)
-    if data is None and info.get("train_ids"):
-        dataset = dataset.dedupe()
-        where = {rid: i for i, rid in enumerate(dataset.ids)}
-        dataset = dataset.subset([where[r] for r in info["train_ids"] if r in where])
-    if info.get("label_names"):  # the classes of the run's model, whatever order the data names them in
-        dataset = with_label_names(dataset, info["label_names"], str(source), owner="the run")
-    return dataset, int(info.get("settings", {}).get("max_length", 128))
+    from tracinwe.run import run_data
+
+    with stderr.status(literal(f"loading {data or run_dir} ...")):
+        dataset, _, max_length = run_data(run_dir, data, text_column, label_column, pair_column)
+    return dataset, max_length

@@ -29,7 +29,8 @@ from tracinwe.evaluate.noise import NOISE_THRESHOLD, measure_noise
 from tracinwe.evaluate.points import balanced_points, saturated_count
 from tracinwe.evaluate.registry import MethodContext, build_methods as build_registered, check_method_names
 from tracinwe.evaluate.retrain import RetrainRunner
-from tracinwe.evaluate.small_training import SmallModelConfig, SmallRun, SmallTask, as_classifier, checkpoint_models
+from tracinwe.evaluate.run_task import RunFolderTask, RunRecipe, prepare_run_experiment
+from tracinwe.evaluate.small_training import SmallModelConfig, SmallRun, SmallTask
 from tracinwe.io import save_npy_atomic, write_json_atomic
 
 #: Methods of the paper's table plus the layer comparison; "random" is also available.
@@ -56,7 +57,7 @@ class ExperimentSetup:
     seeds: tuple[int, ...] = (0, 1)
     methods: tuple[str, ...] = DEFAULT_METHODS
     middle_layer: str | None = None
-    model: SmallModelConfig = field(default_factory=SmallModelConfig)
+    model: SmallModelConfig | RunRecipe = field(default_factory=SmallModelConfig)  # a RunRecipe: the user's own run
     noise_threshold: float = NOISE_THRESHOLD
     noise_repeats: int = 3
     n_subsets: int = 64
@@ -70,7 +71,7 @@ class ExperimentSetup:
     def to_json(self) -> dict:
         out = asdict(self)
         out["model"] = self.model.to_json()
-        out["middle_layer"] = self.middle_layer or MIDDLE_LAYER[self.model.architecture]
+        out["middle_layer"] = self.middle_layer or MIDDLE_LAYER.get(self.model.architecture)
         return out
 
 
@@ -93,7 +94,7 @@ class PreparedExperiment:
     """Data, tensors, the fixed test points and (trained on demand) each seed's full run."""
 
     setup: ExperimentSetup
-    task: SmallTask
+    task: SmallTask | RunFolderTask
     data: DataSplit
     points: list[int]  # test points: positions in the held-out set
     tokenizer: object
@@ -185,10 +186,9 @@ def prepare_experiment(setup: ExperimentSetup, tokenizer=None, data: DataSplit |
 def method_context(prepared: PreparedExperiment, seed: int) -> MethodContext:
     """The checkpoints of ``seed``'s full run, ready for any registered method."""
     config = prepared.setup.model
-    models = [(as_classifier(m, prepared.tokenizer, config.max_length), lr)
-              for m, lr in checkpoint_models(config, prepared.full_run(seed))]
+    models = prepared.task.checkpoint_classifiers(prepared.full_run(seed), prepared.tokenizer)
     return MethodContext(models, prepared.tokenizer, config.max_length, seed,
-                         prepared.setup.middle_layer or MIDDLE_LAYER[config.architecture])
+                         prepared.setup.middle_layer or MIDDLE_LAYER.get(config.architecture, ""))
 
 
 def build_methods(prepared: PreparedExperiment, names: Sequence[str] | None = None,
@@ -274,10 +274,20 @@ def run_deletion_experiment(
 
 def run_lds_experiment(
     setup: ExperimentSetup, cache_dir: str | Path, workers: int = 1, progress: bool = True, tokenizer=None,
-    time_limit_s: float | None = None, data: DataSplit | None = None,
+    time_limit_s: float | None = None, data: DataSplit | None = None, run_dir: str | Path | None = None,
+    run_test_data: str | None = None,
 ) -> tuple[LDSResult, dict]:
-    """The noise gate (deleting 5% of the data at random), then LDS of every method, per seed."""
-    prepared = prepare_experiment(replace(setup, ks=(1,)), tokenizer, data)
+    """The noise gate (deleting 5% of the data at random), then LDS of every method, per seed.
+
+    With ``run_dir`` (a `tracinwe train` run folder), the methods score the run's own
+    checkpoints and every retrain repeats the run's recipe (`run_task`); test points come
+    from the run's held-out rows, or from ``run_test_data``.
+    """
+    if run_dir is not None:
+        prepared = prepare_run_experiment(replace(setup, ks=(1,)), run_dir, run_test_data)
+    else:
+        prepared = prepare_experiment(replace(setup, ks=(1,)), tokenizer, data)
+    setup = prepared.setup  # a run folder fixes the seed, the data and the recipe
     runner = retrain_runner(prepared, cache_dir, workers)
     k = max(1, len(prepared.train_texts) // 20)
     noise = measure_noise(runner, range(len(prepared.points)), prepared.point_labels, k, setup.seeds,

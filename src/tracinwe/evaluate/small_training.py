@@ -289,6 +289,10 @@ class SmallTask:
         """The run on all training rows, with its checkpoints."""
         return train_small(self.config, self.train_tokens, self.train_labels, None, seed, keep_checkpoints=True)
 
+    def checkpoint_classifiers(self, run: SmallRun, tokenizer) -> list[tuple[TextClassifier | nn.Module, float]]:
+        """``[(model, lr), ...]`` of the run's checkpoints, for TracInWE and the baselines."""
+        return [(as_classifier(m, tokenizer, self.config.max_length), lr) for m, lr in checkpoint_models(self.config, run)]
+
     def copy_for(self, config: SmallModelConfig) -> "SmallTask":
         """The same data with another recipe."""
         new = copy.copy(self)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tracinwe.io import write_text_atomic
 from tracinwe.models.checkpoints import write_checkpoint_info
 
 
@@ -35,7 +36,7 @@ class TrainConfig:
 class TrainedRun:
     """What a training run left on disk."""
 
-    folder: Path
+    folder: Path | None
     checkpoints: list[Path] = field(default_factory=list)
     learning_rates: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
@@ -52,25 +53,38 @@ def train_classifier(
     tokenizer,
     texts: Sequence[str],
     labels: Sequence[int],
-    folder: str | Path,
+    folder: str | Path | None,
     config: TrainConfig | None = None,
     text_pairs: Sequence[str] | None = None,
     progress: bool = True,
+    rows: Sequence[int] | None = None,
 ) -> TrainedRun:
     """Fine-tune ``model`` and save ``config.num_checkpoints`` evenly spaced checkpoints.
 
     Each ``folder/checkpoint-STEP`` holds the weights, the tokenizer and the
-    learning rate in force (``tracinwe_checkpoint.json``). Saves are atomic.
+    learning rate in force (``tracinwe_checkpoint.json``). Saves are atomic;
+    ``folder=None`` trains without saving anything.
+
+    ``rows`` trains on those rows of ``texts`` only, in the seeded order of *all*
+    rows restricted to them: a retrain without some rows sees the others in the
+    same order as the full run (``rows=None``), as the retraining evaluations need.
     """
     from tqdm.auto import tqdm
 
     config = TrainConfig() if config is None else config
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
+    if folder is not None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(folder / "train_config.json", json.dumps(asdict(config), indent=2))
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    n = len(texts)
+    kept = np.ones(len(texts), dtype=bool)
+    if rows is not None:
+        kept[:] = False
+        kept[np.asarray(list(rows), dtype=np.int64)] = True
+    n = int(kept.sum())
+    if n == 0:
+        raise ValueError("no training rows to train on")
     steps_per_epoch = math.ceil(n / config.batch_size)
     total = max(1, int(round(config.epochs * steps_per_epoch)))
     save_at = {int(round(total * (i + 1) / config.num_checkpoints)) for i in range(config.num_checkpoints)}
@@ -88,7 +102,8 @@ def train_classifier(
     device = next(model.parameters()).device
     for step in range(1, total + 1):
         if not order:
-            order = rng.permutation(n).tolist()
+            permutation = rng.permutation(len(texts))
+            order = permutation[kept[permutation]].tolist()
         idx, order = order[: config.batch_size], order[config.batch_size :]
         lr = _learning_rate(config, step - 1, total)
         for group in opt.param_groups:
@@ -104,7 +119,7 @@ def train_classifier(
         run.losses.append(float(out.loss.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(run.losses[-20:]):.3f}")
-        if step in save_at:
+        if folder is not None and step in save_at:
             path = _save_checkpoint(model, tokenizer, folder, step, lr, step / steps_per_epoch)
             run.checkpoints.append(path)
             run.learning_rates.append(lr)
