@@ -8,7 +8,7 @@ for the streaming, resumable build.
 """
 
 from tracinwe.index.index import Index
-from tracinwe.index.results import Neighbor, QueryResult
+from tracinwe.results import Neighbor, QueryResult
 from tracinwe.index.storage import IndexBuildError, IndexFormatError, IndexMismatchError
 
 __all__ = ["Index", "Neighbor", "QueryResult", "IndexFormatError", "IndexMismatchError", "IndexBuildError"]

@@ -34,7 +34,7 @@ from tracinwe.index.examples import ExampleTables
 from tracinwe.index.integrity import LazyChecksums, read_manifest
 from tracinwe.index.layout import combine_checkpoints, weighted_query
 from tracinwe.index.queries import QUERY_CHUNK, iter_query
-from tracinwe.index.results import Neighbor, QueryResult
+from tracinwe.results import Neighbor, QueryResult
 from tracinwe.index.search import QueryBlock, SegmentArrays, TopCandidates, contributions, screen
 from tracinwe.index.storage import (
     IndexFormatError,

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from tracinwe.index.results import Neighbor, QueryResult
+from tracinwe.results import Neighbor, QueryResult
 from tracinwe.index.search import QueryBlock
 from tracinwe.results import TopInfluences
 from tracinwe.scoring.words import word_contributions

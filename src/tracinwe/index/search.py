@@ -23,6 +23,7 @@ import torch
 
 from tracinwe.index.layout import TokenBlock
 from tracinwe.index.projection import Projection
+from tracinwe.results import top_k_indices
 
 
 @dataclass
@@ -168,7 +169,7 @@ class TopCandidates:
         scores_t = block.T
         for d, sign in enumerate((1.0, -1.0)):
             s = sign * scores_t
-            idx = _top_columns(s, self.m)
+            idx = top_k_indices(s, self.m, ordered=False)
             self._merge(d, np.take_along_axis(s, idx, 1), idx + start)
 
     def merge(self, other: "TopCandidates") -> None:
@@ -179,7 +180,7 @@ class TopCandidates:
     def _merge(self, d: int, scores: np.ndarray, rows: np.ndarray) -> None:
         merged_s = np.concatenate([self.scores[d], scores], axis=1)
         merged_r = np.concatenate([self.rows[d], rows], axis=1)
-        keep = _top_columns(merged_s, self.m)
+        keep = top_k_indices(merged_s, self.m, ordered=False)
         self.scores[d] = np.take_along_axis(merged_s, keep, 1)
         self.rows[d] = np.take_along_axis(merged_r, keep, 1)
 
@@ -190,9 +191,3 @@ class TopCandidates:
         sign = 1.0 if direction == 0 else -1.0
         return np.take_along_axis(r, order, 1), sign * np.take_along_axis(s, order, 1)
 
-
-def _top_columns(s: np.ndarray, m: int) -> np.ndarray:
-    """Column indices of the m largest entries per row (unordered)."""
-    if s.shape[1] <= m:
-        return np.tile(np.arange(s.shape[1]), (s.shape[0], 1))
-    return np.argpartition(-s, m - 1, axis=1)[:, :m]

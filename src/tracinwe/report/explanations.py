@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tracinwe.index.results import Neighbor, QueryResult
+from tracinwe.results import Neighbor, QueryResult
 from tracinwe.results import TopInfluences
 
 __all__ = ["Neighbor", "QueryResult", "explain_with_tracin", "suspicious_with_tracin"]
