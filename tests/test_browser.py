@@ -61,7 +61,7 @@ def test_report_in_the_browser(browser, small, tmp_path):
     texts, labels = held.texts[:3], held.labels[:3]
     results = index.query(texts, labels, k=3, words=100_000)
     path = render_report(results, index.suspicious(k=5), index.label_names, "Browser test", tmp_path / "report.html",
-                         tokenizer=index, scores=index.scores(texts, labels), self_influence=index.self_influence())
+                         tokenizer=index.tracin, scores=index.scores(texts, labels), self_influence=index.self_influence())
     page = browser.new_page(viewport={"width": 1200, "height": 1500})
     page.goto(path.as_uri())
     assert page.locator("section.query").count() == 3

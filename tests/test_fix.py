@@ -107,7 +107,7 @@ def test_deleting_or_masking_the_trigger_fixes_the_planted_mistake(triggered):
     deleted = evaluate_proposal(task.train, task.evaluate, FixProposal("delete", delete=opponents), **common)
     assert deleted.fixed and deleted.gold_probability_after > 0.5 and deleted.accuracy_change == 1.0
     mask = most_negative_shared_tokens(tw, train_texts, train_labels, opponents, test_text, 0)
-    trigger_id = tw.final.hf_tokenizer.convert_tokens_to_ids(TRIGGER)
+    trigger_id = tw.final.tokenizer.convert_tokens_to_ids(TRIGGER)
     assert sum(mask.get(r) == [trigger_id] for r in planted) >= 4  # the trigger is what they share with the test text
     masked = evaluate_proposal(task.train, task.evaluate, FixProposal("mask", mask=mask), **common)
     assert masked.gold_probability_after > before[0] and masked.edits == len(mask)

@@ -9,7 +9,8 @@ import pytest
 
 from conftest import tiny_bert
 from tracinwe import TracInWE
-from tracinwe.report import explain_with_tracin, render_report, suspicious_with_tracin, text_segments, word_segments
+from tracinwe.explain import explain_with_tracin, suspicious_with_tracin
+from tracinwe.report import render_report, text_segments, word_segments
 from tracinwe.report.plot import histogram_counts, svg_histogram
 from tracinwe.report.view import colour
 
@@ -189,3 +190,26 @@ def test_pick_examples_mixes_mistakes_and_confident_hits():
     assert pick_examples(probs, labels, 2) == [1, 4]
     assert pick_examples(probs, [1, 0, 1, 0, 1, 0], 4) == [4, 0, 5, 1]  # 5 wrong, 1 right: filled with mistakes
     assert pick_examples(probs, labels, 3, mistakes=False) == [0, 1, 2]
+
+
+def test_words_are_aligned_through_the_contracts_tokenizer(tokenizer):
+    """Both adapters name their tokenizer on the contract; a model without one gets a one-line error, not a guess."""
+    from tracinwe import HuggingFaceClassifier, TokenizerMismatchError, TorchTextClassifier
+    from tracinwe.models.small import TokenCNN
+    from tracinwe.report.html import aligning_tokenizer
+
+    cnn = TokenCNN(len(tokenizer), 2, dim=8, channels=8)
+    wrapped = TorchTextClassifier(cnn, cnn.embed, 2, hf_tokenizer=tokenizer, max_length=40)
+    hf = HuggingFaceClassifier(tiny_bert(0, 2), tokenizer, max_length=40)
+    assert wrapped.tokenizer is tokenizer and hf.tokenizer is tokenizer
+    for model in (wrapped, hf):
+        tok, max_length = aligning_tokenizer(TracInWE([(model, 0.1)], max_length=40))
+        assert tok is tokenizer and max_length == 40
+    assert aligning_tokenizer(tokenizer) == (tokenizer, tokenizer.model_max_length)
+    own = TorchTextClassifier(cnn, cnn.embed, 2, tokenize=lambda texts, pairs: tokenizer(list(texts), return_tensors="pt",
+                                                                                          padding=True))
+    assert own.tokenizer is None  # a custom tokenize callable: nothing to align words with
+    with pytest.raises(TokenizerMismatchError, match="no fast HuggingFace tokenizer"):
+        aligning_tokenizer(TracInWE([(own, 0.1)]))
+    with pytest.raises(TokenizerMismatchError, match="not a fast HuggingFace tokenizer"):
+        aligning_tokenizer(object())

@@ -83,6 +83,26 @@ def test_explain_equals_index_query(served):
     assert v["opponents"][0]["score"] == pytest.approx(full.min(), rel=1e-5)
 
 
+def test_keep_loaded_holds_every_checkpoint_and_changes_no_score(served):
+    """`TracInWE.keep_loaded` (what the explorer calls): each folder loaded once and kept, the same scores."""
+    import torch
+
+    from tracinwe.tracin import TracInWE
+
+    _, index, train, held = served
+    assert all(c.classifier is not None for c in index.tracin.checkpoints)  # create_app(preload=True) kept them
+    tw = TracInWE.from_checkpoints([c.path for c in index.tracin.checkpoints], max_length=48)
+    assert all(c.classifier is None for c in tw.checkpoints)  # folders: loaded one at a time by default
+    before = tw.scores(train.texts[:12], train.labels[:12], held.texts[:2])
+    tw.keep_loaded()
+    kept = [c.classifier for c in tw.checkpoints]
+    assert all(k is not None for k in kept) and len({id(k) for k in kept}) == 3
+    assert all(tw.classifier(c) is kept[c] for c in range(3))  # never reloaded
+    first, last = (k.embedding.weight for k in (kept[0], kept[2]))
+    assert not torch.equal(first, last)  # each checkpoint its own folder's weights
+    np.testing.assert_array_equal(tw.scores(train.texts[:12], train.labels[:12], held.texts[:2]), before)
+
+
 def test_explain_a_given_label(served):
     client, index, train, held = served
     name = train.label_names[1 - held.labels[1]]

@@ -104,7 +104,6 @@ def run_demo(out_dir: str | Path = "tracinwe-demo", config: DemoConfig | None = 
     from tracinwe.report import render_report
     from tracinwe.report.console import result_tables, suspicious_table
     from tracinwe.report.selection import pick_examples
-    from tracinwe.web.app import keep_checkpoints_loaded
 
     config = DemoConfig() if config is None else config
     console = console or Console()
@@ -132,7 +131,7 @@ def run_demo(out_dir: str | Path = "tracinwe-demo", config: DemoConfig | None = 
     checkpoints = _train_or_reuse(out / "run", train, config, console)
     tw = TracInWE.from_checkpoints(checkpoints, max_length=config.max_length)
     with console.status("loading the 3 checkpoints ..."):
-        keep_checkpoints_loaded(tw)
+        tw.keep_loaded()
     console.print(f"checkpoints {[c.name.split('/')[-1] for c in tw.checkpoints]}, learning rates {tw.learning_rates}")
     lap("fine-tune")
 
@@ -170,7 +169,7 @@ def run_demo(out_dir: str | Path = "tracinwe-demo", config: DemoConfig | None = 
         scores = index.scores(chosen.texts, chosen.labels)
     report = render_report(
         results, suspicious, train.label_names, "TracIn-WE on Rotten Tomatoes (MiniLM-L6)", out / "report.html",
-        tokenizer=index, scores=scores, self_influence=index.self_influence(),
+        tokenizer=tw, scores=scores, self_influence=index.self_influence(),
         note=f"MiniLM-L6 fine-tuned on {len(train)} reviews, held-out accuracy {accuracy:.1%}; "
              "each review explained for its gold label.",
     )

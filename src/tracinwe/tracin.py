@@ -107,6 +107,18 @@ class TracInWE:
                 self._loaded = loaded = (c, ckpt.load(self.device or "cpu"))
         return loaded[1]
 
+    def keep_loaded(self) -> None:
+        """Load every checkpoint folder now and keep all of them in memory.
+
+        By default one folder is loaded at a time to bound memory; a server answering
+        many queries trades that memory for latency (no reload per query).
+        """
+        for c, ckpt in enumerate(self.checkpoints):
+            if ckpt.classifier is None:
+                ckpt.classifier = self.classifier(c)
+        self._loaded = None
+        self._check_consistent()
+
     def _check_consistent(self) -> None:
         in_memory = [(c.name, c.classifier) for c in self.checkpoints if c.classifier is not None]
         shapes = {(clf.num_classes, clf.vocab_size) for _, clf in in_memory}

@@ -222,7 +222,7 @@ def explain(
 
 
 def _explain_from_run(run_dir: Path, texts, label, k, words, data, text_column, label_column, pair_column):
-    from tracinwe.report.explanations import explain_with_tracin
+    from tracinwe.explain import explain_with_tracin
     from tracinwe.tracin import TracInWE
 
     dataset, max_length = run_training_data(run_dir, data, text_column, label_column, pair_column)
@@ -339,7 +339,7 @@ def _write_report(request: _ReportRequest) -> dict:
         found = idx.suspicious(k=r.n_suspicious) if r.n_suspicious else []
         values = idx.self_influence()
     render_report(
-        results, found, idx.label_names, r.title, r.out, tokenizer=idx, scores=scores, self_influence=values,
+        results, found, idx.label_names, r.title, r.out, tokenizer=idx.tracin, scores=scores, self_influence=values,
         note=f"Index {r.index} ({len(idx)} training examples); test data {r.data}.",
     )
     return {"path": str(r.out), "n": len(results), "misclassified": sum(x.prediction != x.label for x in results),

@@ -26,6 +26,9 @@ class TextClassifier(ABC):
 
     #: The whole model (its mode and ``requires_grad`` flags are restored after use).
     module: nn.Module
+    #: Optional: the HuggingFace tokenizer behind `tokenize`, if any. A fast one lets the
+    #: report and the explorer put token contributions back on the words of a text.
+    tokenizer: object | None = None
 
     @property
     @abstractmethod
@@ -89,7 +92,7 @@ class TorchTextClassifier(TextClassifier):
         module: the model.
         embedding: the lookup module inside ``module`` (e.g. ``module.embed``).
         tokenize: texts (and optional pairs) -> dict with ``input_ids`` and ``attention_mask``.
-            A HuggingFace tokenizer works: pass ``hf_tokenizer`` instead.
+            A HuggingFace tokenizer works: pass ``hf_tokenizer`` instead (kept as ``.tokenizer``).
         forward: batch -> logits; default ``module(batch["input_ids"])``.
         num_classes: number of classes.
         special_token_ids: ids kept as special tokens ([CLS]/[SEP]).
@@ -115,7 +118,7 @@ class TorchTextClassifier(TextClassifier):
         self._num_classes = int(num_classes)
         self._tokenize = tokenize
         self._forward = forward
-        self.hf_tokenizer = hf_tokenizer
+        self.tokenizer = hf_tokenizer
         self.max_length = max_length
         specials = set(special_token_ids)
         if hf_tokenizer is not None and not special_token_ids:
@@ -138,7 +141,7 @@ class TorchTextClassifier(TextClassifier):
     def tokenize(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> Batch:
         if self._tokenize is not None:
             return {k: torch.as_tensor(v) for k, v in self._tokenize(texts, text_pairs).items()}
-        enc = self.hf_tokenizer(
+        enc = self.tokenizer(
             list(texts), list(text_pairs) if text_pairs is not None else None,
             padding=True, truncation=True, max_length=self.max_length, return_tensors="np",  # "np": faster than "pt"
         )
@@ -147,7 +150,7 @@ class TorchTextClassifier(TextClassifier):
     def tokenization_key(self) -> Hashable | None:
         if self._tokenize is not None:
             return ("callable", id(self._tokenize))
-        return ("huggingface", hf_tokenizer_key(self.hf_tokenizer), self.max_length)
+        return ("huggingface", hf_tokenizer_key(self.tokenizer), self.max_length)
 
     def logits(self, batch: Batch) -> torch.Tensor:
         if self._forward is not None:
@@ -157,8 +160,8 @@ class TorchTextClassifier(TextClassifier):
     def token_strings(self, token_ids: Sequence[int]) -> list[str]:
         if self._id_to_token is not None:
             return self._id_to_token(token_ids)
-        if self.hf_tokenizer is not None:
-            return self.hf_tokenizer.convert_ids_to_tokens([int(t) for t in token_ids])
+        if self.tokenizer is not None:
+            return self.tokenizer.convert_ids_to_tokens([int(t) for t in token_ids])
         return super().token_strings(token_ids)
 
 

@@ -100,8 +100,8 @@ def special_total(token_ids: Sequence[int], special_ids: Sequence[int] | frozens
 
 
 def tokenizer_of(classifier) -> object:
-    """The HuggingFace tokenizer behind a `TextClassifier` (``tokenizer`` or ``hf_tokenizer``)."""
-    tok = getattr(classifier, "tokenizer", None) or getattr(classifier, "hf_tokenizer", None)
+    """The fast HuggingFace tokenizer of a `TextClassifier` (its ``tokenizer``), needed to align words to text."""
+    tok = classifier.tokenizer
     if tok is None or not getattr(tok, "is_fast", False):
         raise TokenizerMismatchError(
             f"{type(classifier).__name__} has no fast HuggingFace tokenizer, so words cannot be aligned "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tracinwe.errors import TokenizerMismatchError
 from tracinwe.io import write_text_atomic
 from tracinwe.report.highlight import tokenizer_of
 from tracinwe.report.plot import svg_histogram
@@ -17,7 +18,7 @@ from tracinwe.report.style import CSS
 from tracinwe.report.view import colour, result_view, suspicious_view
 from tracinwe.scoring.influence import SIGN_CONVENTION
 
-__all__ = ["render_report", "report_html", "format_score", "segments_html", "resolve_tokenizer", "script_json"]
+__all__ = ["render_report", "report_html", "format_score", "segments_html", "aligning_tokenizer", "script_json"]
 
 
 def format_score(value: float) -> str:
@@ -25,14 +26,16 @@ def format_score(value: float) -> str:
     return f"{value:+.3g}"
 
 
-def resolve_tokenizer(source) -> tuple[object, int]:
-    """``(fast tokenizer, max_length)`` from a tokenizer, a `TracInWE`, an `Index` or a `TextClassifier`."""
-    if getattr(source, "is_fast", False):
-        return source, int(getattr(source, "model_max_length", 512) or 512)
-    tw = getattr(source, "tracin", None) or source
-    if hasattr(tw, "final"):
-        return tokenizer_of(tw.final), int(getattr(tw, "max_length", 128))
-    return tokenizer_of(tw), int(getattr(tw, "max_length", 128))
+def aligning_tokenizer(source) -> tuple[object, int]:
+    """``(fast tokenizer, max_length)`` that put token contributions on words: a `TracInWE`'s, or a fast tokenizer."""
+    from tracinwe.tracin import TracInWE
+
+    if isinstance(source, TracInWE):
+        return tokenizer_of(source.final), source.max_length
+    if not getattr(source, "is_fast", False):
+        raise TokenizerMismatchError(f"tokenizer= is a {type(source).__name__}, not a fast HuggingFace tokenizer: "
+                                     "pass a TracInWE (e.g. index.tracin) or AutoTokenizer(..., use_fast=True)")
+    return source, int(getattr(source, "model_max_length", 512) or 512)
 
 
 def script_json(value) -> str:
@@ -181,19 +184,19 @@ def render_report(
     """Write the self-contained HTML report and return its path (written atomically).
 
     Args:
-        results: `QueryResult`s (from ``Index.query`` or `explain_with_tracin`); ``label`` is the gold label.
+        results: `QueryResult`s (from ``Index.query`` or `tracinwe.explain.explain_with_tracin`); ``label`` is the gold label.
         suspicious: `Neighbor`s of highest self-influence (``Index.suspicious``).
         label_names: class names, by index.
         title: the page title.
         path: where to write the file.
-        tokenizer: a fast HF tokenizer, a `TracInWE` or an `Index` (aligns tokens to words).
+        tokenizer: a `TracInWE` (e.g. ``index.tracin``) or a fast HF tokenizer (aligns tokens to words).
         scores: optional (n_test, n_train) score matrix: one histogram per test example.
         self_influence: optional (n_train,) values: a histogram above the suspicious labels.
         words_shown: top words listed under each neighbour (all shared words are highlighted).
     """
     if tokenizer is None:
-        raise TypeError("render_report needs tokenizer= (a fast tokenizer, a TracInWE or an Index) to align words")
-    tok, default_length = resolve_tokenizer(tokenizer)
+        raise TypeError("render_report needs tokenizer= (a TracInWE or a fast tokenizer) to align words")
+    tok, default_length = aligning_tokenizer(tokenizer)
     html = report_html(
         results, suspicious, label_names, title, tok, max_length=max_length or default_length, scores=scores,
         self_influence=self_influence, words_shown=words_shown, gold=gold, note=note,

@@ -28,12 +28,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
 from tracinwe.errors import TracInWEError
-from tracinwe.report.html import resolve_tokenizer
+from tracinwe.report.html import aligning_tokenizer
 from tracinwe.report.style import CSS
 from tracinwe.report.view import result_view, suspicious_view
 from tracinwe.web.guards import MAX_BODY_BYTES, RequestGuard
 
-__all__ = ["create_app", "keep_checkpoints_loaded", "ExplainRequest", "MAX_TEXT_CHARS", "MAX_LABEL_CHARS"]
+__all__ = ["create_app", "ExplainRequest", "MAX_TEXT_CHARS", "MAX_LABEL_CHARS"]
 
 MAX_TEXT_CHARS = 5000
 MAX_LABEL_CHARS = 200
@@ -71,18 +71,6 @@ def _page() -> str:
     return template.replace("/*CSS*/", CSS)
 
 
-def keep_checkpoints_loaded(tw) -> None:
-    """Load every checkpoint folder of a `TracInWE` once and keep it in memory.
-
-    `TracInWE` keeps one folder loaded at a time to bound memory; a query touches every
-    checkpoint, so a server would reload them all on each request (seconds). Here memory
-    is traded for latency: each checkpoint's classifier is loaded now and kept.
-    """
-    for ckpt in tw.checkpoints:
-        if ckpt.classifier is None:
-            ckpt.classifier = ckpt.load(tw.device or "cpu")
-
-
 def create_app(index, preload: bool = True, hosts: Iterable[str] = ()) -> FastAPI:
     """The explorer over an open `tracinwe.index.Index`.
 
@@ -91,12 +79,12 @@ def create_app(index, preload: bool = True, hosts: Iterable[str] = ()) -> FastAP
     ``hosts``: names trusted in the ``Host`` header besides 127.0.0.1, localhost and ::1.
     """
     if preload:
-        keep_checkpoints_loaded(index.tracin)
+        index.tracin.keep_loaded()
         index.query(["warm up"], k=1, words=1)  # first-call costs (page cache, allocator) paid before the first user
     app = FastAPI(title="tracinwe explorer", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.add_middleware(RequestGuard, hosts=list(hosts), max_body=MAX_BODY_BYTES)
     lock = threading.Lock()
-    tokenizer, max_length = resolve_tokenizer(index)
+    tokenizer, max_length = aligning_tokenizer(index.tracin)
     names = list(index.label_names)
     page = _page()
 

@@ -1,8 +1,9 @@
 """Explanations straight from a `TracInWE` and a training set, without an index.
 
 The index answers queries from stored gradients; these functions recompute
-everything, which suits small training sets (``tracinwe explain --run-dir``,
-tests) and gives the same `QueryResult` / `Neighbor` objects.
+everything from the facade, which suits small training sets (``tracinwe explain
+--run-dir``, tests) and gives the same `QueryResult` / `Neighbor` objects, so the
+report and the terminal present either.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tracinwe.results import Neighbor, QueryResult
-from tracinwe.results import TopInfluences
+from tracinwe.results import Neighbor, QueryResult, TopInfluences
 
 __all__ = ["Neighbor", "QueryResult", "explain_with_tracin", "suspicious_with_tracin"]
 
