@@ -50,6 +50,8 @@ def test_train_saves_tracin_checkpoints(trained):
         assert info["learning_rate"] == 0.05
     run = json.loads((root / "run" / "tracinwe_run.json").read_text())
     assert len(run["train_ids"]) == 120
+    assert run["settings"]["optimizer"] == "sgd" and run["settings"]["num_checkpoints"] == 3
+    assert not list((root / "run").rglob(".*"))  # every write went through a temporary name, none is left
 
 
 def test_explain_from_a_run_equals_the_library(trained):

@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from tracinwe.data import load_dataset_source
-from tracinwe.models.pretrained import minilm_l6_path
-from tracinwe.run import checkpoint_folders
+from tracinwe.io import write_json_atomic
+from tracinwe.run import checkpoint_folders, train_run
 from tracinwe.tracin import TracInWE
-from tracinwe.training import TrainConfig, train_classifier
+from tracinwe.training import TrainConfig
 
 
 @dataclass
@@ -39,28 +39,19 @@ class DemoConfig:
 
 
 def _train_or_reuse(folder: Path, train, config: DemoConfig, console: Console) -> list[Path]:
-    """Fine-tune (or reuse the finished checkpoints of an earlier run with the same settings)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, logging
-
-    logging.set_verbosity_error()
+    """Fine-tune into a run folder (or reuse the finished checkpoints of an earlier run with the same settings)."""
     marker = folder / "demo_config.json"
     if marker.is_file() and json.loads(marker.read_text()) == asdict(config):
         found = checkpoint_folders(folder) if any(folder.glob("checkpoint-*")) else []
         if len(found) == 3:
             console.print(f"[dim]reusing the fine-tuned checkpoints in {folder}[/]")
             return found
-    base = minilm_l6_path()
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=2, id2label=dict(enumerate(train.label_names)), label2id={n: i for i, n in enumerate(train.label_names)}
-    )
-    run = train_classifier(
-        model, tokenizer, train.texts, train.labels, folder,
-        TrainConfig(epochs=config.epochs, learning_rate=config.learning_rate, batch_size=16, num_checkpoints=3,
-                    max_length=config.max_length, seed=config.seed),
-    )
-    marker.write_text(json.dumps(asdict(config), indent=2))
-    return run.checkpoints
+    recipe = TrainConfig(epochs=config.epochs, learning_rate=config.learning_rate, batch_size=16, num_checkpoints=3,
+                         max_length=config.max_length, seed=config.seed)
+    summary = train_run(folder, "bundled:minilm-l6", train, recipe, data="bundled:rotten-tomatoes", overwrite=True,
+                        status=console.status)
+    write_json_atomic(marker, asdict(config))
+    return [Path(p) for p in summary["checkpoints"]]
 
 
 def _index_or_reuse(folder: Path, tw: TracInWE, train, console: Console):
@@ -181,9 +172,7 @@ def run_demo(out_dir: str | Path = "tracinwe-demo", config: DemoConfig | None = 
         "report": str(report), "index": str(out / "index"), "run": str(out / "run"),
         "examples": [r.to_json() for r in results], "suspicious": [n.to_json() for n in suspicious],
     }
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(out / "summary.json")
+    write_json_atomic(out / "summary.json", summary)
     console.print(_steps_table(steps, accuracy, len(train), len(heldout), out, results))
     console.print(f"next: [bold]tracinwe serve {out / 'index'}[/] to explore in a browser")
     return summary

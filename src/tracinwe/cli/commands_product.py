@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from tracinwe.cli.common import (
 )
 from tracinwe.errors import TracInWEError
 from tracinwe.report.terminal import literal, markup_safe
-from tracinwe.run import RUN_INFO_FILE, checkpoint_folders, with_label_names
+from tracinwe.run import checkpoint_folders, with_label_names
 
 
 def register(app: typer.Typer) -> None:
@@ -64,18 +63,21 @@ def train(
     Example: tracinwe train --data bundled:rotten-tomatoes --n-train 2000 --out runs/mr
     """
     with exit_codes():
+        from tracinwe.run import check_run_folder, train_run
+        from tracinwe.training import TrainConfig
+
         if optimizer not in ("adamw", "sgd") or schedule not in ("constant", "linear"):
             raise TracInWEError(f"--optimizer {optimizer!r} / --schedule {schedule!r}: use adamw|sgd and constant|linear")
-        _check_run_folder(out, overwrite)
+        check_run_folder(out, overwrite)
         dataset = load_data(data, text_column, label_column, text_pair_column).dedupe()
         train_set, held = dataset.split(holdout, seed) if holdout > 0 else (dataset, None)
         if n_train is not None:
             train_set = train_set.sample(n_train, seed=seed)
+        config = TrainConfig(epochs=epochs, learning_rate=lr, batch_size=batch_size, num_checkpoints=checkpoints,
+                             optimizer=optimizer, schedule=schedule, max_length=max_length, seed=seed)
         columns = {"text_column": text_column, "label_column": label_column, "text_pair_column": text_pair_column}
-        summary = _fine_tune(model, train_set, held, out, _recorded_source(data), columns, seed, dict(
-            epochs=epochs, learning_rate=lr, batch_size=batch_size, num_checkpoints=checkpoints, optimizer=optimizer,
-            schedule=schedule, max_length=max_length, seed=seed,
-        ))
+        summary = train_run(out, model, train_set, config, heldout=held, data=data, columns=columns, overwrite=overwrite,
+                            status=lambda message: stderr.status(literal(message)))
     if json_out:
         print_json(summary)
         return
@@ -92,87 +94,6 @@ def train(
     console.print(f"{summary['n_train']} training examples, final loss {summary['final_loss']:.3f}"
                   + (f", held-out accuracy {acc:.1%} on {summary['n_heldout_scored']}" if acc is not None else ""))
     console.print(literal(f"next: tracinwe index build --run-dir {out} ...  or  tracinwe explain \"some text\" --run-dir {out}"))
-
-
-def _check_run_folder(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty run folder unless ``overwrite`` (old and new checkpoints would mix)."""
-    if out.exists() and not out.is_dir():
-        raise TracInWEError(f"--out {str(out)!r} is a file: pass a folder for the run")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise TracInWEError(f"--out {str(out)!r} is not empty (an earlier run?): "
-                            "pass a new folder, or --overwrite to replace its checkpoints")
-
-
-def _clear_old_run(out: Path) -> None:
-    """Delete an earlier run's checkpoints and records from ``out`` (other files stay)."""
-    import shutil
-
-    if not out.is_dir():
-        return
-    for path in out.iterdir():
-        if path.is_dir() and (path.name.startswith("checkpoint-") or path.name.startswith(".checkpoint-")):
-            shutil.rmtree(path)
-        elif path.name in (RUN_INFO_FILE, RUN_INFO_FILE + ".tmp", "train_config.json"):
-            path.unlink()
-
-
-def _recorded_source(data: str) -> str:
-    """``data`` as the run records it: a local file or folder as its absolute path, other names as given."""
-    from tracinwe.data.sources import describe_source_kind
-
-    if describe_source_kind(data) in ("file", "hf-disk"):
-        return str(Path(data).expanduser().resolve())
-    return data
-
-
-def _fine_tune(model: str, train_set, held, out: Path, data: str, columns: dict, seed: int, settings: dict) -> dict:
-    """Train, then record the run (data, ids, checkpoints) in ``tracinwe_run.json``."""
-    import numpy as np
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, logging
-
-    from tracinwe.models.checkpoints import hf_progress_bars_hidden
-    from tracinwe.models.pretrained import resolve_model_name
-    from tracinwe.tracin import TracInWE
-    from tracinwe.training import TrainConfig, train_classifier
-
-    logging.set_verbosity_error()
-    names = train_set.label_names
-    with stderr.status(literal(f"loading {model} ...")), hf_progress_bars_hidden():
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(model))
-            torch.manual_seed(seed)
-            net = AutoModelForSequenceClassification.from_pretrained(
-                resolve_model_name(model), num_labels=len(names), id2label=dict(enumerate(names)),
-                label2id={n: i for i, n in enumerate(names)}, ignore_mismatched_sizes=True,
-            )
-        except OSError as exc:
-            raise TracInWEError(
-                f"model {model!r} could not be loaded ({(str(exc).splitlines() or [''])[0]}): "
-                "pass bundled:minilm-l6, a local HF folder, or a hub id (needs internet)"
-            ) from None
-    _clear_old_run(out)
-    with hf_progress_bars_hidden():
-        run = train_classifier(net, tokenizer, train_set.texts, train_set.labels, out, TrainConfig(**settings),
-                               train_set.text_pairs)
-    accuracy, scored = None, 0
-    if held is not None and len(held):
-        probe = held.sample(min(len(held), 500), seed=seed)
-        tw = TracInWE.from_checkpoints(run.checkpoints[-1:], max_length=settings["max_length"])
-        with stderr.status(f"predicting {len(probe)} held-out examples ..."):
-            probs = tw.predict(probe.texts, probe.text_pairs)
-        accuracy, scored = float((probs.argmax(1) == np.asarray(probe.labels)).mean()), len(probe)
-    summary = {
-        "run_dir": str(out), "model": model, "data": data, "columns": columns, "label_names": names, "n_train": len(train_set),
-        "checkpoints": [str(p) for p in run.checkpoints], "learning_rates": run.learning_rates,
-        "final_loss": float(np.mean(run.losses[-20:])) if run.losses else float("nan"),
-        "heldout_accuracy": accuracy, "n_heldout_scored": scored, "settings": settings,
-        "train_ids": train_set.ids,
-    }
-    tmp = out / (RUN_INFO_FILE + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(out / RUN_INFO_FILE)
-    return {k: v for k, v in summary.items() if k != "train_ids"}
 
 
 # -- explain ------------------------------------------------------------------------------------

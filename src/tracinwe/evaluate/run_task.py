@@ -70,31 +70,15 @@ class RunFolderTask:
 
     @cached_property
     def tokenizer(self):
-        from transformers import AutoTokenizer
+        from tracinwe.run import base_tokenizer
 
-        from tracinwe.models.pretrained import resolve_model_name
-
-        return AutoTokenizer.from_pretrained(resolve_model_name(self.recipe.base_model))
+        return base_tokenizer(self.recipe.base_model)
 
     def fresh_model(self, seed: int) -> torch.nn.Module:
         """The base model with a new head, seeded exactly as `tracinwe train` seeds it."""
-        from transformers import AutoModelForSequenceClassification
-        from transformers.utils import logging as hf_logging
+        from tracinwe.run import fresh_classifier
 
-        from tracinwe.models.checkpoints import hf_progress_bars_hidden
-        from tracinwe.models.pretrained import resolve_model_name
-
-        names = list(self.recipe.label_names)
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        try:
-            torch.manual_seed(seed)
-            with hf_progress_bars_hidden():
-                return AutoModelForSequenceClassification.from_pretrained(
-                    resolve_model_name(self.recipe.base_model), num_labels=len(names), id2label=dict(enumerate(names)),
-                    label2id={n: i for i, n in enumerate(names)}, ignore_mismatched_sizes=True)
-        finally:
-            hf_logging.set_verbosity(verbosity)
+        return fresh_classifier(self.recipe.base_model, self.recipe.label_names, seed)
 
     def train(self, train_indices: Sequence[int], seed: int,
               masked_tokens: Mapping[int, Sequence[int]] | None = None) -> torch.nn.Module:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tracinwe.errors import CheckpointError
+from tracinwe.io import write_json_atomic
 from tracinwe.models.contract import TextClassifier
 from tracinwe.models.huggingface import HuggingFaceClassifier
 
@@ -128,7 +129,4 @@ def read_learning_rate(path: str | Path) -> float:
 
 def write_checkpoint_info(folder: str | Path, learning_rate: float, step: int, epoch: float | None = None) -> None:
     """Record the learning rate beside a checkpoint (atomically)."""
-    folder = Path(folder)
-    tmp = folder / (CHECKPOINT_INFO_FILE + ".tmp")
-    tmp.write_text(json.dumps({"learning_rate": learning_rate, "step": step, "epoch": epoch}, indent=2))
-    tmp.replace(folder / CHECKPOINT_INFO_FILE)
+    write_json_atomic(Path(folder) / CHECKPOINT_INFO_FILE, {"learning_rate": learning_rate, "step": step, "epoch": epoch})

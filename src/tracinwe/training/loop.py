@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from collections.abc import Sequence
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tracinwe.io import write_text_atomic
+from tracinwe.io import fsync_tree, rename_durably, write_json_atomic
 from tracinwe.models.checkpoints import write_checkpoint_info
 
 
@@ -75,7 +74,7 @@ def train_classifier(
     if folder is not None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(folder / "train_config.json", json.dumps(asdict(config), indent=2))
+        write_json_atomic(folder / "train_config.json", asdict(config))
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     kept = np.ones(len(texts), dtype=bool)
@@ -129,13 +128,14 @@ def train_classifier(
 
 
 def _save_checkpoint(model, tokenizer, folder: Path, step: int, lr: float, epoch: float) -> Path:
-    """Write ``checkpoint-STEP`` through a temporary folder and an atomic rename."""
+    """Write ``checkpoint-STEP`` into a temporary folder, fsync it, and rename it into place."""
     final = folder / f"checkpoint-{step}"
     tmp = folder / f".checkpoint-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     write_checkpoint_info(tmp, learning_rate=lr, step=step, epoch=epoch)
+    fsync_tree(tmp)
     shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    rename_durably(tmp, final)
     return final
