@@ -58,6 +58,7 @@ class TracInWE:
             top_k=top_k,
             keep_special_tokens=keep_special_tokens if isinstance(keep_special_tokens, bool) else frozenset(keep_special_tokens),
             batch_size=batch_size,
+            max_length=max_length,
         )
         self.max_length = max_length
         self.device = device
@@ -89,7 +90,39 @@ class TracInWE:
             raise CheckpointError(f"{len(learning_rates)} learning rates for {len(paths)} checkpoints: pass one per checkpoint")
         return cls(list(zip(paths, learning_rates)), tokenizer=tokenizer, **kwargs)
 
+    @classmethod
+    def from_settings(
+        cls, settings: CaptureSettings, checkpoints: Sequence, learning_rates: Sequence[float] | None = None, tokenizer=None,
+        device: str | None = None, progress: bool = False,
+    ) -> "TracInWE":
+        """The facade over ``checkpoints`` (folders, or ``(model, lr)`` pairs) capturing with ``settings``.
+
+        The inverse of ``tw.settings``: ``TracInWE.from_settings(tw.settings, paths)`` captures as ``tw`` does.
+        """
+        options = dict(tokenizer=tokenizer, max_length=settings.max_length, top_k=settings.top_k, batch_size=settings.batch_size,
+                       keep_special_tokens=settings.keep_special_tokens, device=device, progress=progress)
+        if all(isinstance(c, (str, Path)) for c in checkpoints):
+            tw = cls.from_checkpoints(checkpoints, learning_rates, **options)
+        else:
+            tw = cls(checkpoints, **options)
+        tw.settings = settings
+        return tw
+
     # -- checkpoints -------------------------------------------------------------------------
+
+    @property
+    def checkpoint_paths(self) -> list[Path | None]:
+        """Each checkpoint's folder, oldest first (None for a model given in memory)."""
+        return [c.path for c in self.checkpoints]
+
+    def load_classifiers(self) -> list[TextClassifier]:
+        """Every checkpoint's classifier, each folder loaded once now; the caller holds them (memory: all checkpoints)."""
+        return [ckpt.load(self.device or "cpu") for ckpt in self.checkpoints]
+
+    def check_inputs(self, texts, labels=None, pairs=None, role: str = "train",
+                     ) -> tuple[list[str], list[int] | None, list | None]:
+        """Checked ``(texts, label ids, pairs)``: raises a one-line error naming ``{role}_texts[i]`` etc. on bad input."""
+        return self._validated(texts, labels, pairs, role)
 
     @property
     def learning_rates(self) -> list[float]:

@@ -32,28 +32,36 @@ class CaptureSettings:
             False drops them all; a collection of token strings or ids keeps
             only those. Padding is always dropped.
         batch_size: examples per forward/backward pass.
+        max_length: tokens per text (longer texts are truncated); applied by
+            the tokenizer of each checkpoint the facade loads.
     """
 
     top_k: int | None = None
     keep_special_tokens: bool | frozenset[str | int] = True
     batch_size: int = 32
     length_sorted: bool = field(default=True, metadata={"help": "batch texts of similar length together"})
+    max_length: int = 128
 
     def __post_init__(self) -> None:
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be at least 1 or None, got {self.top_k}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.max_length < 1:
+            raise ValueError(f"max_length must be at least 1, got {self.max_length}")
         if not isinstance(self.keep_special_tokens, bool):
             object.__setattr__(self, "keep_special_tokens", frozenset(self.keep_special_tokens))
 
     def to_json(self) -> dict:
+        return {**self.identity(), "batch_size": self.batch_size, "length_sorted": self.length_sorted}
+
+    def identity(self) -> dict:
+        """The settings that decide the gradients (batch size and batching order do not), as JSON."""
         keep = self.keep_special_tokens
         return {
             "top_k": self.top_k,
             "keep_special_tokens": keep if isinstance(keep, bool) else sorted(map(str, keep)),
-            "batch_size": self.batch_size,
-            "length_sorted": self.length_sorted,
+            "max_length": self.max_length,
         }
 
 
