@@ -101,7 +101,7 @@ def small_model(args, architecture: str, train, tokenizer):
     """A BERT-small or TokenCNN trained from scratch on the training snippets (SGD + momentum)."""
     import torch
 
-    from tracinwe.evaluate.small_training import SmallModelConfig, TokenizedTexts, as_classifier, train_small
+    from tracinwe.training.small import SmallModelConfig, TokenizedTexts, as_classifier, train_small
 
     config = SmallModelConfig(num_classes=2, architecture=architecture, epochs=args.small_epochs, learning_rate=args.small_lr,
                               max_length=args.max_length, device="cpu")

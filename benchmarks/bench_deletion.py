@@ -73,7 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def setup_from(args):
     from tracinwe.evaluate.experiment import ExperimentSetup
-    from tracinwe.evaluate.small_training import stable_config
+    from tracinwe.training.small import stable_config
 
     model = stable_config(args.architecture, epochs=args.epochs, learning_rate=args.learning_rate,
                           batch_size=args.batch_size, max_length=args.max_length, dim=args.dim, channels=args.dim,

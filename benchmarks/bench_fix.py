@@ -61,8 +61,8 @@ def main(argv=None) -> int:
     from tracinwe.evaluate.experiment import ExperimentSetup
     from tracinwe.evaluate.fix import fix_table
     from tracinwe.evaluate.fix_experiment import FixSetup, run_fix_experiment
-    from tracinwe.evaluate.small_training import stable_config
     from tracinwe.io import write_json_atomic
+    from tracinwe.training.small import stable_config
 
     start = time.time()
     model = stable_config("cnn", epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     from rich.console import Console
 
     from tracinwe.evaluate.experiment import ExperimentSetup, run_lds_experiment, save_result
-    from tracinwe.evaluate.small_training import stable_config
+    from tracinwe.training.small import stable_config
 
     model = stable_config(args.architecture, epochs=args.epochs, learning_rate=args.learning_rate,
                           batch_size=args.batch_size, max_length=args.max_length, device=args.device)

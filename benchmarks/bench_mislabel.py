@@ -148,8 +148,8 @@ def main(argv=None) -> int:
         save_bundle(Path(args.save_bundle), [n for n, _ in datasets])
         return 0
     from tracinwe.evaluate.mislabel import MislabelSetup, run_mislabel_detection
-    from tracinwe.evaluate.small_training import SmallModelConfig
     from tracinwe.io import write_json_atomic
+    from tracinwe.training.small import SmallModelConfig
 
     tokenizer = None
     if args.bundle:

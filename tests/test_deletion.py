@@ -145,7 +145,7 @@ TRIGGER = "penguin"  # one WordPiece token, absent from the SMS corpus
 def planted(tokenizer):
     """SMS spam with 16 ham texts given a trigger word and relabelled spam; a triggered ham test text."""
     from tracinwe.data import load_dataset_source
-    from tracinwe.evaluate.small_training import SmallModelConfig, SmallTask
+    from tracinwe.training.small import SmallModelConfig, SmallTask
 
     assert tokenizer.tokenize(TRIGGER) == [TRIGGER]
     data = load_dataset_source("bundled:sms-spam").sample(320, seed=0)
@@ -166,7 +166,7 @@ def planted(tokenizer):
 @pytest.mark.slow
 def test_planted_trigger_deleting_top_proponents_beats_random(planted, tokenizer, tmp_path):
     from tracinwe.evaluate.baselines import TracInWEMethod
-    from tracinwe.evaluate.small_training import as_classifier, checkpoint_models
+    from tracinwe.training.small import as_classifier, checkpoint_models
 
     task, train_texts, train_labels, test_texts, test_labels, planted_rows = planted
     run = task.full_run(0)

@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_base_model, write_reviews
 from typer.testing import CliRunner
 
+from conftest import tiny_base_model, write_reviews
 from tracinwe.cli.app import app
 from tracinwe.evaluate.experiment import ExperimentSetup
 from tracinwe.evaluate.run_task import prepare_run_experiment

@@ -59,8 +59,8 @@ def test_mcnemar_pairs_each_strategy_with_the_random_control_by_seed_and_case():
 def triggered(tokenizer):
     """SMS spam where 16 ham texts carry a trigger word and the spam label; a ham test text with the trigger."""
     from tracinwe.data import load_dataset_source
-    from tracinwe.evaluate.small_training import SmallModelConfig, SmallTask, as_classifier, checkpoint_models
     from tracinwe.tracin import TracInWE
+    from tracinwe.training.small import SmallModelConfig, SmallTask, as_classifier, checkpoint_models
 
     data = load_dataset_source("bundled:sms-spam").sample(320, seed=0)
     texts, labels = list(data.texts), list(data.labels)

@@ -119,7 +119,7 @@ def test_end_to_end_on_real_data_flipped_labels_rank_high(tmp_path):
 def test_confidence_relation_end_to_end_on_twitter():
     """Twitter's crowd-labelled tweets, no flips: the relation to the annotators' confidence is reported."""
     from tracinwe.evaluate.mislabel import MislabelSetup, run_mislabel_detection
-    from tracinwe.evaluate.small_training import SmallModelConfig
+    from tracinwe.training.small import SmallModelConfig
 
     setup = MislabelSetup("bundled:twitter-sentiment", n=200, flip_fraction=0.0, n_heldout=40,
                           methods=("TracIn-WE", "loss"), model=SmallModelConfig(epochs=2, device="cpu"))

@@ -107,7 +107,7 @@ def mislabel_eval(
     from rich.console import Console
 
     from tracinwe.evaluate.mislabel import MislabelSetup, run_mislabel_detection
-    from tracinwe.evaluate.small_training import SmallModelConfig
+    from tracinwe.training.small import SmallModelConfig
 
     with exit_codes():
         model = SmallModelConfig(architecture=architecture, epochs=epochs, learning_rate=learning_rate,

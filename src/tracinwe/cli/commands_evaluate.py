@@ -33,7 +33,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 def _setup(data, n_train, n_heldout, test_points, ks, seeds, methods, architecture, epochs, learning_rate, batch_size,
            max_length, dim, device, data_seed, text_column=None, label_column=None, subsets=64, default_methods=None):
     from tracinwe.evaluate.experiment import DEFAULT_METHODS, ExperimentSetup
-    from tracinwe.evaluate.small_training import stable_config
+    from tracinwe.training.small import stable_config
 
     model = stable_config(architecture, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
                           max_length=max_length, dim=dim, channels=dim, device=device)

@@ -30,8 +30,8 @@ from tracinwe.evaluate.points import balanced_points, saturated_count
 from tracinwe.evaluate.registry import MethodContext, build_methods as build_registered, check_method_names
 from tracinwe.evaluate.retrain import RetrainRunner
 from tracinwe.evaluate.run_task import RunFolderTask, RunRecipe, prepare_run_experiment
-from tracinwe.evaluate.small_training import SmallModelConfig, SmallRun, SmallTask
 from tracinwe.io import save_npy_atomic, write_json_atomic
+from tracinwe.training.small import SmallModelConfig, SmallRun, SmallTask
 
 #: Methods of the paper's table plus the layer comparison; "random" is also available.
 DEFAULT_METHODS = ("TracIn-WE", "TracIn-WE-Top10", "TracIn-last", "Representer", "IF-last", "Grad-Cos-last", "TF-IDF",

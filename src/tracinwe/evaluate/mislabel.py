@@ -23,7 +23,7 @@ import numpy as np
 
 from tracinwe.data import TextDataset
 from tracinwe.errors import TracInWEError
-from tracinwe.evaluate.small_training import SmallModelConfig
+from tracinwe.training.small import SmallModelConfig
 
 METHODS = ("TracIn-WE", "TracIn-WE-Top10", "TracIn-last", "TracIn-middle", "loss", "random")
 TOP_FRACTIONS = (0.1, 0.2)
@@ -267,7 +267,7 @@ def run_mislabel_detection(setup: MislabelSetup, tokenizer=None, data: TextDatas
     import torch
 
     from tracinwe.evaluate.experiment import load_tokenizer
-    from tracinwe.evaluate.small_training import (
+    from tracinwe.training.small import (
         TokenizedTexts,
         as_classifier,
         checkpoint_models,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from tracinwe.errors import TracInWEError
-from tracinwe.evaluate.small_training import SmallRun
+from tracinwe.training.small import SmallRun
 
 #: Fewer held-out rows than this cannot give balanced test points and an accuracy worth printing.
 MIN_HELDOUT = 20
