@@ -42,8 +42,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tracinwe.index.manifest import IndexManifest
 
 RESULTS = Path(__file__).parent / "results"
 VOCAB = 30522
@@ -118,7 +122,7 @@ class Generator:
 
 
 def write_index(root: Path, gen: Generator, n: int, segment: int, projection_dim: int, method: str, lrs: list[float],
-                seed: int) -> dict:
+                seed: int) -> IndexManifest:
     """Generate and write every segment with the real segment writer, then the manifest.
 
     The projection basis is fitted as a real build fits it: on the rows of
@@ -127,27 +131,26 @@ def write_index(root: Path, gen: Generator, n: int, segment: int, projection_dim
     import pyarrow as pa
     from tqdm.auto import tqdm
 
+    from tracinwe.capture.gradients import CaptureSettings
     from tracinwe.index import projection
     from tracinwe.index.build import finish_build
-    from tracinwe.index.storage import FORMAT, FORMAT_VERSION, write_segment
+    from tracinwe.index.manifest import CheckpointRecord, DenseToken, IndexManifest, IndexSettings
+    from tracinwe.index.storage import write_segment
 
-    plan = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "settings": {"top_k": 10, "keep_special_tokens": True, "max_length": 64, "dtype": "float16", "segment_size": segment,
-                     "batch_size": 32},
-        "dtype": "float16",
-        "checkpoints": [{"path": None, "learning_rate": lr} for lr in lrs],
-        "fingerprint": {"synthetic": True, "seed": seed},
-        "dense_tokens": [{"id": 101, "token": "[CLS]"}, {"id": 102, "token": "[SEP]"}],
-        "projection": projection.spec(projection_dim or None, method, seed),
-        "label_names": ["0", "1"], "data_sha256": None, "num_examples": n,
-    }
+    plan = IndexManifest(
+        settings=IndexSettings(CaptureSettings(top_k=10, max_length=64), "float16", segment),
+        checkpoints=tuple(CheckpointRecord(None, lr) for lr in lrs),
+        fingerprint={"synthetic": True, "seed": seed},
+        dense_tokens=(DenseToken(101, "[CLS]"), DenseToken(102, "[SEP]")),
+        projection=projection.spec(projection_dim or None, method, seed),
+        label_names=("0", "1"), num_examples=n,
+    )
     root.mkdir(parents=True)
     records = []
     basis = None
     if projection_dim:
         tokens, rows, dense = gen.examples(min(n, projection.PCA_PROBE), stream=10**6)
-        basis = projection.fit(plan["projection"], rows[tokens >= 0].reshape(-1, gen.checkpoints * gen.dim),
+        basis = projection.fit(plan.projection, rows[tokens >= 0].reshape(-1, gen.checkpoints * gen.dim),
                                dense.reshape(dense.shape[0], -1))
         projection.write(root, basis)
     lr = np.asarray(lrs, dtype=np.float64)
@@ -192,11 +195,11 @@ def measure_queries(args) -> dict:
     import torch
 
     from tracinwe.index.index import Index
-    from tracinwe.index.storage import MANIFEST
+    from tracinwe.index.integrity import read_manifest
 
     torch.set_num_threads(args.threads)
     root = Path(args.path)
-    index = Index(root, json.loads((root / MANIFEST).read_text()), tracin=None)
+    index = Index(root, read_manifest(root), tracin=None)
     gen = Generator(args.dim, args.checkpoints, args.tokens, args.zipf, load_shapes(args.dim), args.seed)
     peak_anon = [0]
     stop = threading.Event()

@@ -56,7 +56,7 @@ def assert_top_k_exact(hits: TopInfluences, brute: np.ndarray, k: int) -> None:
 
 
 def test_scores_and_top_k_equal_brute_force(index, tw, brute):
-    assert len(index) == 64 and len(index.manifest["segments"]) == 4
+    assert len(index) == 64 and len(index.manifest.segments) == 4
     full = index.scores(QUERIES, [1, 0, 1, 0])
     np.testing.assert_allclose(full, brute, rtol=1e-5, atol=1e-7 * np.abs(brute).max())
     assert_top_k_exact(index.search(tw.capture(QUERIES, [1, 0, 1, 0]), k=K), brute, K)
@@ -101,9 +101,9 @@ def test_self_influence_and_suspicious(index, tw, data):
 def test_projection_and_float16_return_exact_scores(tw, data, brute, tmp_path):
     records = tw.capture(QUERIES, [1, 0, 1, 0])
     projected = Index.build_from_dataset(tmp_path / "p", tw, data, chunk_size=32, projection_dim=8, progress=False)
-    recorded = {k: v for k, v in projected.manifest["projection"].items() if k != "files"}
-    assert recorded == {"dim": 8, "method": "pca", "seed": 0, "probe": 1024}
-    assert projected._projection.rows.shape == (2 * 16, 8)  # 2 checkpoints x hidden size 16 -> 8
+    recorded = projected.manifest.projection
+    assert (recorded.dim, recorded.method, recorded.seed, recorded.probe) == (8, "pca", 0, 1024)
+    assert projected.projection.rows.shape == (2 * 16, 8)  # 2 checkpoints x hidden size 16 -> 8
     # every example a candidate: the projection only ranks, the rescoring is exact
     assert_top_k_exact(projected.search(records, k=K, candidates=len(data)), brute, K)
     hits = projected.search(records, k=K)  # default candidates: returned scores are still exact
@@ -113,12 +113,12 @@ def test_projection_and_float16_return_exact_scores(tw, data, brute, tmp_path):
     assert_top_k_exact(exact, brute, K)
 
     half = Index.build_from_dataset(tmp_path / "h", tw, data, chunk_size=32, dtype="float16", progress=False)
-    assert half.manifest["dtype"] == "float16"
+    assert half.manifest.dtype == "float16"
     stored = half.scores(QUERIES, [1, 0, 1, 0])  # the float16-rounded rows, scored exactly
     np.testing.assert_allclose(stored, brute, atol=2e-3 * np.abs(brute).max())
     assert_top_k_exact(half.search(records, k=K), stored, K)
     def size(ix) -> int:
-        return sum(np.load(ix.path / "segments" / s["name"] / "rows.npy", mmap_mode="r").nbytes for s in ix.manifest["segments"])
+        return sum(np.load(ix.path / "segments" / s.name / "rows.npy", mmap_mode="r").nbytes for s in ix.manifest.segments)
 
     assert size(half) * 2 == size(projected)
 

@@ -36,7 +36,7 @@ def test_build_query_info_suspicious(tokenizer, tmp_path):
     assert out.exit_code == 0, out.output
     index = Index.open(tmp_path / "idx")
     assert len(index) == 24 and sorted(index.label_names) == ["neg", "pos"]
-    assert index.tracin.learning_rates == [0.1, 0.02] and index.manifest["settings"]["top_k"] == 10
+    assert index.tracin.learning_rates == [0.1, 0.02] and index.manifest.settings.capture.top_k == 10
 
     out = runner.invoke(app, ["query", str(tmp_path / "idx"), TEXTS[0], TEXTS[1], "--k", "3", "--json", "--label", "pos"])
     assert out.exit_code == 0, out.output
@@ -75,7 +75,7 @@ def test_build_with_projection_and_info(tokenizer, tmp_path):
     out = runner.invoke(app, ["index", "info", str(tmp_path / "idx"), "--json"])
     assert json.loads(out.stdout)["projection"] == "gaussian p=6 (seed 0)"
     index = Index.open(tmp_path / "idx")
-    assert index._projection.rows.shape == (16, 6)  # one checkpoint x hidden size 16
+    assert index.projection.rows.shape == (16, 6)  # one checkpoint x hidden size 16
     out = runner.invoke(app, ["index", "build", "--out", str(tmp_path / "bad"), "--checkpoint", str(folder), "--data", str(table),
                               "--projection-dim", "6", "--projection-method", "svd"])
     assert out.exit_code != 0 and "projection method 'svd'" in out.output

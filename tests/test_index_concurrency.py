@@ -47,8 +47,8 @@ def test_two_handles_append_the_union(base):
     assert second.ids() == expected and len(second) == len(expected)
     reopened = Index.open(path, tracin=tw, verify="full")
     assert reopened.ids() == expected and reopened.texts()[-BATCH:] == batch("b", 0)[0]
-    assert [s["start"] for s in reopened.manifest["segments"]] == [0, 2, 4, 6, 8, 10, 12, 14, 15, 17]
-    assert sorted(os.listdir(path / "segments")) == [s["name"] for s in reopened.manifest["segments"]]
+    assert [s.start for s in reopened.manifest.segments] == [0, 2, 4, 6, 8, 10, 12, 14, 15, 17]
+    assert sorted(os.listdir(path / "segments")) == [s.name for s in reopened.manifest.segments]
     with pytest.raises(IndexBuildError, match="not unique"):  # the ids of the other handle's append count
         first.append(*batch("b", 0)[:2], ids=batch("b", 0)[2])
     # default ids continue after the rows on disk
@@ -139,7 +139,7 @@ def test_four_writers_killed_at_random_points(base):
     index = Index.open(path, tracin=tw, verify="full")
     ids, texts = index.ids(), index.texts()
     assert ids[: len(BASE)] == [f"base-{i}" for i in range(len(BASE))]
-    assert len(ids) == len(index) == sum(s["num_examples"] for s in index.manifest["segments"])
+    assert len(ids) == len(index) == sum(s.num_examples for s in index.manifest.segments)
     landed: dict[str, list[int]] = {}
     for at in range(len(BASE), len(ids), BATCH):  # whole appends, each contiguous
         tag, seq = re.fullmatch(r"(w\d+)-(\d+)-0", ids[at]).groups()
@@ -151,5 +151,5 @@ def test_four_writers_killed_at_random_points(base):
     # an append now cleans up what the killed writers left; only manifest segments remain
     index.append(*batch("final", 0)[:2], ids=batch("final", 0)[2])
     reopened = Index.open(path, tracin=tw, verify="full")
-    assert sorted(os.listdir(path / "segments")) == sorted(s["name"] for s in reopened.manifest["segments"])
+    assert sorted(os.listdir(path / "segments")) == sorted(s.name for s in reopened.manifest.segments)
     assert reopened.ids()[-BATCH:] == batch("final", 0)[2]

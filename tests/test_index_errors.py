@@ -134,10 +134,11 @@ def test_build_refuses_existing_index_and_changed_inputs(built, tmp_path):
     with pytest.raises(IndexBuildError, match="not unique"):
         Index.build(tmp_path / "b", tw, TRAIN[:2], TRAIN_LABELS[:2], ids=["x", "x"], progress=False)
     # an interrupted build (plan written, no manifest) cannot be resumed with other data
-    from tracinwe.index.build import load_classifiers, make_plan, start_or_resume, validated_examples
+    from tracinwe.index.build import make_plan, start_or_resume
+    from tracinwe.index.segments import validated_examples
 
     ex = validated_examples(tw, TRAIN, TRAIN_LABELS)
-    start_or_resume(tmp_path / "c", make_plan(tw, load_classifiers(tw), ex, None, "float32", None, 0, 8))
+    start_or_resume(tmp_path / "c", make_plan(tw, tw.load_classifiers(), ex, None, "float32", None, 0, 8))
     with pytest.raises(IndexBuildError, match="interrupted build with a different data sha256"):
         Index.build(tmp_path / "c", tw, TRAIN[::-1], TRAIN_LABELS[::-1], chunk_size=8, progress=False)
 

@@ -147,13 +147,16 @@ def test_projection_file_names_outside_the_index_are_refused(tw, tmp_path):
 
 
 def test_finish_build_checks_the_segments_cover_the_plan(copy):
-    from tracinwe.index.build import finish_build
+    from dataclasses import replace
 
-    manifest = json.loads((copy / "manifest.json").read_text())
-    plan = {k: v for k, v in manifest.items() if k != "segments"}
-    segments = manifest["segments"]
-    shifted = [dict(segments[0], start=1)] + segments[1:]
+    from tracinwe.index.build import finish_build
+    from tracinwe.index.integrity import read_manifest
+
+    manifest = read_manifest(copy)
+    plan = manifest.plan()
+    segments = list(manifest.segments)
+    shifted = [replace(segments[0], start=1)] + segments[1:]
     for records in (segments[:-1], segments + segments[-1:], shifted, segments[1:]):
         with pytest.raises(IndexBuildError, match="do not cover the plan exactly"):
             finish_build(copy, plan, records)
-    assert finish_build(copy, plan, segments[::-1])["segments"] == segments
+    assert finish_build(copy, plan, segments[::-1]) == manifest

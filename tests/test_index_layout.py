@@ -6,14 +6,17 @@ import numpy as np
 import pytest
 import torch
 
+from tracinwe.capture.gradients import CaptureSettings
 from tracinwe.capture.records import TokenGradients
 from tracinwe.index import projection
-from tracinwe.index.build import SegmentBuilder, finish_build
+from tracinwe.index.build import finish_build
 from tracinwe.index.index import Index
 from tracinwe.index.layout import combine_checkpoints, float16_scale
+from tracinwe.index.manifest import CheckpointRecord, DenseToken, IndexManifest, IndexSettings
 from tracinwe.index.search import TopCandidates, screen
-from tracinwe.index.storage import FORMAT, FORMAT_VERSION, write_segment
-from tracinwe.results import TopInfluences
+from tracinwe.index.segments import SegmentBuilder
+from tracinwe.index.storage import write_segment
+from tracinwe.results import TopInfluences, top_k_indices
 from tracinwe.scoring.influence import tracin_matrix
 
 LRS = [0.3, 0.1]
@@ -39,18 +42,18 @@ def random_records(n: int, seed: int, magnitude: float, dim: int = 8) -> list[To
 
 
 def write_index(root, records: list[TokenGradients], dtype: str, segment: int, projection_dim=None, method="pca") -> Index:
-    plan = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "settings": {"segment_size": segment}, "dtype": dtype,
-        "checkpoints": [{"path": None, "learning_rate": lr} for lr in LRS], "fingerprint": {},
-        "dense_tokens": [{"id": t, "token": str(t)} for t in DENSE],
-        "projection": projection.spec(projection_dim, method, 0), "label_names": ["0", "1"], "num_examples": len(records[0]),
-    }
+    plan = IndexManifest(
+        settings=IndexSettings(CaptureSettings(), dtype, segment),
+        checkpoints=tuple(CheckpointRecord(None, lr) for lr in LRS), fingerprint={},
+        dense_tokens=tuple(DenseToken(t, str(t)) for t in DENSE), label_names=("0", "1"), num_examples=len(records[0]),
+        projection=projection.spec(projection_dim, method, 0),
+    )
     import pyarrow as pa
 
-    builder = SegmentBuilder(None, plan, classifiers=[])
+    builder = SegmentBuilder(plan, classifiers=[])
     if projection_dim:
         block = combine_checkpoints(records, np.array(DENSE))
-        builder.projection = projection.fit(plan["projection"], block.rows.reshape(block.rows.shape[0], -1),
+        builder.projection = projection.fit(plan.projection, block.rows.reshape(block.rows.shape[0], -1),
                                             block.dense.reshape(block.num_examples, -1))
         projection.write(root, builder.projection)
     written = []
@@ -74,7 +77,7 @@ def test_float32_and_float16_search_equal_brute_force(tmp_path, magnitude):
     np.testing.assert_allclose(hits.proponent_scores, ref.proponent_scores, rtol=1e-6, atol=1e-9 * scale)
     np.testing.assert_allclose(hits.opponent_scores, ref.opponent_scores, rtol=1e-6, atol=1e-9 * scale)
     half = write_index(tmp_path / "f16", train, "float16", 64)
-    assert all(s["scale"] < 1e-6 for s in half.manifest["segments"]) == (magnitude < 1)
+    assert all(s.scale < 1e-6 for s in half.manifest.segments) == (magnitude < 1)
     hits16 = half.search(test, k=10)  # tiny gradients keep float16 precision thanks to the per-segment scale
     np.testing.assert_allclose(hits16.proponent_scores, ref.proponent_scores, rtol=3e-3, atol=3e-3 * scale)
     np.testing.assert_allclose(half.self_influence(), full.self_influence(), rtol=1e-12)
@@ -85,8 +88,8 @@ def test_projection_with_every_candidate_is_exact(tmp_path, method):
     train, test = random_records(200, 2, 1.0), random_records(5, 3, 1.0)
     brute = tracin_matrix(test, train, LRS).numpy()
     index = write_index(tmp_path / "p", train, "float32", 50, projection_dim=4, method=method)
-    assert index.manifest["projection"]["method"] == method
-    assert set(index.manifest["projection"]["files"]) == {"rows.npy", "dense.npy"}
+    assert index.manifest.projection.method == method
+    assert set(index.manifest.projection.files) == {"rows.npy", "dense.npy"}
     hits = index.search(test, k=6, candidates=200)
     ref = TopInfluences.from_scores(brute, 6)
     np.testing.assert_allclose(hits.proponent_scores, ref.proponent_scores, rtol=1e-6)
@@ -98,11 +101,11 @@ def test_full_rank_pca_screen_is_a_rotation_and_exact(tmp_path):
     train, test = random_records(120, 6, 1.0), random_records(4, 7, 1.0)
     brute = tracin_matrix(test, train, LRS).numpy()
     index = write_index(tmp_path / "r", train, "float32", 40, projection_dim=32)  # rows C*d = 16, dense C*T*d = 32
-    for basis, size in ((index._projection.rows, 16), (index._projection.dense, 32)):
+    for basis, size in ((index.projection.rows, 16), (index.projection.dense, 32)):
         assert basis.shape == (size, size)  # capped at the input size
         np.testing.assert_allclose(basis.T @ basis, np.eye(size), atol=1e-5)
     q = index.query_block(test, projected=True)
-    screened = np.concatenate([screen(index._segment(s, True), q, projected=True) for s in range(3)])
+    screened = np.concatenate([screen(index.segment(s, True), q, projected=True) for s in range(3)])
     np.testing.assert_allclose(screened.T, brute, rtol=1e-4, atol=1e-5 * np.abs(brute).max())
 
 
@@ -141,3 +144,29 @@ def test_top_candidates_merge_equals_one_pass():
     a.merge(b)
     for d in (0, 1):
         np.testing.assert_array_equal(a.ranked(d, 7)[0], one.ranked(d, 7)[0])
+
+
+@pytest.mark.parametrize("dtype, projection_dim", [("float16", None), ("float32", 4)])
+def test_searcher_screening_in_shares_equals_one_search(tmp_path, dtype, projection_dim):
+    """What Ray actors do (screen disjoint shares of the segments, merge on the driver, rank) equals `Index.search`."""
+    train, test = random_records(250, 8, 1.0), random_records(5, 9, 1.0)
+    index = write_index(tmp_path / "s", train, dtype, 40, projection_dim=projection_dim)
+    searcher = index.searcher
+    search = searcher.start(test, k=7, candidates=30)
+    shares = [searcher.screen(search, numbers) for numbers in ([0, 3, 6], [1, 4], [2, 5])]
+    for share in shares[1:]:
+        shares[0].merge(share)
+    fanned, one = searcher.rank(search, shares[0]), index.search(test, k=7, candidates=30)
+    for name in ("proponent_indices", "proponent_scores", "opponent_indices", "opponent_scores"):
+        np.testing.assert_array_equal(getattr(fanned, name), getattr(one, name))
+    brute = tracin_matrix(test, train, LRS).numpy()  # rescored: every returned score is exact
+    tol = dict(rtol=3e-3, atol=3e-3 * np.abs(brute).max()) if dtype == "float16" else dict(rtol=1e-6)
+    np.testing.assert_allclose(brute[np.arange(5)[:, None], one.proponent_indices], one.proponent_scores, **tol)
+
+
+def test_unordered_top_k_selects_the_same_columns():
+    scores = np.random.default_rng(4).standard_normal((6, 50))
+    for k in (1, 7, 50, 60):
+        ordered = top_k_indices(scores, k)
+        assert (np.diff(np.take_along_axis(scores, ordered, 1), axis=1) <= 0).all()
+        np.testing.assert_array_equal(np.sort(top_k_indices(scores, k, ordered=False), 1), np.sort(ordered, 1))

@@ -72,7 +72,9 @@ def test_rows_close_is_relative_to_the_row():
 
 @pytest.mark.slow
 def test_ray_build_equals_local_build(ray_instance, tokenizer, tmp_path):
-    from tracinwe.index.ray_build import build_index_on_ray
+    from dataclasses import replace
+
+    from tracinwe.index import RayBuild
     from tracinwe.index.ray_search import search_on_ray
 
     data = load_dataset_source("bundled:rotten-tomatoes").dedupe().sample(200, seed=3)
@@ -80,22 +82,20 @@ def test_ray_build_equals_local_build(ray_instance, tokenizer, tmp_path):
     options = dict(max_length=64, top_k=10)
     local = Index.build_from_dataset(tmp_path / "local", TracInWE.from_checkpoints(paths, **options), data, chunk_size=50,
                                      projection_dim=8, progress=False)
-    remote = build_index_on_ray(
-        tmp_path / "ray", paths, None, data.texts, data.labels, num_workers=2, ids=data.ids,
-        label_names=data.label_names, chunk_size=50, projection_dim=8, progress=False, **options,
-    )
+    remote = Index.build_from_dataset(tmp_path / "ray", TracInWE.from_checkpoints(paths, **options), data, chunk_size=50,
+                                      projection_dim=8, progress=False, strategy=RayBuild(num_workers=2))
     assert len(remote) == len(local) == 200 and remote.ids() == local.ids()
     a, b = local.manifest, remote.manifest
     # everything but the segments, incl. the basis sha256
-    assert {k: v for k, v in a.items() if k != "segments"} == {k: v for k, v in b.items() if k != "segments"}
-    for sa, sb in zip(a["segments"], b["segments"]):
-        assert sa["name"] == sb["name"] and sa["start"] == sb["start"]
+    assert replace(a, segments=None) == replace(b, segments=None)
+    for sa, sb in zip(a.segments, b.segments):
+        assert sa.name == sb.name and sa.start == sb.start
         for name in ("tokens", "offsets", "postings"):
-            np.testing.assert_array_equal(np.load(local.path / "segments" / sa["name"] / f"{name}.npy"),
-                                          np.load(remote.path / "segments" / sb["name"] / f"{name}.npy"))
+            np.testing.assert_array_equal(np.load(local.path / "segments" / sa.name / f"{name}.npy"),
+                                          np.load(remote.path / "segments" / sb.name / f"{name}.npy"))
         for name in ("rows", "dense", "self_influence", "rows_proj", "dense_proj"):
-            assert_rows_close(np.load(local.path / "segments" / sa["name"] / f"{name}.npy"),
-                              np.load(remote.path / "segments" / sb["name"] / f"{name}.npy"))
+            assert_rows_close(np.load(local.path / "segments" / sa.name / f"{name}.npy"),
+                              np.load(remote.path / "segments" / sb.name / f"{name}.npy"))
     reopened = Index.open(tmp_path / "ray")  # reloads the recorded checkpoint folders
     queries = data.texts[:3] + ["a charming , funny film"]
     records = reopened.tracin.capture(queries)

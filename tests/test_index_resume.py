@@ -73,7 +73,7 @@ def test_kill_9_then_resume_gives_the_same_index(tokenizer, tmp_path):
 
 def test_failed_write_then_resume_keeps_the_projection_basis(tokenizer, tmp_path, monkeypatch):
     """A write failing in the writer thread stops the build; the rerun reuses the stored basis and ends identical."""
-    import tracinwe.index.build as build
+    import tracinwe.index.segments as build  # where SegmentBuilder.write finds write_segment
 
     tw = make_tw(tokenizer)
     original, calls = build.write_segment, []

@@ -87,19 +87,17 @@ def build(
                 dataset = with_label_names(dataset, names, data, owner=f"the checkpoint {paths[-1]}")
         if n_train is not None:
             dataset = dataset.sample(n_train, seed=seed)
-        options = dict(max_length=max_length or run_length, top_k=top_k, batch_size=batch_size)
-        build_options = dict(dtype=dtype, projection_dim=projection_dim, projection_method=projection_method, seed=seed,
-                             chunk_size=chunk_size)
-        if use_ray:
-            index = _build_on_ray(out, paths, learning_rate, dataset, num_workers, options, build_options)
-        else:
-            from tracinwe.index import Index
-            from tracinwe.tracin import TracInWE
+        from tracinwe.index import Index, LocalBuild
+        from tracinwe.tracin import TracInWE
 
-            tw = TracInWE.from_checkpoints(paths, learning_rate, **options)
-            index = Index.build_from_dataset(out, tw, dataset, progress=True, **build_options)
+        strategy = _ray_build(num_workers) if use_ray else LocalBuild()
+        tw = TracInWE.from_checkpoints(paths, learning_rate, max_length=max_length or run_length, top_k=top_k,
+                                       batch_size=batch_size)
+        index = Index.build_from_dataset(out, tw, dataset, progress=True, dtype=dtype, projection_dim=projection_dim,
+                                         projection_method=projection_method, seed=seed, chunk_size=chunk_size,
+                                         strategy=strategy)
         summary = {"index": str(out), "examples": len(index), "label_names": index.label_names,
-                   "checkpoints": len(paths), "top_k": top_k, "dtype": dtype, "segments": len(index.manifest["segments"])}
+                   "checkpoints": len(paths), "top_k": top_k, "dtype": dtype, "segments": len(index.manifest.segments)}
     if json_out:
         print_json(summary)
     else:
@@ -122,19 +120,17 @@ def _checkpoint_label_names(folder: Path) -> list[str] | None:
     return names
 
 
-def _build_on_ray(out: Path, paths, learning_rates, dataset, num_workers: int, options: dict, build_options: dict):
+def _ray_build(num_workers: int):
+    """A `RayBuild` on the cluster in RAY_ADDRESS (else a local Ray instance)."""
     try:
         import ray
     except ImportError:
         raise TracInWEError("Ray is not installed: pip install 'tracinwe[ray]', or build without --ray") from None
-    from tracinwe.index.ray_build import build_index_on_ray
+    from tracinwe.index import RayBuild
 
     if not ray.is_initialized():
         ray.init(address="auto") if os.environ.get("RAY_ADDRESS") else ray.init()
-    return build_index_on_ray(
-        out, paths, learning_rates, dataset.texts, dataset.labels, num_workers, ids=dataset.ids,
-        label_names=dataset.label_names, text_pairs=dataset.text_pairs, **options, **build_options,
-    )
+    return RayBuild(num_workers=num_workers)
 
 
 @index_app.command("info")
@@ -142,21 +138,22 @@ def info(index_path: Path = typer.Argument(..., help="An index folder."), json_o
     """What an index holds: size, settings, checkpoints, dense tokens, disk use."""
     from rich.table import Table
 
-    from tracinwe.index.storage import MANIFEST, read_json
+    from tracinwe.index.integrity import read_manifest
 
     with exit_codes():
-        manifest = read_json(index_path / MANIFEST, "index manifest")
-    size = sum(f["bytes"] for s in manifest["segments"] for f in s["files"].values())
+        manifest = read_manifest(index_path)
+    segments = manifest.segments or ()
+    size = sum(f.bytes for s in segments for f in s.files.values())
     rows = {
-        "examples": manifest["num_examples"],
-        "segments": len(manifest["segments"]),
+        "examples": manifest.num_examples,
+        "segments": len(segments),
         "disk": f"{size / 2**20:.1f} MiB",
-        "dtype": manifest["dtype"],
-        "settings": json.dumps(manifest["settings"]),
-        "checkpoints": ", ".join(f"{c['path']} (lr {c['learning_rate']:g})" for c in manifest["checkpoints"]),
-        "dense tokens": " ".join(t["token"] for t in manifest["dense_tokens"]),
-        "projection": _projection_summary(manifest.get("projection")),
-        "labels": ", ".join(manifest["label_names"]),
+        "dtype": manifest.dtype,
+        "settings": json.dumps(manifest.settings.to_json()),
+        "checkpoints": ", ".join(f"{c.path} (lr {c.learning_rate:g})" for c in manifest.checkpoints),
+        "dense tokens": " ".join(t.token for t in manifest.dense_tokens),
+        "projection": _projection_summary(manifest.projection),
+        "labels": ", ".join(manifest.label_names),
     }
     if json_out:
         print_json({**rows, "disk_bytes": size})
@@ -208,8 +205,8 @@ def query(
                 console.print(t)
 
 
-def _projection_summary(projection: dict | None) -> str:
-    if not projection:
+def _projection_summary(projection) -> str:
+    if projection is None:
         return "none"
-    extra = f", fitted on {projection['probe']} examples" if projection.get("method") == "pca" else ""
-    return f"{projection.get('method', 'gaussian')} p={projection['dim']} (seed {projection['seed']}{extra})"
+    extra = f", fitted on {projection.probe} examples" if projection.method == "pca" else ""
+    return f"{projection.method} p={projection.dim} (seed {projection.seed}{extra})"

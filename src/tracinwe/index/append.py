@@ -10,44 +10,49 @@ replaced last, durably, so a crash at any point leaves the previous index.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
-from tracinwe.index.build import SegmentBuilder, segment_ranges, validated_examples
+from tracinwe.index.build import segment_ranges
+from tracinwe.index.errors import IndexBuildError
 from tracinwe.index.integrity import read_manifest
 from tracinwe.index.lock import writer_lock
-from tracinwe.index.storage import MANIFEST, IndexBuildError, remove_stray, write_json_atomic
+from tracinwe.index.manifest import IndexManifest, SegmentRecord
+from tracinwe.index.segments import SegmentBuilder, validated_examples
+from tracinwe.index.storage import MANIFEST, remove_stray, write_json_atomic
 
-#: Manifest entries an append leaves alone; any other change means the index is not the one opened.
-GROWING = ("segments", "num_examples", "data_sha256")
 CHANGED = "index changed since you opened it: reopen it and append again"
 
 
-def rebased(opened: dict, disk: dict) -> list[dict]:
+def _fixed_part(manifest: IndexManifest) -> IndexManifest:
+    """What an append leaves alone: all but the segments, the count and the data's sha256."""
+    return replace(manifest, segments=None, num_examples=0, data_sha256=None)
+
+
+def rebased(opened: IndexManifest, disk: IndexManifest) -> list[SegmentRecord]:
     """The segments on disk that ``opened`` lacks; raises `IndexBuildError` unless ``disk`` only grew from it."""
-    same = all(opened.get(k) == disk.get(k) for k in set(opened) | set(disk) if k not in GROWING)
-    ours = opened["segments"]
-    if not same or disk["segments"][: len(ours)] != ours:
-        raise IndexBuildError(f"{CHANGED} ({opened.get('num_examples')} examples then, {disk.get('num_examples')} now)")
-    return disk["segments"][len(ours):]
+    ours, theirs = opened.segments or (), disk.segments or ()
+    if _fixed_part(opened) != _fixed_part(disk) or theirs[: len(ours)] != ours:
+        raise IndexBuildError(f"{CHANGED} ({opened.num_examples} examples then, {disk.num_examples} now)")
+    return list(theirs[len(ours):])
 
 
 def append_examples(index, texts: Sequence[str], labels: Sequence[int | str], ids: Sequence[str] | None,
-                    text_pairs: Sequence[str] | None) -> dict:
+                    text_pairs: Sequence[str] | None) -> IndexManifest:
     """Write ``texts`` as new segments of ``index`` and commit the manifest; returns it (``index`` is rebased)."""
     with writer_lock(index.path):
         index.adopt(read_manifest(index.path))
-        if (text_pairs is None) != ("text_pair" not in index._column_names()):
+        if (text_pairs is None) != ("text_pair" not in index.column_names()):
             raise IndexBuildError("text_pairs must be given exactly when the index was built with pairs")
-        segments = list(index.manifest["segments"])
-        n0 = int(index.manifest["num_examples"])
+        segments = list(index.manifest.segments or ())
+        n0 = index.manifest.num_examples
         if ids is None:
             ids = [str(n0 + i) for i in range(len(texts))]
         examples = validated_examples(index.tracin, texts, labels, ids, text_pairs, existing_ids=set(index.ids()))
-        remove_stray(index.path, {s["name"] for s in segments})  # we hold the lock: nothing else is being written
-        builder = SegmentBuilder(index.tracin, {**index.manifest, "segments": None}, projection=index._projection)
+        remove_stray(index.path, {s.name for s in segments})  # we hold the lock: nothing else is being written
+        builder = SegmentBuilder(index.manifest, index.tracin.load_classifiers(), index.tracin.device, index.projection)
         new = [builder.build(index.path, number, lo, hi, examples, offset=n0)
-               for number, lo, hi in segment_ranges(len(examples.texts), index.manifest["settings"]["segment_size"],
+               for number, lo, hi in segment_ranges(len(examples.texts), index.manifest.settings.segment_size,
                                                     first_number=len(segments))]
-        manifest = {**index.manifest, "segments": segments + new, "num_examples": n0 + len(examples.texts),
-                    "data_sha256": None}  # the union has no single input list
-        write_json_atomic(index.path / MANIFEST, manifest)
+        manifest = index.manifest.with_segments(segments + new, data_sha256=None)  # the union has no single input list
+        write_json_atomic(index.path / MANIFEST, manifest.to_json())
         return manifest

@@ -7,34 +7,34 @@ The plan (``build-plan.json``) pins everything that determines the result
 (inputs' sha256, settings, model fingerprint, dense tokens), so a build killed
 at any moment (even ``kill -9``) continues with the segments not yet committed
 and ends with the same index. The manifest is written last: its presence means
-the index is complete. The same `SegmentBuilder` runs inside Ray actors.
-Builds and appends hold the index's writer lock (`tracinwe.index.lock`).
+the index is complete. Builds and appends hold the index's writer lock
+(`tracinwe.index.lock`).
+
+Who builds the missing segments is a strategy passed in: `LocalBuild` (this
+process) or `tracinwe.index.ray_build.RayBuild` (Ray actors); both run the same
+`SegmentBuilder` on the same segment cuts, so they produce the same index.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from tracinwe.capture.gradients import capture_checkpoints
-from tracinwe.capture.records import TokenGradients
 from tracinwe.index import projection as projection_basis
-from tracinwe.index.checkpoint_paths import checkpoint_folders, recorded_path
-from tracinwe.index.layout import choose_dense_tokens, combine_checkpoints, float16_scale, self_influence
+from tracinwe.index.checkpoint_paths import recorded_path
+from tracinwe.index.errors import IndexBuildError
+from tracinwe.index.layout import choose_dense_tokens
 from tracinwe.index.lock import LOCK_FILE, writer_lock
-from tracinwe.index.projection import Projection
+from tracinwe.index.manifest import CheckpointRecord, DenseToken, IndexManifest, IndexSettings, SegmentRecord
+from tracinwe.index.segments import DTYPES, Examples, SegmentBuilder
 from tracinwe.index.storage import (
     BUILD_PLAN,
-    FORMAT,
-    FORMAT_VERSION,
     MANIFEST,
     README,
-    IndexBuildError,
     committed_segments,
     file_record,
     model_fingerprint,
@@ -43,7 +43,6 @@ from tracinwe.index.storage import (
     segment_name,
     verify_segment,
     write_json_atomic,
-    write_segment,
 )
 from tracinwe.io import fsync_dir, write_bytes_atomic
 
@@ -51,134 +50,60 @@ DEFAULT_SEGMENT_SIZE = 4096
 #: Texts tokenised to decide the dense tokens (those in >= 90% of them); the choice only
 #: affects speed (dense and posting rows score the same), so a small sample suffices.
 DENSE_PROBE = 256
-DTYPES = {"float32": np.float32, "float16": np.float16}
+
+#: ``(segment number, start, stop)`` of one segment to build.
+SegmentRange = tuple[int, int, int]
 
 
-@dataclass
-class Examples:
-    """The training examples of a build or append (validated)."""
+class BuildStrategy(Protocol):
+    """Builds the given segments of a plan (each committed by `SegmentBuilder.build`); the caller commits the manifest."""
 
-    texts: list[str]
-    labels: list[int]
-    ids: list[str]
-    pairs: list[str] | None
-
-    def sha256(self) -> str:
-        digest = hashlib.sha256()
-        for i, (t, y, e) in enumerate(zip(self.texts, self.labels, self.ids)):
-            p = self.pairs[i] if self.pairs is not None else ""
-            digest.update(f"{e}\x1f{y}\x1f{t}\x1f{p}\x1e".encode())
-        return digest.hexdigest()
-
-    def table(self, lo: int, hi: int):
-        import pyarrow as pa
-
-        columns = {
-            "id": pa.array(self.ids[lo:hi], pa.string()),
-            "text": pa.array(self.texts[lo:hi], pa.string()),
-            "label": pa.array(self.labels[lo:hi], pa.int64()),
-        }
-        if self.pairs is not None:
-            columns["text_pair"] = pa.array(self.pairs[lo:hi], pa.string())
-        return pa.table(columns)
+    def build_segments(self, root: Path, tw, builder: SegmentBuilder, examples: Examples, todo: list[SegmentRange],
+                       progress: bool) -> None: ...
 
 
-def validated_examples(tw, texts, labels, ids=None, text_pairs=None, existing_ids: set[str] | None = None) -> Examples:
-    """Check texts, labels, pairs and ids (unique, also against ``existing_ids``)."""
-    texts, labels, pairs = tw._validated(texts, labels, text_pairs, "train")
-    if labels is None:
-        raise IndexBuildError("train_labels are required: pass one label per text")
-    ids = [str(i) for i in range(len(texts))] if ids is None else [str(i) for i in ids]
-    if len(ids) != len(texts):
-        raise IndexBuildError(f"{len(ids)} ids for {len(texts)} texts: pass one id per text")
-    seen: set[str] = set(existing_ids or ())
-    for i, e in enumerate(ids):
-        if e in seen:
-            raise IndexBuildError(f"id {e!r} (row {i}) is not unique in the index: pass distinct ids")
-        seen.add(e)
-    return Examples(texts, labels, ids, pairs)
+@dataclass(frozen=True)
+class LocalBuild:
+    """Build in this process: segment i is written while segment i + 1 is captured."""
+
+    def build_segments(self, root: Path, tw, builder: SegmentBuilder, examples: Examples, todo: list[SegmentRange],
+                       progress: bool) -> None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(examples.texts), initial=len(examples.texts) - sum(hi - lo for _, lo, hi in todo),
+                   desc="building index", unit="ex", disable=not progress)
+        # File writes and sha256 release the GIL; at most two segments are in memory. The layout stays in this
+        # thread: moved into the writer, it slowed the capture more than it saved (bench_index_build.py, TokenCNN).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracinwe-index-writer") as writer:
+            pending: list[tuple[int, Future]] = []  # (examples, write) of the segment being written
+            for number, lo, hi in todo:
+                arrays, scale = builder.prepare(lo, hi, examples)
+                for size, write in pending:
+                    write.result()
+                    bar.update(size)
+                pending = [(hi - lo, writer.submit(builder.write, root, number, lo, hi, examples, arrays, scale))]
+            for size, write in pending:
+                write.result()
+                bar.update(size)
+        bar.close()
 
 
-def capture_settings_json(tw) -> dict:
-    """What decides the gradients (batch size does not)."""
-    s = tw.settings.to_json()
-    return {"top_k": s["top_k"], "keep_special_tokens": s["keep_special_tokens"], "max_length": tw.max_length}
-
-
-def load_classifiers(tw) -> list:
-    """Every checkpoint's classifier, each loaded once (folders) and kept for the whole build."""
-    return [ckpt.load(tw.device or "cpu") for ckpt in tw.checkpoints]
-
-
-class SegmentBuilder:
-    """Captures and writes segments with the checkpoints loaded once."""
-
-    def __init__(self, tw, plan: dict, classifiers: list | None = None, projection: Projection | None = None) -> None:
-        self.tw = tw
-        self.plan = plan
-        self.classifiers = classifiers if classifiers is not None else load_classifiers(tw)
-        self.projection = projection  # set before the first segment when the plan has a projection
-        self.dense_tokens = np.array([t["id"] for t in plan["dense_tokens"]], dtype=np.int64)
-        self.dtype = DTYPES[plan["dtype"]]
-        self.learning_rates = [c["learning_rate"] for c in plan["checkpoints"]]
-
-    def capture(self, texts, labels, pairs) -> list[TokenGradients]:
-        """Every checkpoint's records of the texts (tokenised once when the tokenizers agree)."""
-        return capture_checkpoints(self.classifiers, texts, labels, pairs, self.tw.settings, self.tw.device,
-                                   chunk_size=len(texts))
-
-    def arrays(self, records: Sequence[TokenGradients]) -> tuple[dict[str, np.ndarray], float]:
-        """The segment's arrays from full-precision records, and the scale they are stored at."""
-        block = combine_checkpoints(records, self.dense_tokens)
-        full = {"dense": block.dense, "rows": block.rows}
-        if self.plan.get("projection"):
-            if self.projection is None:
-                raise IndexBuildError("the plan has a projection but no basis was fitted: call ensure_projection first")
-            full["rows_proj"] = block.rows.reshape(block.rows.shape[0], -1) @ self.projection.rows
-            full["dense_proj"] = block.dense.reshape(block.num_examples, -1) @ self.projection.dense
-        scale = float16_scale(*full.values()) if self.dtype == np.float16 else 1.0
-        arrays = {key: (value if scale == 1.0 else value / np.float32(scale)).astype(self.dtype, copy=False)  # float32: no copy
-                  for key, value in full.items()}
-        arrays.update(tokens=block.tokens, offsets=block.offsets, postings=block.postings,
-                      self_influence=self_influence(records, self.learning_rates))
-        return arrays, scale
-
-    def build(self, root: Path, number: int, start: int, stop: int, examples: Examples, offset: int = 0) -> dict:
-        """Capture rows ``start:stop`` of ``examples`` (global rows ``offset + ...``) and commit the segment."""
-        return self.write(root, number, start, stop, examples, *self.prepare(start, stop, examples), offset)
-
-    def prepare(self, start: int, stop: int, examples: Examples) -> tuple[dict[str, np.ndarray], float]:
-        """Capture rows ``start:stop`` and lay them out: the segment's arrays and scale."""
-        pairs = examples.pairs[start:stop] if examples.pairs is not None else None
-        return self.arrays(self.capture(examples.texts[start:stop], examples.labels[start:stop], pairs))
-
-    @staticmethod
-    def write(root: Path, number: int, start: int, stop: int, examples: Examples, arrays: dict, scale: float,
-              offset: int = 0) -> dict:
-        """Write and rename one laid-out segment into place."""
-        return write_segment(root, number, offset + start, arrays, examples.table(start, stop), scale)
-
-
-def ensure_projection(root: Path, plan: dict, builder: SegmentBuilder, examples: Examples) -> Projection | None:
-    """The build's projection basis: the one an interrupted run stored, else fitted on a seeded sample and stored."""
-    spec = plan.get("projection")
-    if not spec:
-        return None
-    stored = projection_basis.read(root)
-    if stored is None:
-        rows = projection_basis.probe_rows(len(examples.texts), spec).tolist()
-        pairs = [examples.pairs[i] for i in rows] if examples.pairs is not None else None
-        records = builder.capture([examples.texts[i] for i in rows], [examples.labels[i] for i in rows], pairs)
-        block = combine_checkpoints(records, builder.dense_tokens)
-        stored = projection_basis.fit(spec, block.rows.reshape(block.rows.shape[0], -1),
-                                      block.dense.reshape(block.num_examples, -1))
-        projection_basis.write(root, stored)
-    builder.projection = stored
-    return stored
+def build_index(root: Path, tw, examples: Examples, plan: IndexManifest, classifiers: list, strategy: BuildStrategy,
+                progress: bool) -> IndexManifest:
+    """Under the writer lock: resume or start, fit the projection, build the missing segments, commit the manifest."""
+    refuse_foreign_folder(root)  # before the lock file is created in it
+    with writer_lock(root):
+        done = set(start_or_resume(root, plan))
+        builder = SegmentBuilder(plan, classifiers, tw.device)
+        builder.ensure_projection(root, examples)  # fitted once, here, before any worker starts
+        todo = [r for r in segment_ranges(plan.num_examples, plan.settings.segment_size) if r[0] not in done]
+        if todo:
+            strategy.build_segments(root, tw, builder, examples, todo, progress)
+        return finish_build(root, plan, list(committed_segments(root).values()))
 
 
 def make_plan(tw, classifiers, examples: Examples, label_names, dtype: str, projection_dim, seed: int, segment_size: int,
-              projection_method: str = "pca", root: Path | None = None) -> dict:
+              projection_method: str = "pca", root: Path | None = None) -> IndexManifest:
     """Everything that decides the index, recorded before the first segment.
 
     ``root``: the index folder; checkpoint paths are recorded relative to it.
@@ -201,59 +126,63 @@ def make_plan(tw, classifiers, examples: Examples, label_names, dtype: str, proj
         for i, row in enumerate(ids["input_ids"])
     ]
     dense = choose_dense_tokens(token_lists)
-    settings = capture_settings_json(tw)
-    if settings["keep_special_tokens"] is False:
+    if tw.settings.keep_special_tokens is False:
         dense = dense[~np.isin(dense, sorted(final.special_token_ids))]
     names = list(label_names) if label_names is not None else [str(c) for c in range(final.num_classes)]
     if len(names) != final.num_classes:
         raise IndexBuildError(f"{len(names)} label names for a model with {final.num_classes} classes: pass one name per class")
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "settings": {**settings, "dtype": dtype, "segment_size": int(segment_size), "batch_size": tw.settings.batch_size},
-        "dtype": dtype,
-        "checkpoints": [
-            {"path": recorded_path(c.path, root), "learning_rate": float(c.learning_rate)}
-            for c in tw.checkpoints
-        ],
-        "fingerprint": model_fingerprint(classifiers, settings),
-        "dense_tokens": [{"id": int(t), "token": s} for t, s in zip(dense.tolist(), final.token_strings(dense.tolist()))],
-        "projection": projection,
-        "label_names": names,
-        "data_sha256": examples.sha256(),
-        "num_examples": len(examples.texts),
-    }
+    return IndexManifest(
+        settings=IndexSettings(tw.settings, dtype, int(segment_size)),
+        checkpoints=tuple(CheckpointRecord(recorded_path(p, root), float(lr))
+                          for p, lr in zip(tw.checkpoint_paths, tw.learning_rates)),
+        fingerprint=model_fingerprint(classifiers, tw.settings),
+        dense_tokens=tuple(DenseToken(int(t), s) for t, s in zip(dense.tolist(), final.token_strings(dense.tolist()))),
+        projection=projection,
+        label_names=tuple(names),
+        data_sha256=examples.sha256(),
+        num_examples=len(examples.texts),
+    )
 
 
-def segment_ranges(n: int, size: int, first_number: int = 0) -> list[tuple[int, int, int]]:
+def segment_ranges(n: int, size: int, first_number: int = 0) -> list[SegmentRange]:
     """``(segment number, start, stop)`` covering ``n`` examples in runs of ``size``."""
     return [(first_number + i, lo, min(lo + size, n)) for i, lo in enumerate(range(0, n, size))]
 
 
-def start_or_resume(root: Path, plan: dict) -> list[int]:
+def _plan_differences(previous: IndexManifest, plan: IndexManifest) -> list[str]:
+    """What an interrupted build's plan pins differently from this one."""
+    pinned = {
+        "data sha256": (previous.data_sha256, plan.data_sha256),
+        "settings": (previous.settings.to_json(), plan.settings.to_json()),
+        "fingerprint": (previous.fingerprint, plan.fingerprint),
+        "projection": (previous.projection, plan.projection),
+        "checkpoints": (previous.checkpoints, plan.checkpoints),
+        "dense tokens": (previous.dense_tokens, plan.dense_tokens),
+    }
+    return [what for what, (a, b) in pinned.items() if a != b]
+
+
+def start_or_resume(root: Path, plan: IndexManifest) -> list[int]:
     """Record the plan (or check it against an interrupted build's); return the segments already committed."""
     if (root / MANIFEST).exists():
         raise IndexBuildError(f"{str(root)!r} already holds an index: open it, append to it, or delete the folder")
     plan_path = root / BUILD_PLAN
     if plan_path.exists():
-        previous = read_json(plan_path, "build plan")
-        for key in ("data_sha256", "settings", "fingerprint", "projection", "checkpoints", "dense_tokens"):
-            if previous.get(key) != plan.get(key):
-                raise IndexBuildError(
-                    f"{str(root)!r} holds an interrupted build with a different {key.replace('_', ' ')}: "
-                    "rerun with the same inputs to resume, or delete the folder"
-                )
+        differences = _plan_differences(IndexManifest.from_json(read_json(plan_path, "build plan"), repr(str(root))), plan)
+        if differences:
+            raise IndexBuildError(
+                f"{str(root)!r} holds an interrupted build with a different {differences[0]}: "
+                "rerun with the same inputs to resume, or delete the folder"
+            )
     else:
         refuse_foreign_folder(root)
         root.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(plan_path, plan)
-    done = committed_segments(root)
-    ranges = segment_ranges(plan["num_examples"], plan["settings"]["segment_size"])
-    expected = {number: (lo, hi) for number, lo, hi in ranges}
+        write_json_atomic(plan_path, plan.to_json())
+    expected = {number: (lo, hi) for number, lo, hi in segment_ranges(plan.num_examples, plan.settings.segment_size)}
     valid = []
-    for number, record in done.items():
+    for number, record in committed_segments(root).items():
         lo_hi = expected.get(number)
-        if lo_hi and record.get("start") == lo_hi[0] and record.get("num_examples") == lo_hi[1] - lo_hi[0]:
+        if lo_hi and record.start == lo_hi[0] and record.num_examples == lo_hi[1] - lo_hi[0]:
             try:
                 verify_segment(root, record, full=False)
             except Exception:
@@ -271,12 +200,11 @@ def refuse_foreign_folder(root: Path) -> None:
         raise IndexBuildError(f"{str(root)!r} is not empty and is not an index: pass a new folder")
 
 
-def check_coverage(root: Path, plan: dict, records: list[dict]) -> list[dict]:
+def check_coverage(root: Path, plan: IndexManifest, records: list[SegmentRecord]) -> list[SegmentRecord]:
     """The records sorted by start; raises `IndexBuildError` unless they are exactly the plan's segments."""
-    records = sorted(records, key=lambda r: r["start"])
-    ranges = segment_ranges(plan["num_examples"], plan["settings"]["segment_size"])
-    expected = [(segment_name(n), lo, hi - lo) for n, lo, hi in ranges]
-    got = [(r.get("name"), r.get("start"), r.get("num_examples")) for r in records]
+    records = sorted(records, key=lambda r: r.start)
+    expected = [(segment_name(n), lo, hi - lo) for n, lo, hi in segment_ranges(plan.num_examples, plan.settings.segment_size)]
+    got = [(r.name, r.start, r.num_examples) for r in records]
     if got != expected:
         raise IndexBuildError(
             f"the committed segments of {str(root)!r} do not cover the plan exactly "
@@ -285,70 +213,15 @@ def check_coverage(root: Path, plan: dict, records: list[dict]) -> list[dict]:
     return records
 
 
-def finish_build(root: Path, plan: dict, records: list[dict]) -> dict:
+def finish_build(root: Path, plan: IndexManifest, records: list[SegmentRecord]) -> IndexManifest:
     """Check the segments cover the plan, write the manifest (durably) and drop the plan: the index is complete."""
-    manifest = dict(plan)
-    manifest["segments"] = check_coverage(root, plan, records)
-    manifest["num_examples"] = sum(r["num_examples"] for r in records)
-    if plan.get("projection"):
+    projection = plan.projection
+    if projection is not None:
         folder = root / projection_basis.FOLDER
-        manifest["projection"] = {**plan["projection"], "files": {f: file_record(folder / f) for f in projection_basis.FILES}}
+        projection = replace(projection, files={f: file_record(folder / f) for f in projection_basis.FILES})
+    manifest = plan.with_segments(check_coverage(root, plan, records), projection=projection)
     write_bytes_atomic(root / "README.txt", README.encode())
-    write_json_atomic(root / MANIFEST, manifest)
+    write_json_atomic(root / MANIFEST, manifest.to_json())
     (root / BUILD_PLAN).unlink(missing_ok=True)
     fsync_dir(root)
     return manifest
-
-
-def build_local(root: Path, tw, examples: Examples, plan: dict, progress: bool, classifiers: list | None = None) -> dict:
-    """Build every segment not yet committed, in this process, then commit the manifest.
-
-    ``classifiers``: the checkpoints already loaded (by `make_plan`'s caller), so folders load once.
-    """
-    refuse_foreign_folder(root)  # before the lock file is created in it
-    with writer_lock(root):
-        return _build_locked(root, tw, examples, plan, progress, classifiers)
-
-
-def _build_locked(root: Path, tw, examples: Examples, plan: dict, progress: bool, classifiers: list | None) -> dict:
-    from tqdm.auto import tqdm
-
-    done = set(start_or_resume(root, plan))
-    ranges = segment_ranges(plan["num_examples"], plan["settings"]["segment_size"])
-    todo = [r for r in ranges if r[0] not in done]
-    builder = SegmentBuilder(tw, plan, classifiers)
-    ensure_projection(root, plan, builder, examples)
-    bar = tqdm(total=len(examples.texts), initial=len(examples.texts) - sum(hi - lo for _, lo, hi in todo),
-               desc="building index", unit="ex", disable=not progress)
-    # Segment i is written (file writes and sha256 release the GIL) while segment i + 1 is captured;
-    # at most two segments are in memory. The layout stays in this thread: moved into the writer,
-    # it slowed the capture more than it saved (profiled on the TokenCNN of bench_index_build.py).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracinwe-index-writer") as writer:
-        pending: list[tuple[int, Future]] = []  # (examples, write) of the segment being written
-        for number, lo, hi in todo:
-            arrays, scale = builder.prepare(lo, hi, examples)
-            for size, write in pending:
-                write.result()
-                bar.update(size)
-            pending = [(hi - lo, writer.submit(builder.write, root, number, lo, hi, examples, arrays, scale))]
-        for size, write in pending:
-            write.result()
-            bar.update(size)
-    bar.close()
-    return finish_build(root, plan, list(committed_segments(root).values()))
-
-
-def tracin_from_manifest(manifest: dict, root: Path | None = None, checkpoints_from: str | Path | None = None):
-    """A TracInWE over the recorded checkpoint folders (relative ones under ``root``), with the recorded settings.
-
-    ``checkpoints_from``: a folder holding the checkpoints (by folder name), for a run that moved.
-    """
-    from tracinwe.tracin import TracInWE
-
-    paths = checkpoint_folders(manifest, Path(root) if root is not None else Path.cwd(), checkpoints_from)
-    s = manifest["settings"]
-    keep = s["keep_special_tokens"]
-    return TracInWE.from_checkpoints(
-        paths, [c["learning_rate"] for c in manifest["checkpoints"]], max_length=s["max_length"], top_k=s["top_k"],
-        keep_special_tokens=keep if isinstance(keep, bool) else list(keep), batch_size=s.get("batch_size", 32),
-    )

@@ -9,9 +9,11 @@ folder name (the model fingerprint check still applies).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from tracinwe.errors import CheckpointError
+from tracinwe.index.manifest import CheckpointRecord
 
 MOVED_HINT = "if the run folder moved, pass checkpoints_from=RUN_DIR (CLI: --checkpoints-from RUN_DIR)"
 
@@ -29,9 +31,10 @@ def recorded_path(checkpoint: Path | None, root: Path | None) -> str | None:
         return str(absolute)
 
 
-def checkpoint_folders(manifest: dict, root: Path, checkpoints_from: str | Path | None = None) -> list[Path]:
+def checkpoint_folders(checkpoints: Sequence[CheckpointRecord], root: Path,
+                       checkpoints_from: str | Path | None = None) -> list[Path]:
     """The recorded checkpoint folders (raises `CheckpointError` saying how to fix a missing one)."""
-    recorded = [c["path"] for c in manifest["checkpoints"]]
+    recorded = [c.path for c in checkpoints]
     if any(p is None for p in recorded):
         raise CheckpointError("this index was built from in-memory models: open it with Index.open(path, tracin=tw)")
     if checkpoints_from is not None:

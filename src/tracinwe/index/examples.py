@@ -3,29 +3,31 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from tracinwe.index.manifest import SegmentRecord
 from tracinwe.index.storage import read_examples
 
 
 class ExampleTables:
     """Row access across segments; the last few tables read are kept (thread-safe)."""
 
-    def __init__(self, path, segments: list[dict], cached: int = 16, before_read: Callable[[dict], None] | None = None) -> None:
+    def __init__(self, path, segments: Sequence[SegmentRecord], cached: int = 16,
+                 before_read: Callable[[SegmentRecord], None] | None = None) -> None:
         """``before_read(record)``: called before a segment's table is read (its checksum check)."""
         self.path = path
         self.before_read = before_read
         self.segments = segments
-        self.starts = np.array([s["start"] for s in segments], dtype=np.int64)
-        self.total = sum(s["num_examples"] for s in segments)
+        self.starts = np.array([s.start for s in segments], dtype=np.int64)
+        self.total = sum(s.num_examples for s in segments)
         self.cached = cached
         self._tables: dict[str, object] = {}
         self._lock = threading.Lock()
 
     def table(self, number: int):
-        name = self.segments[number]["name"]
+        name = self.segments[number].name
         with self._lock:
             table = self._tables.get(name)
         if table is None:

@@ -21,40 +21,26 @@ import numpy as np
 from tracinwe.capture.records import TokenGradients
 from tracinwe.index import projection as projection_basis
 from tracinwe.index.append import append_examples, rebased
-from tracinwe.index.build import (
-    DEFAULT_SEGMENT_SIZE,
-    build_local,
-    capture_settings_json,
-    load_classifiers,
-    make_plan,
-    tracin_from_manifest,
-    validated_examples,
-)
+from tracinwe.index.build import DEFAULT_SEGMENT_SIZE, BuildStrategy, LocalBuild, build_index, make_plan
+from tracinwe.index.checkpoint_paths import checkpoint_folders
+from tracinwe.index.errors import IndexFormatError
 from tracinwe.index.examples import ExampleTables
 from tracinwe.index.integrity import LazyChecksums, read_manifest
-from tracinwe.index.layout import combine_checkpoints, weighted_query
+from tracinwe.index.manifest import IndexManifest
+from tracinwe.index.projection import Projection
 from tracinwe.index.queries import QUERY_CHUNK, iter_query
-from tracinwe.results import Neighbor, QueryResult
-from tracinwe.index.search import QueryBlock, SegmentArrays, TopCandidates, contributions, screen
-from tracinwe.index.storage import (
-    IndexFormatError,
-    IndexMismatchError,
-    compare_fingerprints,
-    model_fingerprint,
-    open_array,
-    verify_files,
-)
-from tracinwe.results import TopInfluences
+from tracinwe.index.search import QueryBlock, SegmentArrays, screen
+from tracinwe.index.searcher import SegmentSearcher
+from tracinwe.index.segments import validated_examples
+from tracinwe.index.storage import compare_fingerprints, model_fingerprint, open_array, verify_files
+from tracinwe.results import Neighbor, QueryResult, TopInfluences
 from tracinwe.scoring.words import word_contributions
-
-#: Candidates rescored exactly per query and direction when the screen is approximate.
-MIN_CANDIDATES = 1000
 
 
 class Index:
     """A TracIn-WE index on disk. Create with `Index.build`, load with `Index.open`."""
 
-    def __init__(self, path: Path, manifest: dict, tracin, checks: LazyChecksums | None = None) -> None:
+    def __init__(self, path: Path, manifest: IndexManifest, tracin, checks: LazyChecksums | None = None) -> None:
         self.path = Path(path)
         self.manifest = manifest
         self.tracin = tracin
@@ -64,14 +50,13 @@ class Index:
         self._refresh()
 
     def _refresh(self) -> None:
-        self._segments = self.manifest["segments"]
-        self._starts = np.array([s["start"] for s in self._segments], dtype=np.int64)
-        self._dense_tokens = np.array([t["id"] for t in self.manifest["dense_tokens"]], dtype=np.int64)
+        self._segments = self.manifest.segments or ()
         self._examples = ExampleTables(self.path, self._segments, before_read=self._checks.ensure)
-        self._projection = projection_basis.read(self.path) if self.manifest.get("projection") else None
-        if self.manifest.get("projection") and self._projection is None:
+        self._projection = projection_basis.read(self.path) if self.manifest.projection is not None else None
+        if self.manifest.projection is not None and self._projection is None:
             folder = str(self.path / projection_basis.FOLDER)
             raise IndexFormatError(f"the projection basis in {folder!r} is missing or damaged: rebuild the index")
+        self.searcher = SegmentSearcher(self.manifest, self.segment, self._projection)
 
     # -- creation ----------------------------------------------------------------------------
 
@@ -80,21 +65,22 @@ class Index:
         cls, path: str | Path, tw, train_texts: Sequence[str], train_labels: Sequence[int | str], *,
         ids: Sequence[str] | None = None, label_names: Sequence[str] | None = None, text_pairs: Sequence[str] | None = None,
         dtype: str = "float32", projection_dim: int | None = None, projection_method: str = "pca", seed: int = 0,
-        chunk_size: int | None = None, progress: bool = True,
+        chunk_size: int | None = None, progress: bool = True, strategy: BuildStrategy | None = None,
     ) -> "Index":
         """Capture every training example at every checkpoint once and store it (resumes an interrupted build).
 
         ``projection_dim``: also store a ``projection_method`` ("pca", fitted on a
         seeded sample, or "gaussian") projection of the rows to this size, which
         screens large indexes faster; the top candidates are rescored exactly.
+        ``strategy``: who builds the segments: `LocalBuild()` (this process, the default) or
+        ``tracinwe.index.ray_build.RayBuild(num_workers=...)`` (Ray actors; checkpoint folders only).
         """
         root = Path(path)
         examples = validated_examples(tw, train_texts, train_labels, ids, text_pairs)
-        classifiers = load_classifiers(tw)
+        classifiers = tw.load_classifiers()
         plan = make_plan(tw, classifiers, examples, label_names, dtype, projection_dim, seed, chunk_size or DEFAULT_SEGMENT_SIZE,
                          projection_method, root=root)
-        manifest = build_local(root, tw, examples, plan, progress, classifiers)
-        return cls(root, manifest, tw)
+        return cls(root, build_index(root, tw, examples, plan, classifiers, strategy or LocalBuild(), progress), tw)
 
     @classmethod
     def build_from_dataset(cls, path: str | Path, tw, dataset, **kwargs) -> "Index":
@@ -119,16 +105,18 @@ class Index:
             raise IndexFormatError(f"no index at {str(root)!r}: build one with Index.build or `tracinwe index build`")
         manifest = read_manifest(root)
         checks = LazyChecksums(root, verify)
-        for record in manifest["segments"]:
+        for record in manifest.segments or ():
             checks.add(record)
-        if verify != "none" and manifest.get("projection"):
-            verify_files(root / projection_basis.FOLDER, manifest["projection"]["files"], full=True)
+        if verify != "none" and manifest.projection is not None:
+            verify_files(root / projection_basis.FOLDER, manifest.projection.files or {}, full=True)
         if tracin is None:
-            tracin = tracin_from_manifest(manifest, root, checkpoints_from)
+            from tracinwe.tracin import TracInWE
+
+            folders = checkpoint_folders(manifest.checkpoints, root, checkpoints_from)
+            tracin = TracInWE.from_settings(manifest.settings.capture, folders, manifest.learning_rates)
         elif checkpoints_from is not None:
             raise ValueError("pass tracin= or checkpoints_from=, not both")
-        actual = model_fingerprint(load_classifiers(tracin), capture_settings_json(tracin))
-        compare_fingerprints(manifest["fingerprint"], actual)
+        compare_fingerprints(manifest.fingerprint, model_fingerprint(tracin.load_classifiers(), tracin.settings))
         return cls(root, manifest, tracin, checks)
 
     def append(self, texts: Sequence[str], labels: Sequence[int | str], ids: Sequence[str] | None = None,
@@ -139,7 +127,7 @@ class Index:
             self.manifest = manifest
             self._refresh()
 
-    def adopt(self, disk: dict) -> None:
+    def adopt(self, disk: IndexManifest) -> None:
         """Take the manifest on disk when it only grew from this handle's (`IndexBuildError` otherwise)."""
         for record in rebased(self.manifest, disk):
             self._checks.add(record)
@@ -150,48 +138,55 @@ class Index:
     # -- stored examples -------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return int(self.manifest["num_examples"])
+        return self.manifest.num_examples
 
     @property
     def label_names(self) -> list[str]:
-        return list(self.manifest["label_names"])
+        return list(self.manifest.label_names)
 
     @property
     def projection_dim(self) -> int | None:
-        p = self.manifest.get("projection")
-        return int(p["dim"]) if p else None
+        p = self.manifest.projection
+        return p.dim if p is not None else None
 
-    def _column_names(self) -> list[str]:
+    @property
+    def projection(self) -> Projection | None:
+        """The stored projection basis (None without one)."""
+        return self._projection
+
+    def column_names(self) -> list[str]:
+        """The stored columns: id, text, label and text_pair when the index has pairs."""
         return self._examples.column_names()
 
-    def _column(self, column: str, rows) -> list:
+    def column(self, column: str, rows=None) -> list:
+        """A stored column at global ``rows`` (all rows when None), in the order given."""
         return self._examples.column(column, rows)
 
     def texts(self, rows=None) -> list[str]:
-        return self._column("text", rows)
+        return self.column("text", rows)
 
     def labels(self, rows=None) -> list[int]:
-        return self._column("label", rows)
+        return self.column("label", rows)
 
     def ids(self, rows=None) -> list[str]:
-        return self._column("id", rows)
+        return self.column("id", rows)
 
     # -- search ------------------------------------------------------------------------------
 
-    def _segment(self, number: int, projected: bool) -> SegmentArrays:
+    def segment(self, number: int, projected: bool = False) -> SegmentArrays:
+        """Segment ``number``'s arrays, memory-mapped (its large files are hashed on the first touch)."""
         record = self._segments[number]
         self._checks.ensure(record)
         with self._lock:
-            small = self._postings_index.get(record["name"])
+            small = self._postings_index.get(record.name)
         if small is None:
             small = (open_array(self.path, record, "tokens", mmap=False), open_array(self.path, record, "offsets", mmap=False))
             with self._lock:
-                self._postings_index[record["name"]] = small
+                self._postings_index[record.name] = small
         seg = SegmentArrays(
-            record["start"], record["num_examples"], small[0], small[1],
+            record.start, record.num_examples, small[0], small[1],
             open_array(self.path, record, "postings"), open_array(self.path, record, "rows"),
-            open_array(self.path, record, "dense"),
-            scale=float(record.get("scale", 1.0)),
+            open_array(self.path, record, "dense"), scale=record.scale,
         )
         if projected:
             seg.rows_proj = open_array(self.path, record, "rows_proj")
@@ -200,93 +195,12 @@ class Index:
 
     def query_block(self, records: Sequence[TokenGradients], projected: bool = False) -> QueryBlock:
         """The captured queries in the index layout, learning-rate weighted (and projected)."""
-        if len(records) != len(self.manifest["checkpoints"]):
-            raise IndexMismatchError(
-                f"{len(records)} checkpoints of query gradients for an index of {len(self.manifest['checkpoints'])}: "
-                "capture with index.tracin"
-            )
-        lrs = [c["learning_rate"] for c in self.manifest["checkpoints"]]
-        block = weighted_query(combine_checkpoints(records, self._dense_tokens), lrs)
-        return QueryBlock.from_block(block, self._projection if projected else None)
+        return self.searcher.query_block(records, projected)
 
     def search(self, records: Sequence[TokenGradients], k: int = 10, candidates: int | None = None,
                use_projection: bool | None = None) -> TopInfluences:
-        """Top-k proponents/opponents (rows, exact scores) of already captured queries."""
-        q, projected, m = self.prepare_search(records, k, candidates, use_projection)
-        top = self.screen_segments(q, range(len(self._segments)), projected, m)
-        return self.finish_search(q, top, k, projected)
-
-    def prepare_search(self, records, k: int, candidates: int | None,
-                       use_projection: bool | None) -> tuple[QueryBlock, bool, int]:
-        """The query block, whether the screen is projected, and how many candidates it keeps."""
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        projected = self.projection_dim is not None if use_projection is None else use_projection
-        if projected and self.projection_dim is None:
-            raise IndexMismatchError("this index has no projection: build it with projection_dim= or pass use_projection=False")
-        q = self.query_block(records, projected)
-        m = max(k, candidates or max(10 * k, MIN_CANDIDATES)) if self._rescores(projected) else k
-        return q, projected, m
-
-    def _rescores(self, projected: bool) -> bool:
-        return projected or self.manifest["dtype"] == "float16"
-
-    def screen_segments(self, q: QueryBlock, numbers, projected: bool, m: int) -> TopCandidates:
-        """Screen the given segments and keep the top ``m`` candidates per query and direction."""
-        top = TopCandidates(q.n, m)
-        for number in numbers:
-            top.update(screen(self._segment(number, projected), q, projected), self._segments[number]["start"])
-        return top
-
-    def finish_search(self, q: QueryBlock, top: TopCandidates, k: int, projected: bool) -> TopInfluences:
-        """Rank the candidates (rescoring them exactly when the screen was approximate)."""
-        if not self._rescores(projected):
-            pro_rows, pro_scores = top.ranked(0, k)
-            opp_rows, opp_scores = top.ranked(1, k)
-            return TopInfluences(pro_rows, pro_scores, opp_rows, opp_scores)
-        return self._rescored(q, top, k)
-
-    def _rescored(self, q: QueryBlock, top: TopCandidates, k: int) -> TopInfluences:
-        """Rescore every candidate exactly (float64, full rows) and rank them."""
-        kk = min(k, len(self))
-        out = [np.zeros((q.n, kk), np.int64), np.zeros((q.n, kk)), np.zeros((q.n, kk), np.int64), np.zeros((q.n, kk))]
-        for i in range(q.n):
-            rows = np.unique(np.concatenate([top.rows[0][i], top.rows[1][i]]))
-            exact = self._exact_rows(q, i, rows)
-            pro = np.lexsort((rows, -exact))[:kk]
-            opp = np.lexsort((rows, exact))[:kk]
-            out[0][i], out[1][i], out[2][i], out[3][i] = rows[pro], exact[pro], rows[opp], exact[opp]
-        return TopInfluences(*out)
-
-    def _by_segment(self, rows: np.ndarray):
-        seg = np.searchsorted(self._starts, rows, side="right") - 1
-        for s in np.unique(seg):
-            at = np.flatnonzero(seg == s)
-            yield int(s), at, rows[at] - self._starts[s]
-
-    def _exact_rows(self, q: QueryBlock, i: int, rows: np.ndarray) -> np.ndarray:
-        out = np.zeros(rows.size)
-        own = q.own_entries(i)
-        for s, at, local in self._by_segment(rows):
-            order = np.argsort(local)
-            cand, _, vals = contributions(self._segment(s, False), q, i, local[order], self._dense_tokens.size,
-                                          self._dense_tokens, own)
-            out[at[order]] = np.bincount(cand, weights=vals, minlength=local.size)
-        return out
-
-    def _token_totals(self, q: QueryBlock, i: int, rows: np.ndarray) -> list[dict[int, float]]:
-        """Per row, ``{token: contribution}`` of query ``i`` (nonzero shared tokens)."""
-        totals: list[dict[int, float]] = [dict() for _ in range(rows.size)]
-        own = q.own_entries(i)
-        for s, at, local in self._by_segment(rows):
-            uniq, inverse = np.unique(local, return_inverse=True)
-            cand, toks, vals = contributions(self._segment(s, False), q, i, uniq, self._dense_tokens.size,
-                                             self._dense_tokens, own)
-            for c, t, v in zip(cand.tolist(), toks.tolist(), vals.tolist()):
-                if v != 0.0:
-                    for j in at[inverse == c]:
-                        totals[j][t] = totals[j].get(t, 0.0) + v
-        return totals
+        """Top-k proponents/opponents (rows, exact scores) of already captured queries (`SegmentSearcher.search`)."""
+        return self.searcher.search(records, k, candidates, use_projection)
 
     # -- the user-facing calls ----------------------------------------------------------------
 
@@ -313,8 +227,8 @@ class Index:
         q = self.query_block(self.tracin.capture(test_texts, test_labels, test_pairs), False)
         out = np.zeros((q.n, len(self)))
         for number, record in enumerate(self._segments):
-            block = screen(self._segment(number, False), q, projected=False, fast_half=False)
-            out[:, record["start"] : record["start"] + record["num_examples"]] = block.T
+            block = screen(self.segment(number), q, projected=False, fast_half=False)
+            out[:, record.start : record.start + record.num_examples] = block.T
         return out
 
     def self_influence(self) -> np.ndarray:
@@ -339,12 +253,12 @@ class Index:
 
     def _own_tokens(self, row: int) -> list:
         """The example's tokens by their share of its self-influence (lr-weighted squared norms)."""
-        s, _, local = next(self._by_segment(np.array([row])))
-        seg = self._segment(s, False)
-        lrs = np.array([c["learning_rate"] for c in self.manifest["checkpoints"]])
+        s, _, local = next(self.searcher.by_segment(np.array([row])))
+        seg = self.segment(s)
+        lrs = np.array(self.manifest.learning_rates)
         totals: dict[int, float] = {}
         dense = np.asarray(seg.dense[int(local[0])], dtype=np.float64) * seg.scale  # (C, T, d)
-        for t, v in zip(self._dense_tokens.tolist(), np.einsum("c,ctd->t", lrs, dense**2).tolist()):
+        for t, v in zip(self.manifest.dense_token_ids, np.einsum("c,ctd->t", lrs, dense**2).tolist()):
             if v:
                 totals[t] = v
         hit = np.flatnonzero(np.asarray(seg.postings) == local[0])

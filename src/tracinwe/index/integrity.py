@@ -11,31 +11,15 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from tracinwe.index.storage import (
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST,
-    SEGMENTS,
-    IndexFormatError,
-    check_names,
-    read_json,
-    verify_files,
-    verify_segment,
-)
+from tracinwe.index.manifest import IndexManifest, SegmentRecord
+from tracinwe.index.storage import MANIFEST, SEGMENTS, read_json, verify_files, verify_segment
 
 VERIFY_MODES = ("quick", "full", "none")
 
 
-def read_manifest(root: Path) -> dict:
+def read_manifest(root: Path) -> IndexManifest:
     """The index manifest on disk, checked for its format and for names outside the index."""
-    manifest = read_json(Path(root) / MANIFEST, "index manifest")
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        raise IndexFormatError(
-            f"{str(root)!r} is not a tracinwe index of format version {FORMAT_VERSION} "
-            f"(found {manifest.get('format')!r} v{manifest.get('format_version')}): rebuild it with this version"
-        )
-    check_names(manifest)
-    return manifest
+    return IndexManifest.from_json(read_json(Path(root) / MANIFEST, "index manifest"), repr(str(root)))
 
 
 class LazyChecksums:
@@ -50,19 +34,19 @@ class LazyChecksums:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def add(self, record: dict) -> None:
+    def add(self, record: SegmentRecord) -> None:
         """Check a segment as ``verify`` says: now ("full"), now and on first touch ("quick"), or not ("none")."""
         if self.verify == "none":
             return
         unhashed = verify_segment(self.root, record, full=self.verify == "full")
         if unhashed:
             with self._guard:
-                self._pending[record["name"]] = unhashed
-                self._locks[record["name"]] = threading.Lock()
+                self._pending[record.name] = unhashed
+                self._locks[record.name] = threading.Lock()
 
-    def ensure(self, record: dict) -> None:
+    def ensure(self, record: SegmentRecord) -> None:
         """Hash the segment's remaining files unless done: raises `IndexFormatError` naming a corrupted one."""
-        name = record["name"]
+        name = record.name
         with self._guard:
             lock = self._locks.get(name) if name in self._pending else None
         if lock is None:
@@ -72,6 +56,6 @@ class LazyChecksums:
                 files = self._pending.get(name)
             if files is None:  # another thread finished it meanwhile
                 return
-            verify_files(self.root / SEGMENTS / name, {f: record["files"][f] for f in files}, full=True)
+            verify_files(self.root / SEGMENTS / name, {f: record.files[f] for f in files}, full=True)
             with self._guard:
                 self._pending.pop(name, None)

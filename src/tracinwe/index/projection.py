@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tracinwe.index.manifest import ProjectionSpec
+
 METHODS = ("pca", "gaussian")
 #: Training examples captured to fit a PCA basis (a seeded sample).
 PCA_PROBE = 1024
@@ -39,21 +41,21 @@ class Projection:
     dense: np.ndarray
 
 
-def spec(dim: int | None, method: str, seed: int) -> dict | None:
-    """The plan's ``projection`` entry (None: no projection)."""
+def spec(dim: int | None, method: str, seed: int) -> ProjectionSpec | None:
+    """The plan's projection (None: no projection)."""
     if dim is None:
         return None
     if dim < 1:
         raise ValueError(f"projection_dim {dim} must be a positive integer or None")
     if method not in METHODS:
         raise ValueError(f"projection method {method!r} is not one of {METHODS}: pass 'pca' or 'gaussian'")
-    return {"dim": int(dim), "method": method, "seed": int(seed), "probe": PCA_PROBE if method == "pca" else 1}
+    return ProjectionSpec(int(dim), method, int(seed), PCA_PROBE if method == "pca" else 1)
 
 
-def probe_rows(num_examples: int, projection: dict) -> np.ndarray:
+def probe_rows(num_examples: int, projection: ProjectionSpec) -> np.ndarray:
     """The sorted rows whose gradients fit the basis (a seeded sample)."""
-    size = min(num_examples, int(projection["probe"]))
-    rng = np.random.default_rng([int(projection["seed"]), 7])
+    size = min(num_examples, projection.probe)
+    rng = np.random.default_rng([projection.seed, 7])
     return np.sort(rng.choice(num_examples, size=size, replace=False))
 
 
@@ -73,10 +75,10 @@ def pca_basis(samples: np.ndarray, out_dim: int) -> np.ndarray:
     return (top * np.where(flip == 0, 1.0, flip)).astype(np.float32)
 
 
-def fit(projection: dict, rows: np.ndarray, dense: np.ndarray) -> Projection:
+def fit(projection: ProjectionSpec, rows: np.ndarray, dense: np.ndarray) -> Projection:
     """The basis from sample posting rows (N, C*d) and dense rows (n, C*T*d)."""
-    p, seed = int(projection["dim"]), int(projection["seed"])
-    if projection["method"] == "gaussian":
+    p, seed = projection.dim, projection.seed
+    if projection.method == "gaussian":
         dense_basis = gaussian_matrix(dense.shape[1], p, seed, salt=2) if dense.shape[1] else np.zeros((0, 0), np.float32)
         return Projection(gaussian_matrix(rows.shape[1], p, seed, salt=1), dense_basis)
     dense_basis = pca_basis(dense, p) if dense.shape[1] else np.zeros((0, 0), np.float32)

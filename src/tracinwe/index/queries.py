@@ -13,9 +13,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from tracinwe.results import Neighbor, QueryResult
 from tracinwe.index.search import QueryBlock
-from tracinwe.results import TopInfluences
+from tracinwe.results import Neighbor, QueryResult, TopInfluences
 from tracinwe.scoring.words import word_contributions
 
 #: Texts captured and scored together by `iter_query` (and `tracinwe query`).
@@ -35,7 +34,7 @@ def iter_query(index, test_texts: Sequence[str], test_labels: Sequence[int | str
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    texts, labels, pairs = index.tracin._validated(test_texts, test_labels, test_pairs, "test")
+    texts, labels, pairs = index.tracin.check_inputs(test_texts, test_labels, test_pairs, "test")
     if not texts:
         raise ValueError("no texts to query")
     return _chunks(index, texts, labels, pairs, k, words, candidates, use_projection, chunk_size)
@@ -54,10 +53,9 @@ def _chunks(index, texts: list[str], labels: list[int] | None, pairs: list[str] 
 def _query_chunk(index, texts: list[str], labels: list[int] | None, pairs: list[str] | None, k: int, words: int | None,
                  candidates: int | None, use_projection: bool | None) -> list[QueryResult]:
     records = index.tracin.capture(texts, labels, pairs)
-    q, projected, m = index.prepare_search(records, k, candidates, use_projection)
-    top = index.screen_segments(q, range(len(index.manifest["segments"])), projected, m)
-    hits = index.finish_search(q, top, k, projected)
-    neighbors = _Neighbors(index, q, hits, words)
+    search = index.searcher.start(records, k, candidates, use_projection)
+    hits = index.searcher.rank(search, index.searcher.screen(search))
+    neighbors = _Neighbors(index, search.query, hits, words)
     probs = torch.softmax(records[-1].logits.double(), -1).numpy()
     results = []
     for i, text in enumerate(texts):
@@ -77,8 +75,8 @@ class _Neighbors:
         rows = np.unique(np.concatenate([hits.proponent_indices.ravel(), hits.opponent_indices.ravel()]).astype(np.int64))
         self.at = {r: j for j, r in enumerate(rows.tolist())}
         self.texts, self.labels, self.ids = index.texts(rows), index.labels(rows), index.ids(rows)
-        has_pairs = "text_pair" in index._column_names()
-        self.pairs = index._column("text_pair", rows) if has_pairs else [None] * rows.size
+        has_pairs = "text_pair" in index.column_names()
+        self.pairs = index.column("text_pair", rows) if has_pairs else [None] * rows.size
         self.names = index.label_names
 
     def of(self, i: int, text: str, pair: str | None) -> tuple[list[Neighbor], list[Neighbor]]:
@@ -96,7 +94,7 @@ class _Neighbors:
         explained: list[list] = [[] for _ in at]
         if test_ids is not None and rows.size:
             final = self.index.tracin.final
-            for j, totals in enumerate(self.index._token_totals(self.q, i, rows)):
+            for j, totals in enumerate(self.index.searcher.token_totals(self.q, i, rows)):
                 text, pair = self.texts[at[j]], self.pairs[at[j]]
                 train_ids = final.tokenize([text], [pair] if pair is not None else None)["input_ids"][0].tolist()
                 explained[j] = word_contributions(totals, final.token_strings(sorted(totals)), train_ids, test_ids)[:self.words]

@@ -1,7 +1,8 @@
 """Queries fanned out over an index's segments with Ray actors, merged on the driver.
 
-Each actor opens the index once (memory maps only, no model) and screens its
-share of the segments; the driver merges the kept candidates and ranks them
+Each actor opens the index once (memory maps only, no model) and runs
+`SegmentSearcher.screen` over its share of the segments; the driver starts the
+search and ranks the merged candidates with the same `SegmentSearcher`
 (rescoring exactly where the screen is approximate), so the result equals
 `Index.search`. The index folder must be readable from every node.
 """
@@ -20,19 +21,19 @@ def _searcher_class():
     import ray
 
     @ray.remote(num_cpus=1)
-    class SegmentSearcher:
+    class ShareScreener:
         """Screens a fixed share of the segments of one index."""
 
-        def __init__(self, path: str, manifest: dict, numbers: list[int]) -> None:
+        def __init__(self, path: str, manifest, numbers: list[int]) -> None:
             from tracinwe.index.index import Index
 
-            self.index = Index(path, manifest, tracin=None)
+            self.searcher = Index(path, manifest, tracin=None).searcher
             self.numbers = numbers
 
-        def screen(self, q, projected: bool, m: int):
-            return self.index.screen_segments(q, self.numbers, projected, m)
+        def screen(self, search):
+            return self.searcher.screen(search, self.numbers)
 
-    return SegmentSearcher
+    return ShareScreener
 
 
 class RaySearch:
@@ -44,9 +45,9 @@ class RaySearch:
         if not ray.is_initialized():
             ray.init()
         self.index = index
-        for record in index.manifest["segments"]:  # the actors read without checks: hash pending files here, once
-            index._checks.ensure(record)
-        shares = np.array_split(np.arange(len(index.manifest["segments"])), max(1, num_workers))
+        for number in range(index.searcher.num_segments):  # the actors read without checks: hash pending files here, once
+            index.segment(number)
+        shares = np.array_split(np.arange(index.searcher.num_segments), max(1, num_workers))
         searcher = _searcher_class()
         self.actors = [searcher.remote(str(index.path), index.manifest, s.tolist()) for s in shares if s.size]
 
@@ -54,12 +55,12 @@ class RaySearch:
                use_projection: bool | None = None) -> TopInfluences:
         import ray
 
-        q, projected, m = self.index.prepare_search(records, k, candidates, use_projection)
-        parts = ray.get([a.screen.remote(q, projected, m) for a in self.actors])
+        search = self.index.searcher.start(records, k, candidates, use_projection)
+        parts = ray.get([a.screen.remote(search) for a in self.actors])
         top = parts[0]
         for part in parts[1:]:
             top.merge(part)
-        return self.index.finish_search(q, top, k, projected)
+        return self.index.searcher.rank(search, top)
 
     def close(self) -> None:
         import ray

@@ -32,17 +32,18 @@ import hashlib
 import io
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from tracinwe.errors import TracInWEError
-from tracinwe.io import fsync_dir, fsync_file, rename_durably, write_json_atomic  # noqa: F401 (re-exported)
+from tracinwe.capture.gradients import CaptureSettings
+from tracinwe.index.errors import IndexBuildError, IndexFormatError, IndexMismatchError
+from tracinwe.index.manifest import FileRecord, SegmentRecord
+from tracinwe.io import fsync_dir, fsync_file, rename_durably, write_json_atomic
 
-FORMAT = "tracinwe-index"
-FORMAT_VERSION = 2
+__all__ = ["IndexBuildError", "IndexFormatError", "IndexMismatchError", "write_json_atomic"]
+
 MANIFEST = "manifest.json"
 BUILD_PLAN = "build-plan.json"
 SEGMENTS = "segments"
@@ -51,27 +52,12 @@ PROJECTED = ("rows_proj", "dense_proj")
 #: ``verify="quick"`` hashes files up to this size on open; larger ones are size-checked on open
 #: and hashed on the first touch of their segment.
 QUICK_HASH_LIMIT = 16 << 20
-#: What a manifest may name: segment folders and the files inside them.
-SEGMENT_NAME = re.compile(r"seg-[0-9]{6,}")
-FILE_NAME = re.compile(r"[a-z_]+\.(npy|parquet)")
 
 README = """This directory is a TracIn-WE index built by tracinwe (https://pypi.org/project/tracinwe).
 Open it with `tracinwe.index.Index.open(path)` or query it with `tracinwe query PATH TEXT`.
 manifest.json records the format, the settings, the checkpoints, a fingerprint of the model
 and tokenizer, and the sha256 of every file. Scores: > 0 proponent, < 0 opponent.
 """
-
-
-class IndexFormatError(TracInWEError):
-    """An index directory is missing, truncated, corrupted or of another format."""
-
-
-class IndexMismatchError(TracInWEError):
-    """The model, tokenizer or settings differ from those the index was built with."""
-
-
-class IndexBuildError(TracInWEError):
-    """A build or append cannot proceed (existing index, changed inputs)."""
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -95,7 +81,8 @@ def segment_name(number: int) -> str:
     return f"seg-{number:06d}"
 
 
-def write_segment(root: Path, number: int, start: int, arrays: dict[str, np.ndarray], examples_table, scale: float = 1.0) -> dict:
+def write_segment(root: Path, number: int, start: int, arrays: dict[str, np.ndarray], examples_table,
+                  scale: float = 1.0) -> SegmentRecord:
     """Write one segment into a temporary folder, checksum it, and rename it into place.
 
     ``scale``: the stored gradient arrays hold ``value / scale`` (a power of two
@@ -113,22 +100,15 @@ def write_segment(root: Path, number: int, start: int, arrays: dict[str, np.ndar
     tmp = segments / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    files: dict[str, dict] = {}
+    files: dict[str, FileRecord] = {}
     for key, array in arrays.items():
         files[f"{key}.npy"] = save_array(tmp / f"{key}.npy", array)
     pq.write_table(examples_table, tmp / "examples.parquet")
     fsync_file(tmp / "examples.parquet")
     files["examples.parquet"] = file_record(tmp / "examples.parquet")
-    record = {
-        "name": name,
-        "start": int(start),
-        "num_examples": int(examples_table.num_rows),
-        "nnz": int(arrays["postings"].shape[0]),
-        "scale": float(scale),
-        "files": files,
-    }
+    record = SegmentRecord(name, int(start), int(examples_table.num_rows), int(arrays["postings"].shape[0]), float(scale), files)
     with open(tmp / "segment.json", "w") as f:
-        json.dump(record, f, indent=2)
+        json.dump(record.to_json(), f, indent=2)
         f.flush()
         os.fsync(f.fileno())
     fsync_dir(tmp)
@@ -139,7 +119,7 @@ def write_segment(root: Path, number: int, start: int, arrays: dict[str, np.ndar
     return record
 
 
-def committed_segments(root: Path) -> dict[int, dict]:
+def committed_segments(root: Path) -> dict[int, SegmentRecord]:
     """Segments whose folder was renamed into place (a finished write), by number."""
     out = {}
     folder = root / SEGMENTS
@@ -148,8 +128,8 @@ def committed_segments(root: Path) -> dict[int, dict]:
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("seg-") and (entry / "segment.json").is_file():
             try:
-                record = json.loads((entry / "segment.json").read_text())
-            except json.JSONDecodeError:
+                record = SegmentRecord.from_json(json.loads((entry / "segment.json").read_text()))
+            except (json.JSONDecodeError, IndexFormatError):
                 continue
             out[int(entry.name[4:])] = record
     return out
@@ -173,24 +153,7 @@ def remove_stray(root: Path, keep: set[str]) -> None:
         fsync_dir(folder)
 
 
-def check_names(manifest: dict) -> None:
-    """Raise `IndexFormatError` when a manifest names a segment or file outside the index (``../``, ``/abs``)."""
-    for record in manifest.get("segments") or []:
-        name = record.get("name") if isinstance(record, dict) else None
-        if not isinstance(name, str) or not SEGMENT_NAME.fullmatch(name):
-            raise IndexFormatError(
-                f"the index manifest names segment {name!r}, not a segment name (seg-NNNNNN): rebuild the index")
-        for fname in record.get("files", {}):
-            if not FILE_NAME.fullmatch(fname):
-                raise IndexFormatError(
-                    f"the index manifest names file {fname!r} in segment {name}, not an index file: rebuild the index")
-    for fname in (manifest.get("projection") or {}).get("files", {}):
-        if not FILE_NAME.fullmatch(fname):
-            raise IndexFormatError(
-                f"the index manifest names file {fname!r} of the projection, not an index file: rebuild the index")
-
-
-def save_array(path: Path, array: np.ndarray) -> dict:
+def save_array(path: Path, array: np.ndarray) -> FileRecord:
     """``np.save`` that hashes the bytes as it writes them (no second read); returns the file's record."""
     array = np.ascontiguousarray(array)
     digest = hashlib.sha256()
@@ -204,15 +167,15 @@ def save_array(path: Path, array: np.ndarray) -> dict:
         size = f.tell()
         f.flush()
         os.fsync(f.fileno())
-    return {"sha256": digest.hexdigest(), "bytes": size}
+    return FileRecord(digest.hexdigest(), size)
 
 
-def file_record(path: Path) -> dict:
+def file_record(path: Path) -> FileRecord:
     """What the manifest records of a file: its sha256 and size."""
-    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return FileRecord(sha256_file(path), path.stat().st_size)
 
 
-def verify_files(folder: Path, files: dict[str, dict], full: bool) -> list[str]:
+def verify_files(folder: Path, files: dict[str, FileRecord], full: bool) -> list[str]:
     """Raise `IndexFormatError` naming the first missing, truncated or corrupted file of ``folder``.
 
     Unless ``full``, files over `QUICK_HASH_LIMIT` are only size-checked: returns their names.
@@ -223,23 +186,23 @@ def verify_files(folder: Path, files: dict[str, dict], full: bool) -> list[str]:
         if not path.is_file():
             raise IndexFormatError(f"index file {str(path)!r} is missing: rebuild the index or restore the file")
         size = path.stat().st_size
-        if size != info["bytes"]:
+        if size != info.bytes:
             raise IndexFormatError(
-                f"index file {str(path)!r} is truncated or damaged ({size} bytes, {info['bytes']} expected): rebuild the index"
+                f"index file {str(path)!r} is truncated or damaged ({size} bytes, {info.bytes} expected): rebuild the index"
             )
         if not (full or size <= QUICK_HASH_LIMIT):
             unhashed.append(fname)
-        elif sha256_file(path) != info["sha256"]:
+        elif sha256_file(path) != info.sha256:
             raise IndexFormatError(f"index file {str(path)!r} is corrupted (sha256 mismatch): rebuild the index")
     return unhashed
 
 
-def verify_segment(root: Path, record: dict, full: bool) -> list[str]:
+def verify_segment(root: Path, record: SegmentRecord, full: bool) -> list[str]:
     """Raise `IndexFormatError` naming the first missing, truncated or corrupted file of a segment.
 
     Returns the files left unhashed (over `QUICK_HASH_LIMIT`, unless ``full``).
     """
-    return verify_files(root / SEGMENTS / record["name"], record["files"], full)
+    return verify_files(root / SEGMENTS / record.name, record.files, full)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -254,9 +217,9 @@ def _npy_header(path: str, size: int, mtime_ns: int) -> tuple[np.dtype, tuple[in
         return dtype, shape, f.tell()
 
 
-def open_array(root: Path, record: dict, key: str, mmap: bool = True) -> np.ndarray:
+def open_array(root: Path, record: SegmentRecord, key: str, mmap: bool = True) -> np.ndarray:
     """A segment array: memory-mapped (copy-on-write, never written) or read into memory."""
-    path = root / SEGMENTS / record["name"] / f"{key}.npy"
+    path = root / SEGMENTS / record.name / f"{key}.npy"
     try:
         if not mmap:
             return np.load(path, allow_pickle=False)
@@ -270,17 +233,17 @@ def open_array(root: Path, record: dict, key: str, mmap: bool = True) -> np.ndar
         raise IndexFormatError(f"index file {str(path)!r} cannot be read ({exc}): rebuild the index") from None
 
 
-def read_examples(root: Path, record: dict):
+def read_examples(root: Path, record: SegmentRecord):
     import pyarrow.parquet as pq
 
-    path = root / SEGMENTS / record["name"] / "examples.parquet"
+    path = root / SEGMENTS / record.name / "examples.parquet"
     try:
         return pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for damaged files
         raise IndexFormatError(f"index file {str(path)!r} cannot be read ({exc}): rebuild the index") from None
 
 
-def model_fingerprint(classifiers, tracin_settings: dict) -> dict:
+def model_fingerprint(classifiers, settings: CaptureSettings) -> dict:
     """sha256 of every checkpoint's weights, the tokenizer vocabulary hash and the capture settings."""
     import torch
 
@@ -301,7 +264,7 @@ def model_fingerprint(classifiers, tracin_settings: dict) -> dict:
         "tokenizer": parts,
         "num_classes": int(final.num_classes),
         "vocab_size": int(final.vocab_size),
-        "settings": tracin_settings,
+        "settings": settings.identity(),
     }
 
 

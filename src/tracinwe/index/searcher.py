@@ -1,0 +1,142 @@
+"""`SegmentSearcher`: the whole search over an index's segments: screen, keep candidates, rescore exactly.
+
+A search is three steps on one `Search` (the query block and how it screens):
+`SegmentSearcher.start` captures nothing (the records are given), `screen`
+scores any subset of the segments and keeps the top candidates, `rank` merges
+and, where the screen was approximate (projected or float16 rows), rescores
+every candidate exactly in float64. `Index.search` runs the three over every
+segment; `tracinwe.index.ray_search` runs ``screen`` on Ray actors, each over
+its share, and ``start``/``rank`` on the driver; the results are equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tracinwe.capture.records import TokenGradients
+from tracinwe.index.errors import IndexMismatchError
+from tracinwe.index.layout import combine_checkpoints, weighted_query
+from tracinwe.index.manifest import IndexManifest
+from tracinwe.index.projection import Projection
+from tracinwe.index.search import QueryBlock, SegmentArrays, TopCandidates, contributions, screen
+from tracinwe.results import TopInfluences
+
+#: Candidates rescored exactly per query and direction when the screen is approximate.
+MIN_CANDIDATES = 1000
+
+
+@dataclass
+class Search:
+    """One search in progress: the weighted query block, whether it screens projected rows, and how many it keeps."""
+
+    query: QueryBlock
+    k: int
+    projected: bool
+    candidates: int
+
+
+class SegmentSearcher:
+    """Screens and rescores against the segments of one manifest.
+
+    ``segment(number, projected)`` opens a segment's arrays (checked on first touch).
+    """
+
+    def __init__(self, manifest: IndexManifest, segment: Callable[[int, bool], SegmentArrays],
+                 projection: Projection | None) -> None:
+        self.manifest = manifest
+        self.segment = segment
+        self.projection = projection
+        self.dense_tokens = np.array(manifest.dense_token_ids, dtype=np.int64)
+        self.starts = np.array([s.start for s in manifest.segments or ()], dtype=np.int64)
+
+    @property
+    def num_segments(self) -> int:
+        return len(self.manifest.segments or ())
+
+    def query_block(self, records: Sequence[TokenGradients], projected: bool = False) -> QueryBlock:
+        """The captured queries in the index layout, learning-rate weighted (and projected)."""
+        n_ckpt = len(self.manifest.checkpoints)
+        if len(records) != n_ckpt:
+            raise IndexMismatchError(
+                f"{len(records)} checkpoints of query gradients for an index of {n_ckpt}: capture with index.tracin")
+        block = weighted_query(combine_checkpoints(records, self.dense_tokens), self.manifest.learning_rates)
+        return QueryBlock.from_block(block, self.projection if projected else None)
+
+    def start(self, records: Sequence[TokenGradients], k: int, candidates: int | None = None,
+              use_projection: bool | None = None) -> Search:
+        """The search's query block, whether the screen is projected, and how many candidates it keeps."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        has_projection = self.manifest.projection is not None
+        projected = has_projection if use_projection is None else use_projection
+        if projected and not has_projection:
+            raise IndexMismatchError("this index has no projection: build it with projection_dim= or pass use_projection=False")
+        q = self.query_block(records, projected)
+        m = max(k, candidates or max(10 * k, MIN_CANDIDATES)) if self._rescores(projected) else k
+        return Search(q, k, projected, m)
+
+    def _rescores(self, projected: bool) -> bool:
+        return projected or self.manifest.dtype == "float16"
+
+    def screen(self, search: Search, numbers: Iterable[int] | None = None) -> TopCandidates:
+        """Screen the segments ``numbers`` (default all) and keep the top candidates per query and direction."""
+        top = TopCandidates(search.query.n, search.candidates)
+        for number in range(self.num_segments) if numbers is None else numbers:
+            top.update(screen(self.segment(number, search.projected), search.query, search.projected), int(self.starts[number]))
+        return top
+
+    def rank(self, search: Search, top: TopCandidates) -> TopInfluences:
+        """The top k of the candidates, rescored exactly (float64, full rows) when the screen was approximate."""
+        if not self._rescores(search.projected):
+            return TopInfluences(*top.ranked(0, search.k), *top.ranked(1, search.k))
+        q = search.query
+        kk = min(search.k, self.manifest.num_examples)
+        out = [np.zeros((q.n, kk), np.int64), np.zeros((q.n, kk)), np.zeros((q.n, kk), np.int64), np.zeros((q.n, kk))]
+        for i in range(q.n):
+            rows = np.unique(np.concatenate([top.rows[0][i], top.rows[1][i]]))
+            exact = self.exact_rows(q, i, rows)
+            pro = np.lexsort((rows, -exact))[:kk]
+            opp = np.lexsort((rows, exact))[:kk]
+            out[0][i], out[1][i], out[2][i], out[3][i] = rows[pro], exact[pro], rows[opp], exact[opp]
+        return TopInfluences(*out)
+
+    def search(self, records: Sequence[TokenGradients], k: int = 10, candidates: int | None = None,
+               use_projection: bool | None = None) -> TopInfluences:
+        """Top-k proponents/opponents (rows, exact scores) of already captured queries, over every segment."""
+        search = self.start(records, k, candidates, use_projection)
+        return self.rank(search, self.screen(search))
+
+    def by_segment(self, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """``(segment, positions in rows, local rows)`` of global ``rows``, segment by segment."""
+        seg = np.searchsorted(self.starts, rows, side="right") - 1
+        for s in np.unique(seg):
+            at = np.flatnonzero(seg == s)
+            yield int(s), at, rows[at] - self.starts[s]
+
+    def exact_rows(self, q: QueryBlock, i: int, rows: np.ndarray) -> np.ndarray:
+        """Exact float64 scores of query ``i`` against the global ``rows``."""
+        out = np.zeros(rows.size)
+        own = q.own_entries(i)
+        for s, at, local in self.by_segment(rows):
+            order = np.argsort(local)
+            cand, _, vals = contributions(self.segment(s, False), q, i, local[order], self.dense_tokens.size,
+                                          self.dense_tokens, own)
+            out[at[order]] = np.bincount(cand, weights=vals, minlength=local.size)
+        return out
+
+    def token_totals(self, q: QueryBlock, i: int, rows: np.ndarray) -> list[dict[int, float]]:
+        """Per row, ``{token: contribution}`` of query ``i`` (nonzero shared tokens)."""
+        totals: list[dict[int, float]] = [dict() for _ in range(rows.size)]
+        own = q.own_entries(i)
+        for s, at, local in self.by_segment(rows):
+            uniq, inverse = np.unique(local, return_inverse=True)
+            cand, toks, vals = contributions(self.segment(s, False), q, i, uniq, self.dense_tokens.size,
+                                             self.dense_tokens, own)
+            for c, t, v in zip(cand.tolist(), toks.tolist(), vals.tolist()):
+                if v != 0.0:
+                    for j in at[inverse == c]:
+                        totals[j][t] = totals[j].get(t, 0.0) + v
+        return totals
