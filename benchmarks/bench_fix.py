@@ -59,7 +59,6 @@ def main(argv=None) -> int:
     from rich.table import Table
 
     from tracinwe.evaluate.experiment import ExperimentSetup
-    from tracinwe.evaluate.fix import fix_table
     from tracinwe.evaluate.fix_experiment import FixSetup, run_fix_experiment
     from tracinwe.io import write_json_atomic
     from tracinwe.training.small import stable_config
@@ -73,7 +72,8 @@ def main(argv=None) -> int:
     setup = FixSetup(experiment, args.delete_count, args.mask_count, max_cases=args.max_cases, low=args.low, high=args.high,
                      workers=args.workers)
     cache = Path(args.cache_dir or RESULTS / "tmp" / f"fix-{args.dataset}{'-' + args.tag if args.tag else ''}")
-    report = run_fix_experiment(setup, cache_dir=cache)
+    result = run_fix_experiment(setup, cache_dir=cache)
+    report = result.to_json()
     report["argv"] = sys.argv[1:] if argv is None else list(argv)
     report["wall_time_s"] = time.time() - start
     report["paper_toxicity_fix_rates"] = PAPER
@@ -81,10 +81,9 @@ def main(argv=None) -> int:
     out = RESULTS / f"fix_{args.dataset}{'-' + args.tag if args.tag else ''}.json"
     write_json_atomic(out, report)
     console = Console()
-    if report["summary"]:
-        title = (f"{args.dataset}: {len(report['cases'])} mistakes (seeds {args.seeds}) with p(gold) in "
-                 f"[{args.low}, {args.high}], held-out accuracy {report['heldout_accuracy']:.3f}")
-        console.print(fix_table(report["summary"], title))
+    if result.summary:
+        console.print(result.rich_table(f"{args.dataset} (seeds {args.seeds}, p(gold) in [{args.low}, {args.high}])"))
+        print(result.markdown())
     else:
         console.print("no mistakes in the probability window: nothing to fix")
     paper = Table(title="paper, Toxicity (BERT-small, 50k training examples)")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from tracinwe.evaluate.deletion_report import comparison_cell
+from tracinwe.evaluate.fix import fix_markdown
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -78,16 +79,7 @@ def fix_table(path: Path) -> str:
             f"{d['n_heldout']} held-out texts, seeds {seeds} (cases per seed "
             f"{[len(v['cases']) for v in d['per_seed'].values()]}), held-out accuracy {d['heldout_accuracy']:.3f}; "
             f"{d['setup']['delete_count']} rows edited by every strategy.\n\n")
-    lines = ["| strategy | cases | fixed ± SE | McNemar p vs random | McNemar p vs other seed "
-             "| held-out accuracy change | p(gold) change |",
-             "|---|---|---|---|---|---|---|"]
-    for row in d["summary"]:
-        p1, p2 = row.get("mcnemar_p_vs_random"), row.get("mcnemar_p_vs_other_seed")
-        lines.append(f"| {row['strategy']} | {row['cases']} | {row['fix_rate']:.0%} ± {row['fix_rate_se']:.0%} | "
-                     f"{'' if p1 is None else f'{p1:.2g}'} | {'' if p2 is None else f'{p2:.2g}'} | "
-                     f"{row['accuracy_change']:+.4f} ± {row['accuracy_change_se']:.4f} "
-                     f"| {row['gold_probability_change']:+.3f} |")
-    return head + "\n".join(lines) + "\n"
+    return head + fix_markdown(d["summary"]) + "\n"
 
 
 def main() -> int:

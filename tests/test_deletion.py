@@ -77,6 +77,10 @@ def test_del_values_auc_and_standard_error_by_hand(tmp_path):
     assert saved["summary"][0]["method"] == "m" and saved["n_test_points"] == 2
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["ks"] == [1, 3] and config["seeds"] == [0, 1] and "torch" in config["versions"]
+    from tracinwe.evaluate.result import EvaluationResult
+
+    assert isinstance(result, EvaluationResult) and result.rows == ["m", "random-control"]
+    assert len(result.markdown().splitlines()) == 2 + 2 and result.rich_table().row_count == 2
 
 
 def test_resume_recomputes_nothing_and_only_what_changed(tmp_path):

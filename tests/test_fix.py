@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from tracinwe.evaluate.fix import (
     FixOutcome,
-    FixProposal,
-    evaluate_proposal,
+    fix_outcome,
     fixable_mistakes,
     most_negative_shared_tokens,
     summarize,
@@ -55,6 +56,32 @@ def test_mcnemar_pairs_each_strategy_with_the_random_control_by_seed_and_case():
     assert rows[RANDOM_CONTROL]["mcnemar_p_vs_random"] == 1.0
 
 
+def test_fix_outcome_and_result_by_hand():
+    """A retrain is judged on the mistake's gold class and on every held-out row; the result has the shape of every
+    evaluation result (JSON, Markdown, a terminal table)."""
+    from tracinwe.evaluate.fix_experiment import FixResult, FixSetup
+    from tracinwe.evaluate.result import EvaluationResult
+    from tracinwe.evaluate.retrain import Retrain
+
+    labels = [0, 1, 1, 0]
+    before = np.array([[0.6, 0.4], [0.55, 0.45], [0.2, 0.8], [0.9, 0.1]])  # row 1 is the mistake; accuracy 3/4
+    after = np.array([[0.4, 0.6], [0.3, 0.7], [0.2, 0.8], [0.9, 0.1]])  # fixed, but row 0 breaks: accuracy 3/4
+    edits = Retrain.make(7, removed=[3, 5], masked={9: [101]})
+    outcome = fix_outcome(1, "s", edits, before, after, labels, seed=2)
+    assert (outcome.test_index, outcome.gold, outcome.seed, outcome.edits) == (1, 1, 2, 3)
+    assert outcome.gold_probability_before == 0.45 and outcome.gold_probability_after == 0.7 and outcome.fixed
+    assert outcome.accuracy_change == 0.0
+    assert not fix_outcome(1, "s", edits, before, before, labels).fixed
+    result = FixResult(FixSetup(), {"2": {"heldout_accuracy": 0.75, "cases": [1]}}, 10, 4, ["a", "b"],
+                       summarize([outcome]), [outcome], [])
+    assert isinstance(result, EvaluationResult) and result.cases == [1] and result.heldout_accuracy == 0.75
+    saved = json.loads(json.dumps(result.to_json()))
+    assert saved["outcomes"] == [outcome.to_json()] and saved["summary"][0]["fix_rate"] == 1.0
+    assert saved["setup"]["delete_count"] == 20
+    assert result.markdown().splitlines()[2].startswith("| s | 1 | 100% ± ")
+    assert result.rich_table().row_count == 1
+
+
 @pytest.fixture(scope="module")
 def triggered(tokenizer):
     """SMS spam where 16 ham texts carry a trigger word and the spam label; a ham test text with the trigger."""
@@ -93,7 +120,9 @@ def test_masked_token_is_the_most_negative_shared_non_special_word(triggered):
 
 
 @pytest.mark.slow
-def test_deleting_or_masking_the_trigger_fixes_the_planted_mistake(triggered):
+def test_deleting_or_masking_the_trigger_fixes_the_planted_mistake(triggered, tmp_path):
+    from tracinwe.evaluate.retrain import Retrain, RetrainRunner
+
     task, run, tw, train_texts, train_labels, test_text, planted = triggered
     before = task.evaluate(run.model, [0])[0]
     assert before.argmax() == 1  # the trigger makes the ham text look like spam: a mistake
@@ -102,14 +131,15 @@ def test_deleting_or_masking_the_trigger_fixes_the_planted_mistake(triggered):
     # yet the planted ones crowd the top opponents (chance: about 2 of them in the top 48).
     opponents = top_opponents(scores, 48)
     assert len(set(opponents) & set(planted)) >= 12
-    common = dict(n_train=len(train_texts), seed=0, test_index=0, gold=0, heldout=[0], heldout_labels=[0],
-                  before_probability=float(before[0]), before_accuracy=0.0)
-    deleted = evaluate_proposal(task.train, task.evaluate, FixProposal("delete", delete=opponents), **common)
-    assert deleted.fixed and deleted.gold_probability_after > 0.5 and deleted.accuracy_change == 1.0
+    # judged as the fix experiment judges it: retrained by the shared runner with the same seed, then `fix_outcome`
     mask = most_negative_shared_tokens(tw, train_texts, train_labels, opponents, test_text, 0)
     trigger_id = tw.final.tokenizer.convert_tokens_to_ids(TRIGGER)
     assert sum(mask.get(r) == [trigger_id] for r in planted) >= 4  # the trigger is what they share with the test text
-    masked = evaluate_proposal(task.train, task.evaluate, FixProposal("mask", mask=mask), **common)
+    delete, masking = Retrain.make(0, opponents), Retrain.make(0, masked=mask)
+    done = RetrainRunner(task.train, task.evaluate, len(train_texts), [0], tmp_path).run([delete, masking], progress=False)
+    deleted = fix_outcome(0, "delete", delete, before[None], done[delete], [0])
+    assert deleted.fixed and deleted.gold_probability_after > 0.5 and deleted.accuracy_change == 1.0
+    masked = fix_outcome(0, "mask", masking, before[None], done[masking], [0])
     assert masked.gold_probability_after > before[0] and masked.edits == len(mask)
 
 

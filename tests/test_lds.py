@@ -72,6 +72,10 @@ def test_exact_attributions_score_one_and_random_scores_zero(task, tmp_path):
     assert again.calls == 0 and np.array_equal(resumed.lds["noisy"], result.lds["noisy"])
     payload = json.loads(json.dumps(result.to_json()))
     assert np.shape(payload["per_seed_per_point"]["exact"]) == (2, N_TEST)
+    from tracinwe.evaluate.result import EvaluationResult
+
+    assert isinstance(result, EvaluationResult)  # the one result shape: JSON, Markdown, a terminal table
+    assert len(result.markdown().splitlines()) == 2 + 4 and result.rich_table().row_count == 4
 
 
 def test_lds_by_hand_on_three_subsets():

@@ -215,7 +215,6 @@ def fix(
     """
     from rich.console import Console
 
-    from tracinwe.evaluate.fix import fix_table
     from tracinwe.evaluate.fix_experiment import FixSetup, run_fix_experiment
     from tracinwe.io import write_json_atomic
 
@@ -224,15 +223,14 @@ def fix(
                             batch_size, max_length, dim, device, data_seed, default_methods=("random",))
         setup = FixSetup(experiment, delete_count, mask_count, tuple(m for m in delete_methods.split(",") if m),
                          tuple(m for m in mask_methods.split(",") if m), low, high, max_cases, workers=workers)
-        report = run_fix_experiment(setup, progress=not as_json, cache_dir=cache_dir)
+        result = run_fix_experiment(setup, progress=not as_json, cache_dir=cache_dir)
         if out is not None:
-            write_json_atomic(out, report)
+            write_json_atomic(out, result.to_json())
     if as_json:
-        typer.echo(json.dumps(report, indent=1))
+        typer.echo(json.dumps(result.to_json(), indent=1))
         return
     console = Console()
-    if not report["cases"]:
+    if not result.cases:
         console.print(f"no misclassified held-out example has a gold-class probability in [{low}, {high}]: nothing to fix")
         return
-    title = f"{markup_safe(data)}: {len(report['cases'])} mistakes, held-out accuracy {report['heldout_accuracy']:.3f}"
-    console.print(fix_table(report["summary"], title))
+    console.print(result.rich_table(markup_safe(data)))

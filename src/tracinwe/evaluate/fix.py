@@ -13,28 +13,15 @@ reference (it fixes some borderline mistakes by chance).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from tracinwe.evaluate.deletion_report import mean_and_se
+from tracinwe.evaluate.retrain import Retrain
+from tracinwe.evaluate.statistics import mean_and_se
 from tracinwe.scoring.words import token_contributions
 from tracinwe.tracin import TracInWE
-
-#: ``train_fn(train_indices, seed, masked_tokens) -> model`` with ``masked_tokens = {train row: [token ids]}``.
-EditTrainFn = Callable[[Sequence[int], int, Mapping[int, Sequence[int]] | None], object]
-EvalFn = Callable[[object, Sequence[int]], np.ndarray]
-
-
-@dataclass
-class FixProposal:
-    """Edits proposed for one test example: training rows to delete, or {row: [token ids]} to mask."""
-
-    strategy: str
-    delete: list[int] = field(default_factory=list)
-    mask: dict[int, list[int]] = field(default_factory=dict)
-    seed_offset: int = 0  # plain retraining: another seed, no edits
 
 
 def fixable_mistakes(probabilities: np.ndarray, labels: Sequence[int], low: float = 0.3, high: float = 0.7) -> list[int]:
@@ -88,20 +75,18 @@ class FixOutcome:
         return dict(self.__dict__)
 
 
-def evaluate_proposal(
-    train_fn: EditTrainFn, eval_fn: EvalFn, proposal: FixProposal, n_train: int, seed: int,
-    test_index: int, gold: int, heldout: Sequence[int], heldout_labels: Sequence[int],
-    before_probability: float, before_accuracy: float,
-) -> FixOutcome:
-    """Retrain with the proposal's edits (same seed unless it is plain retraining) and judge the fix."""
-    deleted = set(proposal.delete)
-    keep = [i for i in range(n_train) if i not in deleted]
-    model = train_fn(keep, seed + proposal.seed_offset, proposal.mask or None)
-    probs = eval_fn(model, list(heldout))
-    accuracy = float((probs.argmax(1) == np.asarray(heldout_labels)).mean())
-    row = list(heldout).index(test_index)
-    return FixOutcome(test_index, proposal.strategy, gold, before_probability, float(probs[row, gold]),
-                      bool(probs[row].argmax() == gold), accuracy - before_accuracy, len(proposal.delete) + len(proposal.mask))
+def fix_outcome(case: int, strategy: str, retrain: Retrain, before: np.ndarray, after: np.ndarray,
+                labels: Sequence[int], seed: int = 0) -> FixOutcome:
+    """Judge one retrain on one mistake of the run with seed ``seed``.
+
+    ``before`` / ``after``: held-out probabilities (n, C) of that full run and of the retrain;
+    ``case``: the mistake's held-out row; ``labels``: the gold labels of the held-out rows.
+    """
+    labels = np.asarray(labels)
+    gold = int(labels[case])
+    change = float((after.argmax(1) == labels).mean()) - float((before.argmax(1) == labels).mean())
+    return FixOutcome(case, strategy, gold, float(before[case, gold]), float(after[case, gold]),
+                      bool(after[case].argmax() == gold), change, len(retrain.removed) + len(retrain.masked), seed)
 
 
 def summarize(outcomes: Sequence[FixOutcome]) -> list[dict]:
@@ -118,6 +103,20 @@ def summarize(outcomes: Sequence[FixOutcome]) -> list[dict]:
                     "accuracy_change": acc_mean, "accuracy_change_se": acc_se, "gold_probability_change": float(dp.mean()),
                     "mean_edits": float(np.mean([o.edits for o in rows]))})
     return out
+
+
+def fix_markdown(summary: Sequence[dict]) -> str:
+    """The fix-rate table as Markdown (``summarize`` rows with their McNemar p values)."""
+    lines = ["| strategy | cases | fixed ± SE | McNemar p vs random | McNemar p vs other seed "
+             "| held-out accuracy change | p(gold) change |",
+             "|---|---|---|---|---|---|---|"]
+    for row in summary:
+        p1, p2 = row.get("mcnemar_p_vs_random"), row.get("mcnemar_p_vs_other_seed")
+        lines.append(f"| {row['strategy']} | {row['cases']} | {row['fix_rate']:.0%} ± {row['fix_rate_se']:.0%} | "
+                     f"{'' if p1 is None else f'{p1:.2g}'} | {'' if p2 is None else f'{p2:.2g}'} | "
+                     f"{row['accuracy_change']:+.4f} ± {row['accuracy_change_se']:.4f} "
+                     f"| {row['gold_probability_change']:+.3f} |")
+    return "\n".join(lines)
 
 
 def fix_table(summary: Sequence[dict], title: str):

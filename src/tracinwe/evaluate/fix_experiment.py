@@ -20,7 +20,16 @@ import numpy as np
 from tracinwe.errors import TracInWEError
 from tracinwe.evaluate.baselines import TracInWEMethod
 from tracinwe.evaluate.experiment import ExperimentSetup, method_context, prepare_experiment
-from tracinwe.evaluate.fix import FixOutcome, fixable_mistakes, most_negative_shared_tokens, summarize, top_opponents
+from tracinwe.evaluate.fix import (
+    FixOutcome,
+    fix_markdown,
+    fix_outcome,
+    fix_table,
+    fixable_mistakes,
+    most_negative_shared_tokens,
+    summarize,
+    top_opponents,
+)
 from tracinwe.evaluate.registry import build_method
 from tracinwe.evaluate.retrain import Retrain, RetrainRunner
 from tracinwe.evaluate.statistics import mcnemar_p
@@ -67,7 +76,41 @@ def _strategies(setup: FixSetup) -> list[str]:
             + [f"mask worst word in top-{setup.mask_count} opponents: {m}" for m in setup.mask_methods])
 
 
-def run_fix_experiment(setup: FixSetup, progress: bool = True, tokenizer=None, cache_dir: str | Path | None = None) -> dict:
+@dataclass
+class FixResult:
+    """Per strategy, how many mistakes a retrain fixed (with McNemar p values), every outcome and every proposal."""
+
+    setup: FixSetup
+    per_seed: dict  # seed -> {"heldout_accuracy", "cases"}
+    n_train: int
+    n_heldout: int
+    label_names: list[str]
+    summary: list[dict]  # `summarize` rows with McNemar p against the random control and the other seed
+    outcomes: list[FixOutcome]
+    proposals: list[dict]  # what each (seed, case, strategy) deleted or masked
+
+    @property
+    def cases(self) -> list[int]:
+        return [c for s in self.per_seed.values() for c in s["cases"]]
+
+    @property
+    def heldout_accuracy(self) -> float:
+        return float(np.mean([s["heldout_accuracy"] for s in self.per_seed.values()]))
+
+    def to_json(self) -> dict:
+        return {"setup": self.setup.to_json(), "per_seed": self.per_seed, "n_train": self.n_train,
+                "n_heldout": self.n_heldout, "heldout_accuracy": self.heldout_accuracy, "cases": self.cases,
+                "label_names": self.label_names, "summary": self.summary,
+                "outcomes": [o.to_json() for o in self.outcomes], "proposals": self.proposals}
+
+    def markdown(self) -> str:
+        return fix_markdown(self.summary)
+
+    def rich_table(self, title: str = "fixing mistakes"):
+        return fix_table(self.summary, f"{title}: {len(self.cases)} mistakes, held-out accuracy {self.heldout_accuracy:.3f}")
+
+
+def run_fix_experiment(setup: FixSetup, progress: bool = True, tokenizer=None, cache_dir: str | Path | None = None) -> FixResult:
     """Per seed: find fixable mistakes, propose edits per strategy, retrain (cached), judge, and compare."""
     import tempfile
 
@@ -79,26 +122,18 @@ def run_fix_experiment(setup: FixSetup, progress: bool = True, tokenizer=None, c
         outcomes, proposals, per_seed = [], [], {}
         for seed in prepared.setup.seeds:
             full = runner.run([Retrain.make(seed)], progress=False)[Retrain.make(seed)]
-            accuracy = float((full.argmax(1) == labels).mean())
             cases = fixable_mistakes(full, labels, setup.low, setup.high)[: setup.max_cases]
-            per_seed[str(seed)] = {"heldout_accuracy": accuracy, "cases": cases}
+            per_seed[str(seed)] = {"heldout_accuracy": float((full.argmax(1) == labels).mean()), "cases": cases}
             if not cases:
                 continue
             planned = _plan(setup, prepared, seed, cases, progress)
             done = runner.run([r for _, _, r in planned], progress, desc=f"fix retrains (seed {seed})")
             for case, strategy, retrain in planned:
-                probs, gold = done[retrain], int(labels[case])
-                change = float((probs.argmax(1) == labels).mean()) - accuracy
-                outcomes.append(FixOutcome(case, strategy, gold, float(full[case, gold]), float(probs[case, gold]),
-                                           bool(probs[case].argmax() == gold), change,
-                                           len(retrain.removed) + len(retrain.masked), seed))
+                outcomes.append(fix_outcome(case, strategy, retrain, full, done[retrain], labels, seed))
                 proposals.append({"seed": seed, "test_index": case, "strategy": strategy, "delete": list(retrain.removed),
                                   "mask": {str(r): list(t) for r, t in retrain.masked}})
-    info = {"setup": setup.to_json(), "per_seed": per_seed, "n_train": len(prepared.train_texts), "n_heldout": len(heldout),
-            "heldout_accuracy": float(np.mean([s["heldout_accuracy"] for s in per_seed.values()])),
-            "cases": [c for s in per_seed.values() for c in s["cases"]], "label_names": prepared.label_names}
-    summary = with_mcnemar(summarize(outcomes), outcomes)
-    return {**info, "summary": summary, "outcomes": [o.to_json() for o in outcomes], "proposals": proposals}
+    return FixResult(setup, per_seed, len(prepared.train_texts), len(heldout), list(prepared.label_names),
+                     with_mcnemar(summarize(outcomes), outcomes), outcomes, proposals)
 
 
 def _plan(setup: FixSetup, prepared, seed: int, cases: list[int], progress: bool) -> list[tuple[int, str, Retrain]]:
