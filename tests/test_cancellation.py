@@ -138,6 +138,10 @@ def test_cli_on_real_data(tmp_path, tokenizer):
     assert data["num_examples"] == 24 and data["settings"]["data"] == "bundled:sms-spam"
     assert all(float(layer["ratio"]) >= 1.0 for layer in data["layers"])
     assert (out / "cancellation.png").is_file() and "word embeddings" in result.output
+    as_json = CliRunner().invoke(app, ["cancellation", "--model", str(model_dir), "--data", "bundled:sms-spam", "--n", "24",
+                                       "--out", str(tmp_path / "again"), "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout) == json.loads((tmp_path / "again" / "cancellation.json").read_text())
 
     bad = CliRunner().invoke(app, ["cancellation", "--model", str(model_dir), "--data", "bundled:bbc-news", "--n", "8",
                                    "--out", str(out)])

@@ -202,9 +202,27 @@ def test_every_command_shares_the_exit_codes(monkeypatch, tmp_path, args, target
 
 
 def test_help_teaches():
-    for command in ("train", "explain", "self-influence", "report", "serve", "query", "index build"):
+    for command in ("train", "explain", "self-influence", "report", "serve", "query", "index build", "demo", "fix",
+                    "evaluate deletion", "cancellation", "mislabel-eval"):
         result = invoke(*command.split(), "--help")
         assert result.exit_code == 0 and "Example:" in result.stdout
+
+
+def test_every_command_but_serve_prints_json_for_scripts():
+    """``--json`` (`cli.common.json_option`) on every command that answers; `serve` runs a server instead."""
+    import typer
+
+    def leaves(group, prefix: str = ""):
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):  # a command group (index, evaluate)
+                yield from leaves(command, f"{prefix}{name} ")
+            else:
+                yield f"{prefix}{name}", command
+
+    found = dict(leaves(typer.main.get_command(app)))
+    assert {"train", "explain", "report", "index build", "evaluate lds", "fix", "cancellation", "mislabel-eval"} <= set(found)
+    without = [name for name, command in found.items() if not any("--json" in p.opts for p in command.params)]
+    assert without == ["serve"]
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tracinwe.cli.common import exit_codes
+from tracinwe.cli.common import JSON_OPTION, exit_codes, print_json
 from tracinwe.errors import TracInWEError
 from tracinwe.report.terminal import literal, markup_safe
 
@@ -62,15 +62,18 @@ def cancellation(
     seed: int = typer.Option(0, help="Seed for the sample (and a fresh classification head)."),
     max_length: int = typer.Option(64, help="Tokens per text."),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+    json_out: bool = JSON_OPTION,
 ) -> None:
-    """Cancellation ratio C = sum ||g_i|| / ||sum g_i|| of every layer: which layers' gradients cancel."""
+    """Cancellation ratio C = sum ||g_i|| / ||sum g_i|| of every layer: which layers' gradients cancel.
+
+    Example: tracinwe cancellation --model runs/mr --data bundled:rotten-tomatoes --n 200 --out cancellation
+    """
     import torch
-    from rich.console import Console
 
     from tracinwe.data import load_dataset_source
     from tracinwe.evaluate.cancellation import layer_cancellation
 
-    console = Console(width=max(Console().width, 120))  # the per-layer table needs 120 columns
+    console = _wide(json_out)
     with exit_codes():
         dataset = load_dataset_source(data).dedupe().sample(n, seed=seed)
         clf, folder, fresh_head = load_classifier_for(model, dataset.num_labels, seed, max_length)
@@ -83,6 +86,9 @@ def cancellation(
         report.model["path"] = folder
         report.settings.update({"data": data, "n": len(dataset), "seed": seed, "fresh_head": fresh_head})
         json_path, png_path = report.save(out)
+    if json_out:
+        print_json(report.to_json())
+        return
     console.print(report.table())
     console.print(literal(f"wrote {json_path} and {png_path}"))
 
@@ -102,10 +108,12 @@ def mislabel_eval(
     max_length: int = typer.Option(48, help="Tokens per text."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
     out: Path = typer.Option(Path("mislabel.json"), help="JSON file for the results and the full configuration."),
+    json_out: bool = JSON_OPTION,
 ) -> None:
-    """Flip a share of the labels, train a small model, and see which self-influence finds the flips."""
-    from rich.console import Console
+    """Flip a share of the labels, train a small model, and see which self-influence finds the flips.
 
+    Example: tracinwe mislabel-eval --data bundled:sms-spam --flip 0.1 --n 3000 --out mislabel.json
+    """
     from tracinwe.evaluate.mislabel import MislabelSetup, run_mislabel_detection
     from tracinwe.training.small import SmallModelConfig
 
@@ -114,7 +122,18 @@ def mislabel_eval(
                                  num_checkpoints=checkpoints, max_length=max_length, device=device)
         setup = MislabelSetup(source=data, n=n, flip_fraction=flip, seed=seed, n_heldout=heldout,
                               methods=tuple(m.strip() for m in methods.split(",") if m.strip()), model=model)
-        report = run_mislabel_detection(setup)
+        report = run_mislabel_detection(setup, progress=not json_out)
         saved = report.save(out)
-    Console(width=max(Console().width, 120)).print(report.table())
-    Console().print(literal(f"wrote {saved}"))
+    if json_out:
+        print_json(report.to_json())
+        return
+    console = _wide(json_out)
+    console.print(report.table())
+    console.print(literal(f"wrote {saved}"))
+
+
+def _wide(json_out: bool):
+    """Where the tables go (stderr under --json), at least 120 columns wide: the per-method tables need them."""
+    from rich.console import Console
+
+    return Console(width=max(Console().width, 120), stderr=json_out)
