@@ -88,8 +88,17 @@ class LocalBuild:
         bar.close()
 
 
-def build_index(root: Path, tw, examples: Examples, plan: IndexManifest, classifiers: list, strategy: BuildStrategy,
-                progress: bool) -> IndexManifest:
+def build_index(root: Path, tw, examples: Examples, *, label_names=None, dtype: str = "float32", projection_dim=None,
+                projection_method: str = "pca", seed: int = 0, segment_size: int = DEFAULT_SEGMENT_SIZE,
+                strategy: BuildStrategy | None = None, progress: bool = True) -> IndexManifest:
+    """Load the checkpoints once, plan, and build the index with ``strategy`` (default `LocalBuild`); returns the manifest."""
+    classifiers = tw.load_classifiers()
+    plan = make_plan(tw, classifiers, examples, label_names, dtype, projection_dim, seed, segment_size, projection_method, root)
+    return run_plan(root, tw, examples, plan, classifiers, strategy or LocalBuild(), progress)
+
+
+def run_plan(root: Path, tw, examples: Examples, plan: IndexManifest, classifiers: list, strategy: BuildStrategy,
+             progress: bool) -> IndexManifest:
     """Under the writer lock: resume or start, fit the projection, build the missing segments, commit the manifest."""
     refuse_foreign_folder(root)  # before the lock file is created in it
     with writer_lock(root):

@@ -21,7 +21,7 @@ import numpy as np
 from tracinwe.capture.records import TokenGradients
 from tracinwe.index import projection as projection_basis
 from tracinwe.index.append import append_examples, rebased
-from tracinwe.index.build import DEFAULT_SEGMENT_SIZE, BuildStrategy, LocalBuild, build_index, make_plan
+from tracinwe.index.build import DEFAULT_SEGMENT_SIZE, BuildStrategy, build_index
 from tracinwe.index.checkpoint_paths import checkpoint_folders
 from tracinwe.index.errors import IndexFormatError
 from tracinwe.index.examples import ExampleTables
@@ -77,10 +77,10 @@ class Index:
         """
         root = Path(path)
         examples = validated_examples(tw, train_texts, train_labels, ids, text_pairs)
-        classifiers = tw.load_classifiers()
-        plan = make_plan(tw, classifiers, examples, label_names, dtype, projection_dim, seed, chunk_size or DEFAULT_SEGMENT_SIZE,
-                         projection_method, root=root)
-        return cls(root, build_index(root, tw, examples, plan, classifiers, strategy or LocalBuild(), progress), tw)
+        manifest = build_index(root, tw, examples, label_names=label_names, dtype=dtype, projection_dim=projection_dim,
+                               projection_method=projection_method, seed=seed,
+                               segment_size=chunk_size or DEFAULT_SEGMENT_SIZE, strategy=strategy, progress=progress)
+        return cls(root, manifest, tw)
 
     @classmethod
     def build_from_dataset(cls, path: str | Path, tw, dataset, **kwargs) -> "Index":

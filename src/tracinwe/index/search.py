@@ -12,6 +12,10 @@ projection this *screen* is already exact and gives the final scores. With
 float16 rows, or with the projected rows (PCA or Gaussian, C*d -> p), it only
 ranks: the top ``candidates`` per query and direction are then rescored exactly
 in float64 from the full rows (``contributions``), so returned scores are exact.
+
+The score is `tracinwe.scoring.influence.tracin_matrix` (the torch definition)
+regrouped by segment; tests/test_index_layout.py checks the two are equal on
+records with dense tokens and Top-k drops, and tests/test_index.py on real text.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """`SegmentSearcher`: the whole search over an index's segments: screen, keep candidates, rescore exactly.
 
 A search is three steps on one `Search` (the query block and how it screens):
-`SegmentSearcher.start` captures nothing (the records are given), `screen`
-scores any subset of the segments and keeps the top candidates, `rank` merges
-and, where the screen was approximate (projected or float16 rows), rescores
-every candidate exactly in float64. `Index.search` runs the three over every
+`SegmentSearcher.start` lays out the captured queries, `screen` scores any
+subset of the segments and keeps the top candidates, `rank` orders the merged
+candidates and, where the screen was approximate (projected or float16 rows),
+rescores each of them exactly in float64. `Index.search` runs the three over every
 segment; `tracinwe.index.ray_search` runs ``screen`` on Ray actors, each over
 its share, and ``start``/``rank`` on the driver; the results are equal.
 """
