@@ -86,7 +86,7 @@ def main(argv=None) -> int:
 def save_base_model(folder: Path, num_classes: int) -> Path:
     """The bundled MiniLM-L6 cut to its first 2 layers (dropout off), saved as the user's base model folder."""
     from tracinwe.evaluate.experiment import load_tokenizer
-    from tracinwe.evaluate.small_training import pretrained_minilm
+    from tracinwe.training.small import pretrained_minilm
 
     pretrained_minilm(num_classes, 2).save_pretrained(folder)
     load_tokenizer().save_pretrained(folder)
