@@ -7,6 +7,7 @@ example lowered the test loss), a negative score an opponent.
 
 from tracinwe.capture import CaptureSettings, TokenGradients
 from tracinwe.errors import CheckpointError, InputTextError, LabelError, TokenizerMismatchError, TracInWEError
+from tracinwe.method import CheckpointMethod, InfluenceMethod
 from tracinwe.models import HuggingFaceClassifier, TextClassifier, TorchTextClassifier
 from tracinwe.results import TopInfluences
 from tracinwe.scoring import SIGN_CONVENTION, WordContribution
@@ -16,6 +17,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "TracInWE",
+    "InfluenceMethod",
+    "CheckpointMethod",
     "TextClassifier",
     "TorchTextClassifier",
     "HuggingFaceClassifier",

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from tracinwe.errors import TracInWEError
-from tracinwe.evaluate.baselines import InfluenceMethod
 from tracinwe.evaluate.deletion import DEFAULT_KS, run_case_deletion
 from tracinwe.evaluate.deletion_report import DeletionResult
 from tracinwe.evaluate.lds import LDSResult, run_lds
@@ -31,6 +30,7 @@ from tracinwe.evaluate.registry import MethodContext, build_methods as build_reg
 from tracinwe.evaluate.retrain import RetrainRunner
 from tracinwe.evaluate.run_task import RunFolderTask, RunRecipe, prepare_run_experiment
 from tracinwe.io import save_npy_atomic, write_json_atomic
+from tracinwe.method import InfluenceMethod
 from tracinwe.training.small import SmallModelConfig, SmallRun, SmallTask
 
 #: Methods of the paper's table plus the layer comparison; "random" is also available.

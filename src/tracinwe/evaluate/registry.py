@@ -1,29 +1,20 @@
 """One registry of influence methods by name, shared by case deletion, LDS, fixing mistakes and mislabels.
 
-Adding a baseline is one class plus one line here. Names with a parameter:
-``TracIn-WE-Top<k>`` (TracIn-WE keeping the k largest positions) and
-``TracIn@<block>`` (dense TracIn on one named parameter block, e.g.
-``TracIn@bert.encoder.layer.0``: the layer comparison).
+Adding a baseline is one new file in `tracinwe.evaluate.baselines` plus one line in `METHODS`
+(``baseline("<module>.<Class>", **options)`` imports it when first built). Names with a parameter:
+``TracIn-WE-Top<k>`` (TracIn-WE keeping the k largest positions) and ``TracIn@<block>`` (dense
+TracIn on one named parameter block, e.g. ``TracIn@bert.encoder.layer.0``: the layer comparison).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tracinwe.errors import TracInWEError
-from tracinwe.evaluate.baselines import (
-    GradCosLastLayer,
-    InfluenceFunctionLastLayer,
-    InfluenceMethod,
-    LossSelfInfluence,
-    RandomInfluence,
-    RepresenterPoints,
-    TfIdfVariant,
-    TracInLastLayer,
-    TracInLayer,
-    TracInWEMethod,
-)
+from tracinwe.evaluate.baselines import RandomInfluence, TracInLayer, TracInWEMethod
+from tracinwe.method import InfluenceMethod
 
 
 @dataclass(frozen=True)
@@ -52,15 +43,26 @@ def _named(method: InfluenceMethod, name: str) -> InfluenceMethod:
     return method
 
 
+def baseline(target: str, **options) -> Callable[[MethodContext], InfluenceMethod]:
+    """Builds ``Class(ctx.models, **options)`` for ``target = "module.Class"`` of `tracinwe.evaluate.baselines`."""
+    module, name = target.rsplit(".", 1)
+
+    def build(ctx: MethodContext) -> InfluenceMethod:
+        method_class = getattr(importlib.import_module(f"tracinwe.evaluate.baselines.{module}"), name)
+        return method_class(ctx.models, **options, **ctx.common)
+
+    return build
+
+
 METHODS: dict[str, Callable[[MethodContext], InfluenceMethod]] = {
     "TracIn-WE": lambda ctx: TracInWEMethod.from_models(ctx.models, batch_size=64, **ctx.common),
-    "TracIn-last": lambda ctx: TracInLastLayer(ctx.models, batch_size=128, **ctx.common),
-    "Representer": lambda ctx: RepresenterPoints(ctx.models, **ctx.common),
-    "IF-last": lambda ctx: InfluenceFunctionLastLayer(ctx.models, **ctx.common),
-    "Grad-Cos-last": lambda ctx: GradCosLastLayer(ctx.models, **ctx.common),
-    "TF-IDF": lambda ctx: TfIdfVariant(ctx.models, **ctx.common),
+    "TracIn-last": baseline("last_layer.TracInLastLayer", batch_size=128),
+    "Representer": baseline("last_layer.RepresenterPoints"),
+    "IF-last": baseline("last_layer.InfluenceFunctionLastLayer"),
+    "Grad-Cos-last": baseline("last_layer.GradCosLastLayer"),
+    "TF-IDF": baseline("tfidf.TfIdfVariant"),
     "TracIn-middle": _middle,
-    "loss": lambda ctx: LossSelfInfluence(ctx.models, batch_size=128, **ctx.common),
+    "loss": baseline("simple.LossSelfInfluence", batch_size=128),
     "random": lambda ctx: RandomInfluence(seed=ctx.seed),
 }
 TOP_K_PREFIX, LAYER_PREFIX = "TracIn-WE-Top", "TracIn@"

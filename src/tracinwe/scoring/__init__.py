@@ -1,4 +1,4 @@
-"""Pure math on TokenGradients: influence matrices, self-influence, word contributions.
+"""Pure math on TokenGradients: influence matrices and word contributions.
 
 Sign convention (the one place it is defined): a score is
 ``sum_c eta_c * grad loss(train) . grad loss(test)``. A **positive** score marks
@@ -10,7 +10,6 @@ from tracinwe.scoring.influence import (
     SIGN_CONVENTION,
     TokenMajor,
     influence_matrix,
-    self_influence_scores,
     tracin_matrix,
 )
 from tracinwe.scoring.words import WordContribution, word_contributions
@@ -19,7 +18,6 @@ __all__ = [
     "SIGN_CONVENTION",
     "TokenMajor",
     "influence_matrix",
-    "self_influence_scores",
     "tracin_matrix",
     "WordContribution",
     "word_contributions",

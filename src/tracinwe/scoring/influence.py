@@ -109,12 +109,3 @@ def tracin_matrix(
     assert out is not None
     return out
 
-
-def self_influence_scores(records: Sequence[TokenGradients], learning_rates: Sequence[float]) -> torch.Tensor:
-    """``sum_c lr_c * ||G_c(x)||^2`` per example: the diagonal of `tracin_matrix(r, r)`."""
-    total = None
-    for rec, lr in zip(records, learning_rates):
-        part = float(lr) * rec.squared_norms()
-        total = part if total is None else total + part
-    assert total is not None
-    return total

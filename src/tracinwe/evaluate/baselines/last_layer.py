@@ -9,63 +9,55 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from tracinwe.evaluate.baselines.base import CheckpointMethod, as_numpy
 from tracinwe.evaluate.baselines.last_layer_records import LastLayerRecords, last_layer_records
+from tracinwe.method import CheckpointMethod, Examples
 
 
-class _LastLayerMethod(CheckpointMethod):
-    """Shared plumbing: last-layer records of every checkpoint for a set of texts."""
+class LastLayerMethod(CheckpointMethod):
+    """A method whose representation of the examples is their `LastLayerRecords` (a and delta) at a checkpoint.
+
+    Args:
+        final_layers: the logits layer of each checkpoint (default: found by `find_final_linear`).
+    """
 
     def __init__(self, models, tokenizer=None, max_length: int = 128, batch_size: int = 32,
                  device: str | None = None, final_layers: Sequence[nn.Module] | None = None) -> None:
         super().__init__(models, tokenizer, max_length, batch_size, device)
-        if final_layers is not None and len(final_layers) != len(self.classifiers):
-            raise ValueError(f"{len(final_layers)} final layers for {len(self.classifiers)} checkpoints: pass one per checkpoint")
-        self.final_layers = list(final_layers) if final_layers is not None else [None] * len(self.classifiers)
+        if final_layers is not None and len(final_layers) != len(self.checkpoints):
+            raise ValueError(f"{len(final_layers)} final layers for {len(self.checkpoints)} checkpoints: pass one per checkpoint")
+        self.final_layers = list(final_layers) if final_layers is not None else [None] * len(self.checkpoints)
 
-    def records(self, c: int, texts: Sequence[str], labels: Sequence[int] | None) -> LastLayerRecords:
-        return last_layer_records(self.classifiers[c], texts, labels, self.batch_size, self.device, self.final_layers[c])
-
-    def _both(self, c, train_texts, train_labels, test_texts, test_labels):
-        return self.records(c, train_texts, train_labels), self.records(c, test_texts, test_labels)
-
-    def _inputs(self, train_texts, train_labels, test_texts, test_labels):
-        train_texts, train_labels = self.checked(train_texts, train_labels, "train")
-        if train_labels is None:
-            raise ValueError("train_labels are required")
-        test_texts, test_labels = self.checked(test_texts, test_labels, "test")
-        if test_labels is None:
-            test_labels = self.predicted_labels(test_texts)
-        return train_texts, train_labels, test_texts, test_labels
+    def represent(self, c: int, examples: Examples) -> LastLayerRecords:
+        return last_layer_records(self.classifier(c), examples.texts, examples.labels, self.batch_size, self.device,
+                                  self.final_layers[c])
 
 
-class TracInLastLayer(_LastLayerMethod):
+def last_layer_dots(queries: LastLayerRecords, keys: LastLayerRecords) -> torch.Tensor:
+    """Dot products of the last-layer gradients ``delta a^T``: ``(a.a')(delta.delta')`` (n_queries, n_keys)."""
+    return (queries.activations @ keys.activations.T) * (queries.loss_grads @ keys.loss_grads.T)
+
+
+def last_layer_squared_norms(records: LastLayerRecords) -> torch.Tensor:
+    """``|delta a^T|^2 = |a|^2 |delta|^2`` per example."""
+    return (records.activations ** 2).sum(1) * (records.loss_grads ** 2).sum(1)
+
+
+class TracInLastLayer(LastLayerMethod):
     """TracIn on the final linear layer (weight and bias): ``sum_c lr_c (a.a')(delta.delta')``. > 0 = proponent."""
 
     name = "TracIn-last"
 
-    def scores(self, train_texts, train_labels, test_texts, test_labels=None) -> np.ndarray:
-        args = self._inputs(train_texts, train_labels, test_texts, test_labels)
-        total = 0.0
-        for c, lr in enumerate(self.learning_rates):
-            tr, te = self._both(c, *args)
-            total = total + lr * (te.activations @ tr.activations.T) * (te.loss_grads @ tr.loss_grads.T)
-        return as_numpy(total)
+    def compare(self, queries: LastLayerRecords, keys: LastLayerRecords) -> torch.Tensor:
+        return last_layer_dots(queries, keys)
 
-    def self_influence(self, texts, labels) -> np.ndarray:
-        texts, labels = self.checked(texts, labels, "self_influence")
-        total = 0.0
-        for c, lr in enumerate(self.learning_rates):
-            r = self.records(c, texts, labels)
-            total = total + lr * (r.activations ** 2).sum(1) * (r.loss_grads ** 2).sum(1)
-        return as_numpy(total)
+    def diagonal(self, rep: LastLayerRecords) -> torch.Tensor:
+        return last_layer_squared_norms(rep)
 
 
-class GradCosLastLayer(_LastLayerMethod):
+class GradCosLastLayer(LastLayerMethod):
     """Cosine of last-layer gradients, averaged over checkpoints with learning-rate weights. > 0 = proponent.
 
     ``cos(g, g') = (a.a')(delta.delta') / (|a||delta| |a'||delta'|)`` because ``|delta a^T| = |delta||a|``.
@@ -73,19 +65,16 @@ class GradCosLastLayer(_LastLayerMethod):
 
     name = "Grad-Cos-last"
 
-    def scores(self, train_texts, train_labels, test_texts, test_labels=None) -> np.ndarray:
-        args = self._inputs(train_texts, train_labels, test_texts, test_labels)
-        total = 0.0
-        for c, lr in enumerate(self.learning_rates):
-            tr, te = self._both(c, *args)
-            dots = (te.activations @ tr.activations.T) * (te.loss_grads @ tr.loss_grads.T)
-            norm_te = te.activations.norm(dim=1) * te.loss_grads.norm(dim=1)
-            norm_tr = tr.activations.norm(dim=1) * tr.loss_grads.norm(dim=1)
-            total = total + lr * dots / (norm_te[:, None] * norm_tr[None, :]).clamp_min(1e-30)
-        return as_numpy(total / sum(self.learning_rates))
+    def checkpoint_weights(self) -> list[tuple[int, float]]:
+        total = sum(self.learning_rates)
+        return [(c, lr / total) for c, lr in enumerate(self.learning_rates)]
+
+    def compare(self, queries: LastLayerRecords, keys: LastLayerRecords) -> torch.Tensor:
+        norms_q, norms_k = last_layer_squared_norms(queries).sqrt(), last_layer_squared_norms(keys).sqrt()
+        return last_layer_dots(queries, keys) / (norms_q[:, None] * norms_k[None, :]).clamp_min(1e-30)
 
 
-class RepresenterPoints(_LastLayerMethod):
+class RepresenterPoints(LastLayerMethod):
     """Representer points (Yeh et al., 2018) at the final checkpoint. > 0 = proponent.
 
     ``score(x, x') = alpha_j(x) a(x).a(x')`` with ``alpha_j(x) = -(1 / (2 lambda n)) dloss(x)/df_j``
@@ -106,17 +95,15 @@ class RepresenterPoints(_LastLayerMethod):
             raise ValueError(f"l2 must be positive, got {l2}")
         self.l2 = float(l2)
 
-    def scores(self, train_texts, train_labels, test_texts, test_labels=None) -> np.ndarray:
-        train_texts, train_labels, test_texts, test_labels = self._inputs(train_texts, train_labels, test_texts, test_labels)
-        c = len(self.classifiers) - 1
-        tr, te = self._both(c, train_texts, train_labels, test_texts, test_labels)
-        n = len(train_texts)
-        alpha = -tr.loss_grads / (2.0 * self.l2 * n)  # (n_train, C)
-        j = torch.as_tensor(test_labels, dtype=torch.long)
-        return as_numpy(alpha[:, j].T * (te.activations @ tr.activations.T))
+    def checkpoint_weights(self) -> list[tuple[int, float]]:
+        return self.final_checkpoint()
+
+    def compare(self, queries: LastLayerRecords, keys: LastLayerRecords) -> torch.Tensor:
+        alpha = -keys.loss_grads / (2.0 * self.l2 * len(keys.labels))  # (n_train, C): keys hold the whole training set
+        return alpha[:, queries.labels].T * (queries.activations @ keys.activations.T)
 
 
-class InfluenceFunctionLastLayer(_LastLayerMethod):
+class InfluenceFunctionLastLayer(LastLayerMethod):
     """Influence functions on the final layer (Koh & Liang, 2017) with an exact damped Hessian solve.
 
     ``score(x, x') = grad l(x)^T (H + damping I)^{-1} grad l(x')`` with ``H`` the Hessian of the mean
@@ -136,12 +123,14 @@ class InfluenceFunctionLastLayer(_LastLayerMethod):
             raise ValueError(f"damping must be >= 0, got {damping}")
         self.damping = float(damping)
 
-    def scores(self, train_texts, train_labels, test_texts, test_labels=None) -> np.ndarray:
-        args = self._inputs(train_texts, train_labels, test_texts, test_labels)
-        tr, te = self._both(len(self.classifiers) - 1, *args)
-        h = last_layer_hessian(tr) + self.damping * torch.eye(tr.activations.shape[1] * tr.logits.shape[1], dtype=torch.float64)
-        solved = torch.linalg.solve(h, te.gradients().T)  # (P, n_test)
-        return as_numpy(solved.T @ tr.gradients().T)
+    def checkpoint_weights(self) -> list[tuple[int, float]]:
+        return self.final_checkpoint()
+
+    def compare(self, queries: LastLayerRecords, keys: LastLayerRecords) -> torch.Tensor:
+        size = keys.activations.shape[1] * keys.logits.shape[1]
+        h = last_layer_hessian(keys) + self.damping * torch.eye(size, dtype=torch.float64)  # keys: the whole training set
+        solved = torch.linalg.solve(h, queries.gradients().T)  # (P, n_test)
+        return solved.T @ keys.gradients().T
 
 
 def last_layer_hessian(records: LastLayerRecords) -> torch.Tensor:

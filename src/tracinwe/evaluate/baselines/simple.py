@@ -1,23 +1,23 @@
-"""TracIn-WE behind the common interface, and the two reference points: random scores and the loss."""
+"""TracIn-WE under its evaluation name, and the two reference points: random scores and the loss."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from tracinwe.errors import TracInWEError
-from tracinwe.evaluate.baselines.base import CheckpointMethod, InfluenceMethod, as_numpy
-from tracinwe.evaluate.baselines.last_layer_records import last_layer_records
+from tracinwe.evaluate.baselines.last_layer import LastLayerMethod
+from tracinwe.evaluate.baselines.last_layer_records import LastLayerRecords
+from tracinwe.method import InfluenceMethod
 from tracinwe.tracin import TracInWE
 from tracinwe.validation import check_texts
 
 
 class TracInWEMethod(InfluenceMethod):
-    """A `TracInWE` (full or Top-k) as an `InfluenceMethod`. > 0 = proponent."""
+    """A `TracInWE` (full or Top-k) under an evaluation name; scores are ``tracin``'s. > 0 = proponent."""
 
     def __init__(self, tracin: TracInWE, name: str | None = None) -> None:
         self.tracin = tracin
-        top_k = tracin.settings.top_k
-        self.name = name or ("TracIn-WE" if top_k is None else f"TracIn-WE-Top{top_k}")
+        self.name = name or tracin.name
 
     @classmethod
     def from_models(cls, models, tokenizer=None, top_k: int | None = None, name: str | None = None, **kwargs) -> "TracInWEMethod":
@@ -32,7 +32,7 @@ class TracInWEMethod(InfluenceMethod):
 
 
 class RandomInfluence(InfluenceMethod):
-    """Standard-normal scores from a seeded generator: the chance level of every evaluation."""
+    """Standard-normal scores from a seeded generator: the chance level of every evaluation (no model, no checkpoints)."""
 
     name = "random"
 
@@ -47,16 +47,13 @@ class RandomInfluence(InfluenceMethod):
         return np.random.default_rng(self.seed).standard_normal(len(check_texts(texts)))
 
 
-class LossSelfInfluence(CheckpointMethod):
-    """Self-influence = the final checkpoint's cross-entropy loss: the simplest mislabel detector."""
+class LossSelfInfluence(LastLayerMethod):
+    """Self-influence = the final checkpoint's cross-entropy loss: the simplest mislabel detector (no pairwise scores)."""
 
     name = "loss"
 
-    def scores(self, train_texts, train_labels, test_texts, test_labels=None) -> np.ndarray:
-        raise TracInWEError("LossSelfInfluence ranks examples by their own loss only: call self_influence(texts, labels)")
+    def checkpoint_weights(self) -> list[tuple[int, float]]:
+        return self.final_checkpoint()
 
-    def self_influence(self, texts, labels) -> np.ndarray:
-        texts, labels = self.checked(texts, labels, "self_influence")
-        if labels is None:
-            raise ValueError("labels are required")
-        return as_numpy(last_layer_records(self.final, texts, labels, self.batch_size, self.device).losses)
+    def diagonal(self, rep: LastLayerRecords) -> torch.Tensor:
+        return rep.losses

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from tracinwe.evaluate.baselines.base import as_numpy
-from tracinwe.evaluate.baselines.last_layer import _LastLayerMethod
+from tracinwe.evaluate.baselines.last_layer import LastLayerMethod
+from tracinwe.evaluate.baselines.last_layer_records import LastLayerRecords
+from tracinwe.method import Examples
 from tracinwe.models.contract import TextClassifier
 
 
-class TfIdfVariant(_LastLayerMethod):
+@dataclass
+class TfIdfSide:
+    """The examples at one checkpoint: last-layer records and token bags."""
+
+    records: LastLayerRecords
+    bags: list[torch.Tensor]
+    vocab_size: int
+
+
+class TfIdfVariant(LastLayerMethod):
     """``tfidf_cos(x, x') * sum_c lr_c dloss(x)/df . dloss(x')/df``. > 0 = proponent.
 
     TracIn-WE without the embedding gradients: shared words are weighted by
@@ -24,16 +34,13 @@ class TfIdfVariant(_LastLayerMethod):
 
     name = "TF-IDF"
 
-    def scores(self, train_texts, train_labels, test_texts, test_labels=None) -> np.ndarray:
-        train_texts, train_labels, test_texts, test_labels = self._inputs(train_texts, train_labels, test_texts, test_labels)
-        train_bags = token_bags(self.final, train_texts, self.batch_size)
-        test_bags = token_bags(self.final, test_texts, self.batch_size)
-        cosine = tfidf_cosine(train_bags, test_bags, self.final.vocab_size)
-        similarity = 0.0
-        for c, lr in enumerate(self.learning_rates):
-            tr, te = self._both(c, train_texts, train_labels, test_texts, test_labels)
-            similarity = similarity + lr * (te.loss_grads @ tr.loss_grads.T)
-        return as_numpy(cosine * similarity)
+    def represent(self, c: int, examples: Examples) -> TfIdfSide:
+        clf = self.classifier(c)
+        return TfIdfSide(super().represent(c, examples), token_bags(clf, examples.texts, self.batch_size), clf.vocab_size)
+
+    def compare(self, queries: TfIdfSide, keys: TfIdfSide) -> torch.Tensor:
+        cosine = tfidf_cosine(keys.bags, queries.bags, keys.vocab_size)  # keys: the whole training set (its IDF)
+        return cosine * (queries.records.loss_grads @ keys.records.loss_grads.T)
 
 
 def token_bags(classifier: TextClassifier, texts: Sequence[str], batch_size: int = 256) -> list[torch.Tensor]:
