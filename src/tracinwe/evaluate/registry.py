@@ -60,8 +60,10 @@ METHODS: dict[str, Callable[[MethodContext], InfluenceMethod]] = {
     "Representer": baseline("last_layer.RepresenterPoints"),
     "IF-last": baseline("last_layer.InfluenceFunctionLastLayer"),
     "Grad-Cos-last": baseline("last_layer.GradCosLastLayer"),
+    "Grad-Dot": baseline("grad_dot.GradDot", batch_size=128),
     "TF-IDF": baseline("tfidf.TfIdfVariant"),
     "TracIn-middle": _middle,
+    "TracIn-all-params": baseline("all_params.TracInAllParameters"),
     "loss": baseline("simple.LossSelfInfluence", batch_size=128),
     "random": lambda ctx: RandomInfluence(seed=ctx.seed),
 }
