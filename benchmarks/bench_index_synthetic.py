@@ -140,7 +140,7 @@ def write_index(root: Path, gen: Generator, n: int, segment: int, projection_dim
     plan = IndexManifest(
         settings=IndexSettings(CaptureSettings(top_k=10, max_length=64), "float16", segment),
         checkpoints=tuple(CheckpointRecord(None, lr) for lr in lrs),
-        fingerprint={"synthetic": True, "seed": seed},
+        fingerprint=None,  # no model: a synthetic index is opened with Index(root, manifest, tracin=None)
         dense_tokens=(DenseToken(101, "[CLS]"), DenseToken(102, "[SEP]")),
         projection=projection.spec(projection_dim or None, method, seed),
         label_names=("0", "1"), num_examples=n,

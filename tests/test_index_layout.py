@@ -44,7 +44,7 @@ def random_records(n: int, seed: int, magnitude: float, dim: int = 8) -> list[To
 def write_index(root, records: list[TokenGradients], dtype: str, segment: int, projection_dim=None, method="pca") -> Index:
     plan = IndexManifest(
         settings=IndexSettings(CaptureSettings(), dtype, segment),
-        checkpoints=tuple(CheckpointRecord(None, lr) for lr in LRS), fingerprint={},
+        checkpoints=tuple(CheckpointRecord(None, lr) for lr in LRS), fingerprint=None,
         dense_tokens=tuple(DenseToken(t, str(t)) for t in DENSE), label_names=("0", "1"), num_examples=len(records[0]),
         projection=projection.spec(projection_dim, method, 0),
     )

@@ -109,6 +109,31 @@ class IndexSettings:
 
 
 @dataclass(frozen=True)
+class ModelFingerprint:
+    """What identifies the model of an index: each checkpoint's weights' sha256, the tokenizer, sizes, capture settings.
+
+    ``tokenizer`` holds the model's JSON fingerprint parts; ``settings`` is `CaptureSettings.identity`.
+    """
+
+    weights_sha256: tuple[str, ...]
+    tokenizer: dict
+    num_classes: int
+    vocab_size: int
+    settings: dict
+
+    def to_json(self) -> dict:
+        return {"weights_sha256": list(self.weights_sha256), "tokenizer": self.tokenizer, "num_classes": self.num_classes,
+                "vocab_size": self.vocab_size, "settings": self.settings}
+
+    @classmethod
+    def from_json(cls, raw: dict | None) -> "ModelFingerprint | None":
+        if not raw:
+            return None
+        return cls(tuple(raw["weights_sha256"]), dict(raw["tokenizer"]), int(raw["num_classes"]), int(raw["vocab_size"]),
+                   dict(raw["settings"]))
+
+
+@dataclass(frozen=True)
 class CheckpointRecord:
     """A checkpoint folder (relative to the index folder, or absolute; None: an in-memory model) and its learning rate."""
 
@@ -126,11 +151,14 @@ class DenseToken:
 
 @dataclass(frozen=True)
 class IndexManifest:
-    """Everything that decides an index; ``segments`` is None in a build plan (nothing committed yet)."""
+    """Everything that decides an index; ``segments`` is None in a build plan (nothing committed yet).
+
+    ``fingerprint`` is None only for indexes written without a model (synthetic benchmarks, tests).
+    """
 
     settings: IndexSettings
     checkpoints: tuple[CheckpointRecord, ...]
-    fingerprint: dict
+    fingerprint: ModelFingerprint | None
     dense_tokens: tuple[DenseToken, ...]
     label_names: tuple[str, ...]
     num_examples: int
@@ -168,7 +196,7 @@ class IndexManifest:
             "settings": self.settings.to_json(),
             "dtype": self.dtype,
             "checkpoints": [{"path": c.path, "learning_rate": c.learning_rate} for c in self.checkpoints],
-            "fingerprint": self.fingerprint,
+            "fingerprint": self.fingerprint.to_json() if self.fingerprint is not None else None,
             "dense_tokens": [{"id": t.id, "token": t.token} for t in self.dense_tokens],
             "projection": self.projection.to_json() if self.projection is not None else None,
             "label_names": list(self.label_names),
@@ -194,7 +222,7 @@ class IndexManifest:
             return cls(
                 settings=settings,
                 checkpoints=tuple(CheckpointRecord(c.get("path"), float(c["learning_rate"])) for c in raw["checkpoints"]),
-                fingerprint=raw.get("fingerprint") or {},
+                fingerprint=ModelFingerprint.from_json(raw.get("fingerprint")),
                 dense_tokens=tuple(DenseToken(int(t["id"]), str(t["token"])) for t in raw.get("dense_tokens", [])),
                 label_names=tuple(raw.get("label_names", [])),
                 num_examples=int(raw["num_examples"]),

@@ -39,7 +39,7 @@ import numpy as np
 
 from tracinwe.capture.gradients import CaptureSettings
 from tracinwe.index.errors import IndexBuildError, IndexFormatError, IndexMismatchError
-from tracinwe.index.manifest import FileRecord, SegmentRecord
+from tracinwe.index.manifest import FileRecord, ModelFingerprint, SegmentRecord
 from tracinwe.io import fsync_dir, fsync_file, rename_durably, write_json_atomic
 
 __all__ = ["IndexBuildError", "IndexFormatError", "IndexMismatchError", "write_json_atomic"]
@@ -243,7 +243,7 @@ def read_examples(root: Path, record: SegmentRecord):
         raise IndexFormatError(f"index file {str(path)!r} cannot be read ({exc}): rebuild the index") from None
 
 
-def model_fingerprint(classifiers, settings: CaptureSettings) -> dict:
+def model_fingerprint(classifiers, settings: CaptureSettings) -> ModelFingerprint:
     """sha256 of every checkpoint's weights, the tokenizer vocabulary hash and the capture settings."""
     import torch
 
@@ -259,28 +259,25 @@ def model_fingerprint(classifiers, settings: CaptureSettings) -> dict:
     final = classifiers[-1]
     parts = dict(final.fingerprint_parts())
     parts.pop("tokenizer", None)  # a folder name, not an identity
-    return {
-        "weights_sha256": weights,
-        "tokenizer": parts,
-        "num_classes": int(final.num_classes),
-        "vocab_size": int(final.vocab_size),
-        "settings": settings.identity(),
-    }
+    return ModelFingerprint(tuple(weights), json.loads(json.dumps(parts)), int(final.num_classes), int(final.vocab_size),
+                            settings.identity())
 
 
-def compare_fingerprints(recorded: dict, actual: dict) -> None:
+def compare_fingerprints(recorded: ModelFingerprint | None, actual: ModelFingerprint) -> None:
     """Raise `IndexMismatchError` saying what differs between the index's model and the one given."""
-    if recorded.get("tokenizer") != actual.get("tokenizer"):
+    if recorded is None:
+        raise IndexMismatchError("the index records no model (it was written without one): it cannot check this model")
+    if recorded.tokenizer != actual.tokenizer:
         raise IndexMismatchError(
-            f"the tokenizer differs from the one the index was built with ({recorded.get('tokenizer')} vs "
-            f"{actual.get('tokenizer')}): query with the index's own tokenizer"
+            f"the tokenizer differs from the one the index was built with ({recorded.tokenizer} vs "
+            f"{actual.tokenizer}): query with the index's own tokenizer"
         )
-    if recorded.get("settings") != actual.get("settings"):
+    if recorded.settings != actual.settings:
         raise IndexMismatchError(
-            f"capture settings {actual.get('settings')} differ from the index's {recorded.get('settings')}: "
+            f"capture settings {actual.settings} differ from the index's {recorded.settings}: "
             "use the settings recorded in the manifest"
         )
-    rec_w, act_w = recorded.get("weights_sha256", []), actual.get("weights_sha256", [])
+    rec_w, act_w = recorded.weights_sha256, actual.weights_sha256
     if len(rec_w) != len(act_w):
         raise IndexMismatchError(
             f"{len(act_w)} checkpoints given, the index was built with {len(rec_w)}: pass the same checkpoints")
