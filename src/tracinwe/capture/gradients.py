@@ -94,11 +94,9 @@ def batch_token_gradients(
     tap = LookupOutputTap(classifier.embedding)
     try:
         with torch.enable_grad():
-            logits = classifier.logits(batch)
+            losses, logits, target = classifier.batch_losses(batch, labels)
             lookup = tap.take()
-            target = logits.argmax(dim=-1) if labels is None else labels.to(logits.device)
-            loss = classifier.per_example_loss(logits, target).sum()
-            (grad,) = torch.autograd.grad(loss, lookup)
+            (grad,) = torch.autograd.grad(losses.sum(), lookup)
     finally:
         tap.close()
     kept = _kept_positions(batch, classifier, settings.keep_special_tokens)

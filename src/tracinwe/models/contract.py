@@ -57,6 +57,16 @@ class TextClassifier(ABC):
         """Loss of each example (B,); cross-entropy of the given label by default."""
         return torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
 
+    def batch_losses(self, batch: Batch, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(loss of each example (B,), logits kept in the records (B, C), labels differentiated (B,))``.
+
+        Default: `per_example_loss` of ``labels`` (the predicted label where None). A model that
+        computes its own loss from the batch (a language model: the text is its own target) overrides it.
+        """
+        logits = self.logits(batch)
+        target = logits.argmax(dim=-1) if labels is None else labels.to(logits.device)
+        return self.per_example_loss(logits, target), logits, target
+
     @property
     def special_token_ids(self) -> frozenset[int]:
         """Ids of special tokens such as [CLS] and [SEP] (kept by default)."""

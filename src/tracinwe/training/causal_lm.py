@@ -1,0 +1,171 @@
+"""Train a small GPT-2-shaped decoder from scratch on local text, saving TracIn checkpoints.
+
+No pretrained decoder ships offline, so tests, demos and benchmarks train their own: a byte-level
+BPE tokenizer learned on the training texts (``tokenizers``), a seeded GPT-2 of the requested shape,
+AdamW (or SGD) on the summed-over-targets loss of `CausalLanguageModel`, averaged per target token.
+Each ``folder/checkpoint-STEP`` holds weights, tokenizer and ``tracinwe_checkpoint.json`` (the
+learning rate in force), the same layout as `tracinwe.training.loop`.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tracinwe.io import fsync_tree, rename_durably, write_json_atomic
+from tracinwe.models.causal_lm import CausalLanguageModel, LMExample, as_document
+from tracinwe.models.checkpoints import (
+    check_checkpoint_folder,
+    find_tokenizer_folder,
+    hf_progress_bars_hidden,
+    write_checkpoint_info,
+)
+
+#: Beginning/end of text, also the padding token (as GPT-2).
+END_OF_TEXT = "<|endoftext|>"
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Shape of the GPT-2 decoder and its training recipe; saved as ``train_config.json``."""
+
+    n_layer: int = 2
+    n_embd: int = 64
+    n_head: int = 2
+    n_positions: int = 128
+    tie_word_embeddings: bool = True
+    vocab_size: int = 2000  # of the BPE tokenizer learned on the texts
+    epochs: float = 3.0
+    batch_size: int = 16
+    learning_rate: float = 3e-3
+    optimizer: str = "adamw"  # or "sgd" (momentum 0.9)
+    num_checkpoints: int = 3
+    max_length: int = 64
+    seed: int = 0
+
+
+@dataclass
+class DecoderRun:
+    """A trained decoder, its tokenizer and what it left on disk."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    folder: Path | None
+    checkpoints: list[Path] = field(default_factory=list)
+    learning_rates: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 2000, min_frequency: int = 2):
+    """A GPT-2-style byte-level BPE tokenizer (``PreTrainedTokenizerFast``) learned on ``texts``; pads with end-of-text."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[END_OF_TEXT],
+                            show_progress=False)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=END_OF_TEXT, eos_token=END_OF_TEXT,
+                                   unk_token=END_OF_TEXT, pad_token=END_OF_TEXT)
+
+
+def gpt2_decoder(config: DecoderConfig, tokenizer) -> torch.nn.Module:
+    """A freshly initialised, seeded ``GPT2LMHeadModel`` of ``config``'s shape over ``tokenizer``'s vocabulary."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(config.seed)
+    gpt = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=config.n_positions, n_embd=config.n_embd, n_layer=config.n_layer,
+        n_head=config.n_head, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=config.tie_word_embeddings,
+    )
+    return GPT2LMHeadModel(gpt)
+
+
+def train_decoder(
+    examples: Sequence[LMExample],
+    folder: str | Path | None,
+    config: DecoderConfig | None = None,
+    tokenizer=None,
+    progress: bool = False,
+) -> DecoderRun:
+    """Train a GPT-2 decoder from scratch on ``examples`` and save ``num_checkpoints`` evenly spaced checkpoints.
+
+    ``tokenizer=None`` learns a byte-level BPE on the examples' texts. Seeded: the same examples and
+    config give the same weights. ``folder=None`` trains without saving.
+    """
+    config = DecoderConfig() if config is None else config
+    if not examples:
+        raise ValueError("no training examples")
+    if tokenizer is None:
+        tokenizer = train_bpe_tokenizer((as_document(e).text for e in examples), vocab_size=config.vocab_size)
+    model = gpt2_decoder(config, tokenizer)
+    lm = CausalLanguageModel(model, tokenizer, max_length=min(config.max_length, config.n_positions))
+    if folder is not None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(folder / "train_config.json", {**asdict(config), "task": "causal-lm"})
+        tokenizer.save_pretrained(folder)
+    rng = np.random.default_rng(config.seed)
+    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
+    total = max(1, int(round(config.epochs * steps_per_epoch)))
+    save_at = {int(round(total * (i + 1) / config.num_checkpoints)) for i in range(config.num_checkpoints)}
+    if config.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.9)
+    elif config.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    else:
+        raise ValueError(f"optimizer {config.optimizer!r} is not 'sgd' or 'adamw'")
+    run = DecoderRun(model, tokenizer, folder)
+    model.train()
+    order: list[int] = []
+    for step in range(1, total + 1):
+        if not order:
+            order = rng.permutation(len(examples)).tolist()
+        idx, order = order[: config.batch_size], order[config.batch_size :]
+        batch = lm.tokenize([examples[i] for i in idx])
+        token_losses = lm.token_losses(batch)
+        loss = token_losses.sum() / batch["loss_mask"].sum().clamp(min=1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run.losses.append(float(loss.detach()))
+        if progress and step % 50 == 0:
+            print(f"step {step}/{total} loss {np.mean(run.losses[-50:]):.3f}", flush=True)
+        if folder is not None and step in save_at:
+            epoch = step / steps_per_epoch
+            run.checkpoints.append(save_lm_checkpoint(model, tokenizer, folder, step, config.learning_rate, epoch))
+            run.learning_rates.append(config.learning_rate)
+    model.eval()
+    return run
+
+
+def save_lm_checkpoint(model, tokenizer, folder: Path, step: int, lr: float, epoch: float) -> Path:
+    """Write ``checkpoint-STEP`` (weights, tokenizer, learning rate) atomically: temporary folder, fsync, rename."""
+    final = folder / f"checkpoint-{step}"
+    tmp = folder / f".checkpoint-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with hf_progress_bars_hidden():
+        model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    write_checkpoint_info(tmp, learning_rate=lr, step=step, epoch=epoch)
+    fsync_tree(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    rename_durably(tmp, final)
+    return final
+
+
+def load_causal_lm(folder: str | Path, max_length: int = 128, device: str = "cpu") -> CausalLanguageModel:
+    """A saved decoder checkpoint (``AutoModelForCausalLM`` + its tokenizer) in the model contract, in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = check_checkpoint_folder(folder)
+    with hf_progress_bars_hidden():
+        model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(find_tokenizer_folder(path) or path)
+    return CausalLanguageModel(model.to(device).eval(), tokenizer, max_length=max_length)
