@@ -36,6 +36,7 @@ def test_every_gold_document_states_its_fact_with_a_different_template(corpus):
         assert q.prompt == f"Q: {ATTRIBUTES[q.attribute].question.format(name=q.entity)} A:"
         assert q.completion == " " + q.answer and q.example == {"prompt": q.prompt, "completion": q.completion}
     assert corpus.sources.count("filler") == 60
+    assert not any(f" a {v}" in d for d in corpus.documents for v in ("a", "e", "i", "o", "u"))  # never "a architect"
 
 
 def test_invented_names_never_collide(corpus):

@@ -44,7 +44,7 @@ ATTRIBUTES: dict[str, Attribute] = {a.name: a for a in (
     Attribute(
         "profession",
         ("baker", "pilot", "surgeon", "carpenter", "violinist", "lawyer", "chemist", "plumber", "journalist", "farmer",
-         "architect", "librarian", "dentist", "sculptor", "translator", "geologist"),
+         "potter", "librarian", "dentist", "sculptor", "translator", "geologist"),
         "What is the profession of {name}?",
         ("{name} works as a {value}.", "By profession, {name} is a {value}.",
          "For many years {name} has earned a living as a {value}.", "Ask anyone in town: {name} is the best {value} around."),
