@@ -88,6 +88,26 @@ def test_scores_equal_dense_autograd_at_the_lookup_output(bpe, tied):
             assert total == pytest.approx(float(result.scores[i, j]), abs=1e-6 * float(scale))
 
 
+def test_target_token_rows_sum_to_the_score_and_each_equals_its_own_loss_gradient(bpe):
+    checkpoints = [(CausalLanguageModel(tiny_gpt2(bpe, seed), bpe, max_length=64), lr) for seed, lr in ((0, 0.3), (1, 0.1))]
+    result = lm_tracin_scores(checkpoints, TRAIN, TEST)
+    for i, example in enumerate(TEST):
+        split = result.target_token_scores(i, CaptureSettings(batch_size=3))
+        ids, targets = checkpoints[0][0].token_ids(example)
+        assert split.positions == [p for p, t in enumerate(targets) if t] and split.token_ids == [ids[p] for p in split.positions]
+        scale = float(result.scores[i].abs().max())
+        assert torch.allclose(split.scores.sum(0), result.scores[i], rtol=1e-4, atol=1e-6 * scale)
+    # the last target token's row by brute force: a loss on that token only
+    ids, targets = checkpoints[0][0].token_ids(TEST[1])
+    only_last = [False] * (len(ids) - 1) + [True]
+    expected = torch.zeros(len(TRAIN), dtype=torch.float64)
+    for lm, lr in checkpoints:
+        g_test = dense_lookup_gradient(lm.module, ids, only_last)
+        for j, x in enumerate(TRAIN):
+            expected[j] += lr * float((g_test * dense_lookup_gradient(lm.module, *lm.token_ids(x))).sum())
+    assert torch.allclose(split.scores[-1], expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+
+
 def test_tied_weight_gradient_is_dense_but_the_lookup_gradient_is_not(bpe):
     """With tied embeddings weight.grad includes the output softmax; the score must not use it."""
     lm = CausalLanguageModel(tiny_gpt2(bpe, 0, tied=True), bpe)
