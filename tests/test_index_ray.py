@@ -106,3 +106,32 @@ def test_ray_build_equals_local_build(ray_instance, tokenizer, tmp_path):
     projected = search_on_ray(reopened, records, k=5, num_workers=2, candidates=200)  # every example a candidate
     np.testing.assert_array_equal(projected.proponent_indices, expected.proponent_indices)
     np.testing.assert_allclose(projected.proponent_scores, expected.proponent_scores, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_cli_ray_build_equals_local_build(ray_instance, tokenizer, tmp_path):
+    """`tracinwe index build --ray` passes RayBuild to Index.build: same manifest (but segments) and scores as a local build."""
+    import csv
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from tracinwe.cli.app import app
+
+    paths = save_checkpoints(tokenizer, tmp_path)
+    data = load_dataset_source("bundled:rotten-tomatoes").dedupe().sample(40, seed=4)
+    table = tmp_path / "train.csv"
+    with open(table, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows((t, data.label_names[y]) for t, y in zip(data.texts, data.labels))
+    args = ["index", "build", "--data", str(table), "--max-length", "64", "--top-k", "10", "--chunk-size", "15"]
+    args += [a for p in paths for a in ("--checkpoint", str(p))]
+    out = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "ray"), "--ray", "--num-workers", "2"])
+    assert out.exit_code == 0, out.output
+    local = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "local")])
+    assert local.exit_code == 0, local.output
+    remote, here = Index.open(tmp_path / "ray"), Index.open(tmp_path / "local")
+    assert len(remote.manifest.segments) == 3 and replace(remote.manifest, segments=None) == replace(here.manifest, segments=None)
+    queries = ["a charming , funny film", "a dull mess"]
+    np.testing.assert_allclose(remote.scores(queries), here.scores(queries), rtol=1e-5, atol=1e-9)
