@@ -54,9 +54,23 @@ def test_invented_names_never_collide(corpus):
         assert {i for i, d in enumerate(corpus.documents) if mentions(d, name)} == owner[name]
 
 
+def test_question_answer_documents_for_a_share_of_entities():
+    corpus = synthetic_facts(FactsSettings(num_entities=40, docs_per_fact=2, qa_fraction=0.5, seed=1))
+    with_qa = [q for q in corpus.queries if q.qa_in_corpus]
+    assert len({q.entity for q in with_qa}) == 20 and len(with_qa) == 20 * len(corpus.settings.attributes)
+    for q in corpus.queries:
+        gold = [corpus.documents[i] for i in q.gold]
+        assert len(gold) == 3 if q.qa_in_corpus else len(gold) == 2
+        assert (q.prompt + q.completion in gold) == q.qa_in_corpus
+        assert all(mentions(d, q.entity) and mentions(d, q.answer) for d in gold)
+    assert synthetic_facts(FactsSettings(num_entities=40, docs_per_fact=2, seed=1)).queries[0].qa_in_corpus is False
+
+
 def test_settings_are_checked():
     with pytest.raises(TracInWEError, match="docs_per_fact"):
         FactsSettings(docs_per_fact=9)
+    with pytest.raises(TracInWEError, match="qa_fraction"):
+        FactsSettings(qa_fraction=1.5)
     with pytest.raises(TracInWEError, match="unknown attributes"):
         FactsSettings(attributes=("shoe size",))
     with pytest.raises(TracInWEError, match="filler"):

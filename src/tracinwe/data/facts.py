@@ -75,6 +75,9 @@ class FactsSettings:
     attributes: tuple[str, ...] = ("birthplace", "profession", "employer", "colour")
     docs_per_fact: int = 3  # documents stating each fact, each with a different template
     filler: int = 0  # real text documents mixed in (Rotten Tomatoes snippets)
+    #: share of entities whose facts are also stated in the query's own "Q: ... A: answer" form (one more
+    #: gold document each): they teach a model trained on the corpus the question format
+    qa_fraction: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -86,6 +89,8 @@ class FactsSettings:
             raise TracInWEError(f"docs_per_fact must be between 1 and {most} (one template per document)")
         if self.num_entities < 1 or self.filler < 0:
             raise TracInWEError("num_entities must be at least 1 and filler at least 0")
+        if not 0.0 <= self.qa_fraction <= 1.0:
+            raise TracInWEError(f"qa_fraction must be between 0 and 1, got {self.qa_fraction}")
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,7 @@ class FactQuery:
     prompt: str  # "Q: Where was <name> born? A:"
     completion: str  # " <answer>"
     gold: tuple[int, ...]  # ids of the documents stating this fact
+    qa_in_corpus: bool = False  # the corpus also holds this query with its answer ("Q: ... A: answer")
 
     @property
     def example(self) -> dict[str, str]:
@@ -110,7 +116,7 @@ class FactsCorpus:
     """Documents (their list index is their id), where each came from, and the fact queries."""
 
     documents: list[str]
-    sources: list[str]  # "fact:<entity>:<attribute>" or "filler"
+    sources: list[str]  # "fact:<entity>:<attribute>", "qa:<entity>:<attribute>" or "filler"
     queries: list[FactQuery]
     settings: FactsSettings
     entities: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {attribute: value}
@@ -152,7 +158,8 @@ def synthetic_facts(settings: FactsSettings | None = None, filler_texts: Sequenc
     documents: list[str] = []
     sources: list[str] = []
     facts: list[tuple[str, str, list[int]]] = []
-    for name in names:
+    with_qa = set(rng.permutation(len(names))[: int(round(settings.qa_fraction * len(names)))].tolist())
+    for e, name in enumerate(names):
         for attr in settings.attributes:
             spec = ATTRIBUTES[attr]
             chosen = rng.choice(len(spec.templates), size=settings.docs_per_fact, replace=False)
@@ -161,6 +168,10 @@ def synthetic_facts(settings: FactsSettings | None = None, filler_texts: Sequenc
                 ids.append(len(documents))
                 documents.append(spec.templates[t].format(name=name, value=entities[name][attr]))
                 sources.append(f"fact:{name}:{attr}")
+            if e in with_qa:
+                ids.append(len(documents))
+                documents.append(f"{_prompt(name, attr)} {entities[name][attr]}")
+                sources.append(f"qa:{name}:{attr}")
             facts.append((name, attr, ids))
     if settings.filler:
         pool = list(filler_texts) if filler_texts is not None else _rotten_tomatoes()
@@ -175,9 +186,14 @@ def synthetic_facts(settings: FactsSettings | None = None, filler_texts: Sequenc
     queries = []
     for name, attr, ids in facts:
         answer = entities[name][attr]
-        queries.append(FactQuery(name, attr, answer, f"Q: {ATTRIBUTES[attr].question.format(name=name)} A:", f" {answer}",
-                                 tuple(sorted(int(new_id[i]) for i in ids))))
+        gold = tuple(sorted(int(new_id[i]) for i in ids))
+        qa = len(ids) > settings.docs_per_fact
+        queries.append(FactQuery(name, attr, answer, _prompt(name, attr), f" {answer}", gold, qa))
     return FactsCorpus([documents[i] for i in order], [sources[i] for i in order], queries, settings, entities)
+
+
+def _prompt(name: str, attribute: str) -> str:
+    return f"Q: {ATTRIBUTES[attribute].question.format(name=name)} A:"
 
 
 def _rotten_tomatoes() -> list[str]:
