@@ -250,3 +250,15 @@ def test_bad_inputs_get_one_line_errors(bpe, tokenizer):
         as_causal_lm(tiny_bert(0), tokenizer)
     with pytest.raises(InputTextError, match="no labels"):
         lm.label_id(1)
+
+
+def test_a_classifier_checkpoint_is_not_loaded_as_a_causal_lm(tmp_path, tokenizer):
+    from conftest import tiny_bert
+    from tracinwe.errors import CheckpointError
+    from tracinwe.training.causal_lm import load_causal_lm
+
+    tiny_bert(0).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="not a causal language model") as info:
+        load_causal_lm(tmp_path)
+    assert "\n" not in str(info.value)

@@ -9,6 +9,7 @@ learning rate in force), the same layout as `tracinwe.training.loop`.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from collections.abc import Iterable, Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tracinwe.errors import CheckpointError
 from tracinwe.io import fsync_tree, rename_durably, write_json_atomic
 from tracinwe.models.causal_lm import CausalLanguageModel, LMExample, as_document
 from tracinwe.models.checkpoints import (
@@ -165,6 +167,11 @@ def load_causal_lm(folder: str | Path, max_length: int = 128, device: str = "cpu
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = check_checkpoint_folder(folder)
+    architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
+    if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds a {architectures[0]}, not a causal language model: pass a decoder checkpoint"
+        )
     with hf_progress_bars_hidden():
         model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(find_tokenizer_folder(path) or path)
