@@ -89,36 +89,20 @@ class DataSplit:
         return asdict(self)
 
 
-@dataclass
-class PreparedExperiment:
-    """Data, tensors, the fixed test points and (trained on demand) each seed's full run."""
+@dataclass(kw_only=True)
+class PreparedExperiment(DataSplit):
+    """The data split, tensors, the fixed test points and (trained on demand) each seed's full run."""
 
     setup: ExperimentSetup
     task: SmallTask | RunFolderTask
-    data: DataSplit
     points: list[int]  # test points: positions in the held-out set
     tokenizer: object
     runs: dict[int, SmallRun] = field(default_factory=dict)
 
-    @property
-    def train_texts(self) -> list[str]:
-        return self.data.train_texts
-
-    @property
-    def train_labels(self) -> list[int]:
-        return self.data.train_labels
-
-    @property
-    def heldout_texts(self) -> list[str]:
-        return self.data.heldout_texts
-
-    @property
-    def heldout_labels(self) -> list[int]:
-        return self.data.heldout_labels
-
-    @property
-    def label_names(self) -> list[str]:
-        return self.data.label_names
+    @classmethod
+    def of(cls, setup: ExperimentSetup, task: SmallTask | RunFolderTask, data: DataSplit, points: list[int],
+           tokenizer) -> "PreparedExperiment":
+        return cls(**asdict(data), setup=setup, task=task, points=points, tokenizer=tokenizer)
 
     @property
     def point_texts(self) -> list[str]:
@@ -180,7 +164,7 @@ def prepare_experiment(setup: ExperimentSetup, tokenizer=None, data: DataSplit |
     task = SmallTask.from_texts(setup.model, tokenizer, data.train_texts, data.train_labels, data.heldout_texts,
                                 data.heldout_labels)
     points = balanced_points(data.heldout_labels, setup.n_test_points, seed=setup.data_seed)
-    return PreparedExperiment(setup, task, data, points, tokenizer)
+    return PreparedExperiment.of(setup, task, data, points, tokenizer)
 
 
 def method_context(prepared: PreparedExperiment, seed: int) -> MethodContext:

@@ -168,4 +168,4 @@ def prepare_run_experiment(setup, run_dir: str | Path, data: str | None = None):
     setup = replace(setup, source=str(info.get("data", setup.source)), n_train=len(train), seeds=(recipe.seed,),
                     model=recipe)
     points = balanced_points(split.heldout_labels, setup.n_test_points, seed=setup.data_seed)
-    return PreparedExperiment(setup, task, split, points, tokenizer)
+    return PreparedExperiment.of(setup, task, split, points, tokenizer)
