@@ -43,7 +43,8 @@ def tiny_gpt2(tokenizer, seed: int, tied: bool = True):
 
     torch.manual_seed(seed)
     config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=len(tokenizer), n_positions=64,
-                        tie_word_embeddings=tied, pad_token_id=tokenizer.pad_token_id)
+                        tie_word_embeddings=tied, pad_token_id=tokenizer.pad_token_id,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     return GPT2LMHeadModel(config).eval()
 
 
