@@ -161,7 +161,17 @@ class TracInWE(CheckpointMethod):
 
     def compare(self, queries: TokenGradients, keys: TokenGradients) -> torch.Tensor:
         """``sum_{w in x and x'} G(x)[w] . G(x')[w]`` over the tokens both examples contain."""
-        return influence_matrix(TokenMajor.from_records(queries), TokenMajor.from_records(keys))
+        return influence_matrix(self._query_side(queries), TokenMajor.from_records(keys))
+
+    def _query_side(self, queries: TokenGradients) -> TokenMajor:
+        """The query records token-major, converted once for all the training chunks they meet.
+
+        The cache holds the last records seen (by identity); threads racing on it only recompute.
+        """
+        cached = getattr(self, "_query_cache", None)
+        if cached is None or cached[0] is not queries:
+            cached = self._query_cache = (queries, TokenMajor.from_records(queries))
+        return cached[1]
 
     def diagonal(self, rep: TokenGradients) -> torch.Tensor:
         """``||G(x)||^2`` per example."""
