@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tracinwe.errors import CheckpointError
-from tracinwe.io import write_json_atomic
+from tracinwe.io import fsync_tree, rename_durably, write_json_atomic
 from tracinwe.models.contract import TextClassifier
 from tracinwe.models.huggingface import HuggingFaceClassifier
 
@@ -130,3 +131,18 @@ def read_learning_rate(path: str | Path) -> float:
 def write_checkpoint_info(folder: str | Path, learning_rate: float, step: int, epoch: float | None = None) -> None:
     """Record the learning rate beside a checkpoint (atomically)."""
     write_json_atomic(Path(folder) / CHECKPOINT_INFO_FILE, {"learning_rate": learning_rate, "step": step, "epoch": epoch})
+
+
+def save_checkpoint(model, tokenizer, folder: Path, step: int, lr: float, epoch: float) -> Path:
+    """Write ``folder/checkpoint-STEP`` (weights, tokenizer, learning rate) atomically: temporary folder, fsync, rename."""
+    final = folder / f"checkpoint-{step}"
+    tmp = folder / f".checkpoint-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with hf_progress_bars_hidden():
+        model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    write_checkpoint_info(tmp, learning_rate=lr, step=step, epoch=epoch)
+    fsync_tree(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    rename_durably(tmp, final)
+    return final

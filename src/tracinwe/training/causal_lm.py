@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,13 +19,13 @@ import numpy as np
 import torch
 
 from tracinwe.errors import CheckpointError
-from tracinwe.io import fsync_tree, rename_durably, write_json_atomic
+from tracinwe.io import write_json_atomic
 from tracinwe.models.causal_lm import CausalLanguageModel, LMExample, as_document
 from tracinwe.models.checkpoints import (
     check_checkpoint_folder,
     find_tokenizer_folder,
     hf_progress_bars_hidden,
-    write_checkpoint_info,
+    save_checkpoint,
 )
 
 #: Beginning/end of text, also the padding token (as GPT-2).
@@ -141,25 +140,10 @@ def train_decoder(
             print(f"step {step}/{total} loss {np.mean(run.losses[-50:]):.3f}", flush=True)
         if folder is not None and step in save_at:
             epoch = step / steps_per_epoch
-            run.checkpoints.append(save_lm_checkpoint(model, tokenizer, folder, step, config.learning_rate, epoch))
+            run.checkpoints.append(save_checkpoint(model, tokenizer, folder, step, config.learning_rate, epoch))
             run.learning_rates.append(config.learning_rate)
     model.eval()
     return run
-
-
-def save_lm_checkpoint(model, tokenizer, folder: Path, step: int, lr: float, epoch: float) -> Path:
-    """Write ``checkpoint-STEP`` (weights, tokenizer, learning rate) atomically: temporary folder, fsync, rename."""
-    final = folder / f"checkpoint-{step}"
-    tmp = folder / f".checkpoint-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    with hf_progress_bars_hidden():
-        model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    write_checkpoint_info(tmp, learning_rate=lr, step=step, epoch=epoch)
-    fsync_tree(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    rename_durably(tmp, final)
-    return final
 
 
 def load_causal_lm(folder: str | Path, max_length: int = 128, device: str = "cpu") -> CausalLanguageModel:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tracinwe.io import fsync_tree, rename_durably, write_json_atomic
-from tracinwe.models.checkpoints import write_checkpoint_info
+from tracinwe.io import write_json_atomic
+from tracinwe.models.checkpoints import save_checkpoint
 
 
 @dataclass
@@ -119,23 +118,9 @@ def train_classifier(
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(run.losses[-20:]):.3f}")
         if folder is not None and step in save_at:
-            path = _save_checkpoint(model, tokenizer, folder, step, lr, step / steps_per_epoch)
+            path = save_checkpoint(model, tokenizer, folder, step, lr, step / steps_per_epoch)
             run.checkpoints.append(path)
             run.learning_rates.append(lr)
     bar.close()
     model.eval()
     return run
-
-
-def _save_checkpoint(model, tokenizer, folder: Path, step: int, lr: float, epoch: float) -> Path:
-    """Write ``checkpoint-STEP`` into a temporary folder, fsync it, and rename it into place."""
-    final = folder / f"checkpoint-{step}"
-    tmp = folder / f".checkpoint-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    write_checkpoint_info(tmp, learning_rate=lr, step=step, epoch=epoch)
-    fsync_tree(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    rename_durably(tmp, final)
-    return final
