@@ -188,6 +188,9 @@ class Index:
             open_array(self.path, record, "postings"), open_array(self.path, record, "rows"),
             open_array(self.path, record, "dense"), scale=record.scale,
         )
+        if "row_norms.npy" in record.files:  # older indexes have none: they search without pruning
+            seg.row_norms = open_array(self.path, record, "row_norms")
+            seg.dense_norms = open_array(self.path, record, "dense_norms")
         if projected:
             seg.rows_proj = open_array(self.path, record, "rows_proj")
             seg.dense_proj = open_array(self.path, record, "dense_proj")
@@ -198,28 +201,34 @@ class Index:
         return self.searcher.query_block(records, projected)
 
     def search(self, records: Sequence[TokenGradients], k: int = 10, candidates: int | None = None,
-               use_projection: bool | None = None) -> TopInfluences:
-        """Top-k proponents/opponents (rows, exact scores) of already captured queries (`SegmentSearcher.search`)."""
-        return self.searcher.search(records, k, candidates, use_projection)
+               use_projection: bool | None = None, prune: bool | None = None) -> TopInfluences:
+        """Top-k proponents/opponents (rows, exact scores) of already captured queries (`SegmentSearcher.search`).
+
+        ``prune`` (default: on when the index stores row norms) skips postings that cannot reach the top k, same result.
+        """
+        return self.searcher.search(records, k, candidates, use_projection, prune)
 
     # -- the user-facing calls ----------------------------------------------------------------
 
     def query(self, test_texts: Sequence[str], test_labels: Sequence[int | str] | None = None, k: int = 10,
               words: int | None = 5, test_pairs: Sequence[str] | None = None, candidates: int | None = None,
-              use_projection: bool | None = None, chunk_size: int = QUERY_CHUNK) -> list[QueryResult]:
+              use_projection: bool | None = None, chunk_size: int = QUERY_CHUNK,
+              prune: bool | None = None) -> list[QueryResult]:
         """Top-k proponents and opponents per test text, with exact scores and their top ``words`` shared words.
 
         ``words=0`` lists no words (fastest); ``words=None`` lists every shared word.
 
         Texts are captured and scored ``chunk_size`` at a time; `iter_query` yields the results as they come.
         """
-        return list(self.iter_query(test_texts, test_labels, k, words, test_pairs, candidates, use_projection, chunk_size))
+        return list(self.iter_query(test_texts, test_labels, k, words, test_pairs, candidates, use_projection, chunk_size,
+                                    prune))
 
     def iter_query(self, test_texts: Sequence[str], test_labels: Sequence[int | str] | None = None, k: int = 10,
                    words: int | None = 5, test_pairs: Sequence[str] | None = None, candidates: int | None = None,
-                   use_projection: bool | None = None, chunk_size: int = QUERY_CHUNK) -> Iterator[QueryResult]:
+                   use_projection: bool | None = None, chunk_size: int = QUERY_CHUNK,
+                   prune: bool | None = None) -> Iterator[QueryResult]:
         """`query`'s results one at a time: memory bounded by ``chunk_size``, not by the number of texts."""
-        return iter_query(self, test_texts, test_labels, k, words, test_pairs, candidates, use_projection, chunk_size)
+        return iter_query(self, test_texts, test_labels, k, words, test_pairs, candidates, use_projection, chunk_size, prune)
 
     def scores(self, test_texts: Sequence[str], test_labels: Sequence[int | str] | None = None,
                test_pairs: Sequence[str] | None = None) -> np.ndarray:

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from tracinwe.index.search import QueryBlock
+from tracinwe.index.words import top_words
 from tracinwe.results import Neighbor, QueryResult, TopInfluences
-from tracinwe.scoring.words import word_contributions
 
 #: Texts captured and scored together by `iter_query` (and `tracinwe query`).
 QUERY_CHUNK = 256
@@ -23,7 +23,8 @@ QUERY_CHUNK = 256
 
 def iter_query(index, test_texts: Sequence[str], test_labels: Sequence[int | str] | None = None, k: int = 10,
                words: int | None = 5, test_pairs: Sequence[str] | None = None, candidates: int | None = None,
-               use_projection: bool | None = None, chunk_size: int = QUERY_CHUNK) -> Iterator[QueryResult]:
+               use_projection: bool | None = None, chunk_size: int = QUERY_CHUNK,
+               prune: bool | None = None) -> Iterator[QueryResult]:
     """`Index.query`'s results one by one, ``chunk_size`` texts at a time.
 
     ``words`` shared words are listed per neighbour: 0 for none (fastest), None for all of them.
@@ -37,29 +38,30 @@ def iter_query(index, test_texts: Sequence[str], test_labels: Sequence[int | str
     texts, labels, pairs = index.tracin.check_inputs(test_texts, test_labels, test_pairs, "test")
     if not texts:
         raise ValueError("no texts to query")
-    return _chunks(index, texts, labels, pairs, k, words, candidates, use_projection, chunk_size)
+    return _chunks(index, texts, labels, pairs, k, words, candidates, use_projection, chunk_size, prune)
 
 
 def _chunks(index, texts: list[str], labels: list[int] | None, pairs: list[str] | None, k: int, words: int | None,
-            candidates: int | None, use_projection: bool | None, chunk_size: int) -> Iterator[QueryResult]:
+            candidates: int | None, use_projection: bool | None, chunk_size: int,
+            prune: bool | None = None) -> Iterator[QueryResult]:
     for lo in range(0, len(texts), chunk_size):
         hi = min(lo + chunk_size, len(texts))
         yield from _query_chunk(
             index, texts[lo:hi], labels[lo:hi] if labels is not None else None, pairs[lo:hi] if pairs is not None else None,
-            k, words, candidates, use_projection,
+            k, words, candidates, use_projection, prune,
         )
 
 
 def _query_chunk(index, texts: list[str], labels: list[int] | None, pairs: list[str] | None, k: int, words: int | None,
-                 candidates: int | None, use_projection: bool | None) -> list[QueryResult]:
+                 candidates: int | None, use_projection: bool | None, prune: bool | None = None) -> list[QueryResult]:
     records = index.tracin.capture(texts, labels, pairs)
-    search = index.searcher.start(records, k, candidates, use_projection)
+    search = index.searcher.start(records, k, candidates, use_projection, prune)
     hits = index.searcher.rank(search, index.searcher.screen(search))
-    neighbors = _Neighbors(index, search.query, hits, words)
+    neighbors = _Neighbors(index, search.query, hits, words, texts, pairs)
     probs = torch.softmax(records[-1].logits.double(), -1).numpy()
     results = []
     for i, text in enumerate(texts):
-        proponents, opponents = neighbors.of(i, text, pairs[i] if pairs is not None else None)
+        proponents, opponents = neighbors.of(i)
         results.append(QueryResult(
             text=text, label=int(records[-1].labels[i]), prediction=int(np.argmax(probs[i])),
             probabilities=[float(p) for p in probs[i]], proponents=proponents, opponents=opponents,
@@ -67,37 +69,50 @@ def _query_chunk(index, texts: list[str], labels: list[int] | None, pairs: list[
     return results
 
 
-class _Neighbors:
-    """The found training examples of a chunk's queries; their stored columns are read once per chunk."""
+def _token_ids(final, texts: list[str], pairs: list | None) -> list[list[int]]:
+    """Each text's token ids (padding dropped), tokenised in one batch."""
+    if not texts:
+        return []
+    batch = final.tokenize(texts, pairs if pairs is not None and any(p is not None for p in pairs) else None)
+    ids, mask = batch["input_ids"].numpy(), batch["attention_mask"].numpy().astype(bool)
+    return [row[m].tolist() for row, m in zip(ids, mask)]
 
-    def __init__(self, index, q: QueryBlock, hits: TopInfluences, words: int | None) -> None:
-        self.index, self.q, self.hits, self.words = index, q, hits, words
+
+class _Neighbors:
+    """The found training examples of a chunk's queries, their stored columns and shared words, computed once per chunk."""
+
+    def __init__(self, index, q: QueryBlock, hits: TopInfluences, words: int | None, texts: list[str],
+                 pairs: list[str] | None) -> None:
+        self.index, self.hits, self.words = index, hits, words
         rows = np.unique(np.concatenate([hits.proponent_indices.ravel(), hits.opponent_indices.ravel()]).astype(np.int64))
         self.at = {r: j for j, r in enumerate(rows.tolist())}
         self.texts, self.labels, self.ids = index.texts(rows), index.labels(rows), index.ids(rows)
         has_pairs = "text_pair" in index.column_names()
-        self.pairs = index.column("text_pair", rows) if has_pairs else [None] * rows.size
+        self.pairs = index.column("text_pair", rows) if has_pairs else None
         self.names = index.label_names
+        self.totals: list[dict[int, float]] | None = None
+        if words is None or words > 0:
+            final = index.tracin.final
+            found = np.concatenate([hits.proponent_indices, hits.opponent_indices], axis=1).astype(np.int64)
+            queries = np.repeat(np.arange(found.shape[0]), found.shape[1])
+            self.totals = index.searcher.pair_totals(q, queries, found.reshape(-1))
+            self.train_ids = _token_ids(final, self.texts, self.pairs)
+            self.test_ids = _token_ids(final, texts, pairs)
 
-    def of(self, i: int, text: str, pair: str | None) -> tuple[list[Neighbor], list[Neighbor]]:
+    def of(self, i: int) -> tuple[list[Neighbor], list[Neighbor]]:
         """Query ``i``'s proponents and opponents, each with its top ``words`` shared words (None: all)."""
-        hits = self.hits
-        test_ids = None
-        if self.words is None or self.words > 0:
-            test_ids = self.index.tracin.final.tokenize([text], [pair] if pair is not None else None)["input_ids"][0].tolist()
-        return (self._group(i, hits.proponent_indices[i], hits.proponent_scores[i], test_ids),
-                self._group(i, hits.opponent_indices[i], hits.opponent_scores[i], test_ids))
+        hits, width = self.hits, self.hits.proponent_indices.shape[1]
+        return (self._group(i, hits.proponent_indices[i], hits.proponent_scores[i], 2 * i * width),
+                self._group(i, hits.opponent_indices[i], hits.opponent_scores[i], (2 * i + 1) * width))
 
-    def _group(self, i: int, rows, scores, test_ids: list[int] | None) -> list[Neighbor]:
+    def _group(self, i: int, rows, scores, first: int) -> list[Neighbor]:
         rows = np.asarray(rows, dtype=np.int64)
         at = [self.at[r] for r in rows.tolist()]
         explained: list[list] = [[] for _ in at]
-        if test_ids is not None and rows.size:
-            final = self.index.tracin.final
-            for j, totals in enumerate(self.index.searcher.token_totals(self.q, i, rows)):
-                text, pair = self.texts[at[j]], self.pairs[at[j]]
-                train_ids = final.tokenize([text], [pair] if pair is not None else None)["input_ids"][0].tolist()
-                explained[j] = word_contributions(totals, final.token_strings(sorted(totals)), train_ids, test_ids)[:self.words]
+        if self.totals is not None:
+            strings = self.index.tracin.final.token_strings
+            for j, a in enumerate(at):
+                explained[j] = top_words(self.totals[first + j], self.words, self.train_ids[a], self.test_ids[i], strings)
         return [
             Neighbor(int(r), self.ids[a], float(s), self.texts[a], int(self.labels[a]), self.names[int(self.labels[a])],
                      explained[j])

@@ -27,7 +27,6 @@ import torch
 
 from tracinwe.index.layout import TokenBlock
 from tracinwe.index.projection import Projection
-from tracinwe.results import top_k_indices
 
 
 @dataclass
@@ -42,6 +41,7 @@ class QueryBlock:
     rows: np.ndarray  # (nnz, C*d) float32
     dense_proj: np.ndarray | None = None  # (n, p_dense)
     rows_proj: np.ndarray | None = None  # (nnz, p)
+    norms: tuple[np.ndarray, np.ndarray] | None = None  # per-checkpoint norms, set by `pruning.query_norms`
 
     @classmethod
     def from_block(cls, block: TokenBlock, projection: Projection | None = None) -> "QueryBlock":
@@ -75,6 +75,8 @@ class SegmentArrays:
     rows_proj: np.ndarray | None = None
     dense_proj: np.ndarray | None = None
     scale: float = 1.0  # stored arrays hold value / scale
+    row_norms: np.ndarray | None = None  # (nnz, C) norms of the stored rows (None: an index without them)
+    dense_norms: np.ndarray | None = None  # (n, C, T)
 
 
 def _matmul(stored: np.ndarray, queries_t: np.ndarray, fast_half: bool) -> np.ndarray:
@@ -161,20 +163,20 @@ def contributions(seg: SegmentArrays, q: QueryBlock, i: int, local: np.ndarray, 
 
 
 class TopCandidates:
-    """Running top-``m`` (largest and most negative) per query over segments."""
+    """Running top-``m`` (largest and most negative) per query over segments; of tied scores the lowest rows stay."""
 
     def __init__(self, n_queries: int, m: int) -> None:
         self.m = m
         self.rows = [np.zeros((n_queries, 0), np.int64), np.zeros((n_queries, 0), np.int64)]
         self.scores = [np.zeros((n_queries, 0)), np.zeros((n_queries, 0))]
 
-    def update(self, block: np.ndarray, start: int) -> None:
-        """Merge a (n_seg, n_q) score block whose rows start at global row ``start``."""
+    def update(self, block: np.ndarray, start: int, keep: np.ndarray | None = None) -> None:
+        """Merge a (n_seg, n_q) score block whose rows start at global row ``start`` (only where ``keep``, if given)."""
         scores_t = block.T
+        rows = np.broadcast_to(np.arange(start, start + block.shape[0], dtype=np.int64), scores_t.shape)
         for d, sign in enumerate((1.0, -1.0)):
-            s = sign * scores_t
-            idx = top_k_indices(s, self.m, ordered=False)
-            self._merge(d, np.take_along_axis(s, idx, 1), idx + start)
+            s = sign * scores_t if keep is None else np.where(keep.T, sign * scores_t, -np.inf)
+            self._merge(d, *_select(s, rows, self.m))
 
     def merge(self, other: "TopCandidates") -> None:
         """Merge the candidates kept by another screen (e.g. of other segments)."""
@@ -182,11 +184,10 @@ class TopCandidates:
             self._merge(d, other.scores[d], other.rows[d])
 
     def _merge(self, d: int, scores: np.ndarray, rows: np.ndarray) -> None:
-        merged_s = np.concatenate([self.scores[d], scores], axis=1)
         merged_r = np.concatenate([self.rows[d], rows], axis=1)
-        keep = top_k_indices(merged_s, self.m, ordered=False)
-        self.scores[d] = np.take_along_axis(merged_s, keep, 1)
-        self.rows[d] = np.take_along_axis(merged_r, keep, 1)
+        order = np.argsort(merged_r, axis=1, kind="stable")
+        merged_s = np.take_along_axis(np.concatenate([self.scores[d], scores], axis=1), order, 1)
+        self.scores[d], self.rows[d] = _select(merged_s, np.take_along_axis(merged_r, order, 1), self.m)
 
     def ranked(self, direction: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, signed scores) of the best k, best first; direction 0 proponents, 1 opponents."""
@@ -195,3 +196,13 @@ class TopCandidates:
         sign = 1.0 if direction == 0 else -1.0
         return np.take_along_axis(r, order, 1), sign * np.take_along_axis(s, order, 1)
 
+
+def _select(scores: np.ndarray, rows: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``m`` largest scores per query and their rows; columns are in ascending row order, so ties keep the lowest rows."""
+    width = scores.shape[1]
+    if width <= m:
+        return np.array(scores), np.array(rows)
+    kth = np.partition(scores, width - m, axis=1)[:, width - m][:, None]
+    greater, equal = scores > kth, scores == kth
+    keep = greater | (equal & (np.cumsum(equal, axis=1) <= m - greater.sum(axis=1, keepdims=True)))
+    return scores[keep].reshape(-1, m), rows[keep].reshape(-1, m)

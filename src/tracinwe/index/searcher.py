@@ -12,7 +12,7 @@ its share, and ``start``/``rank`` on the driver; the results are equal.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,7 +21,9 @@ from tracinwe.index.errors import IndexMismatchError
 from tracinwe.index.layout import combine_checkpoints, weighted_query
 from tracinwe.index.manifest import IndexManifest
 from tracinwe.index.projection import Projection
+from tracinwe.index.pruning import PostingsCount, can_prune, pruned_screen
 from tracinwe.index.search import QueryBlock, SegmentArrays, TopCandidates, contributions, screen
+from tracinwe.index.words import pair_token_values
 from tracinwe.results import TopInfluences
 
 #: Candidates rescored exactly per query and direction when the screen is approximate.
@@ -36,6 +38,8 @@ class Search:
     k: int
     projected: bool
     candidates: int
+    prune: bool = False
+    count: PostingsCount = field(default_factory=PostingsCount)
 
 
 class SegmentSearcher:
@@ -65,32 +69,48 @@ class SegmentSearcher:
         block = weighted_query(combine_checkpoints(records, self.dense_tokens), self.manifest.learning_rates)
         return QueryBlock.from_block(block, self.projection if projected else None)
 
+    @property
+    def prunable(self) -> bool:
+        """Whether every segment stores the row norms pruning needs (indexes built before them do not)."""
+        return all("row_norms.npy" in s.files and "dense_norms.npy" in s.files for s in self.manifest.segments or ())
+
     def start(self, records: Sequence[TokenGradients], k: int, candidates: int | None = None,
-              use_projection: bool | None = None) -> Search:
-        """The search's query block, whether the screen is projected, and how many candidates it keeps."""
+              use_projection: bool | None = None, prune: bool | None = None) -> Search:
+        """The search's query block, whether the screen is projected or pruned, and how many candidates it keeps.
+
+        ``prune`` (default: when the index stores row norms): skip postings that cannot reach the top k
+        (`tracinwe.index.pruning`); the result is the same. Projected screens are never pruned.
+        """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         has_projection = self.manifest.projection is not None
         projected = has_projection if use_projection is None else use_projection
         if projected and not has_projection:
             raise IndexMismatchError("this index has no projection: build it with projection_dim= or pass use_projection=False")
+        pruned = (self.prunable if prune is None else prune and self.prunable) and not projected
         q = self.query_block(records, projected)
-        m = max(k, candidates or max(10 * k, MIN_CANDIDATES)) if self._rescores(projected) else k
-        return Search(q, k, projected, m)
+        m = max(k, candidates or max(10 * k, MIN_CANDIDATES)) if self._rescores(projected, pruned) else k
+        return Search(q, k, projected, m, pruned)
 
-    def _rescores(self, projected: bool) -> bool:
-        return projected or self.manifest.dtype == "float16"
+    def _rescores(self, projected: bool, pruned: bool = False) -> bool:
+        """Whether the screen's scores are approximate (pruned screens score exactly in float64)."""
+        return projected or (self.manifest.dtype == "float16" and not pruned)
 
     def screen(self, search: Search, numbers: Iterable[int] | None = None) -> TopCandidates:
         """Screen the segments ``numbers`` (default all) and keep the top candidates per query and direction."""
         top = TopCandidates(search.query.n, search.candidates)
         for number in range(self.num_segments) if numbers is None else numbers:
-            top.update(screen(self.segment(number, search.projected), search.query, search.projected), int(self.starts[number]))
+            seg = self.segment(number, search.projected)
+            if search.prune and can_prune(seg):
+                scores, keep = pruned_screen(seg, search.query, (top.scores[0], top.scores[1]), search.k, search.count)
+                top.update(scores, int(self.starts[number]), keep)
+            else:
+                top.update(screen(seg, search.query, search.projected), int(self.starts[number]))
         return top
 
     def rank(self, search: Search, top: TopCandidates) -> TopInfluences:
         """The top k of the candidates, rescored exactly (float64, full rows) when the screen was approximate."""
-        if not self._rescores(search.projected):
+        if not self._rescores(search.projected, search.prune):
             return TopInfluences(*top.ranked(0, search.k), *top.ranked(1, search.k))
         q = search.query
         kk = min(search.k, self.manifest.num_examples)
@@ -104,9 +124,9 @@ class SegmentSearcher:
         return TopInfluences(*out)
 
     def search(self, records: Sequence[TokenGradients], k: int = 10, candidates: int | None = None,
-               use_projection: bool | None = None) -> TopInfluences:
+               use_projection: bool | None = None, prune: bool | None = None) -> TopInfluences:
         """Top-k proponents/opponents (rows, exact scores) of already captured queries, over every segment."""
-        search = self.start(records, k, candidates, use_projection)
+        search = self.start(records, k, candidates, use_projection, prune)
         return self.rank(search, self.screen(search))
 
     def by_segment(self, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -127,16 +147,15 @@ class SegmentSearcher:
             out[at[order]] = np.bincount(cand, weights=vals, minlength=local.size)
         return out
 
-    def token_totals(self, q: QueryBlock, i: int, rows: np.ndarray) -> list[dict[int, float]]:
-        """Per row, ``{token: contribution}`` of query ``i`` (nonzero shared tokens)."""
+    def pair_totals(self, q: QueryBlock, queries: np.ndarray, rows: np.ndarray) -> list[dict[int, float]]:
+        """Per pair (query ``queries[p]``, global row ``rows[p]``), ``{token: contribution}`` (nonzero shared tokens).
+
+        One batched pass per segment over just these rows' postings (`tracinwe.index.words`).
+        """
         totals: list[dict[int, float]] = [dict() for _ in range(rows.size)]
-        own = q.own_entries(i)
         for s, at, local in self.by_segment(rows):
-            uniq, inverse = np.unique(local, return_inverse=True)
-            cand, toks, vals = contributions(self.segment(s, False), q, i, uniq, self.dense_tokens.size,
-                                             self.dense_tokens, own)
-            for c, t, v in zip(cand.tolist(), toks.tolist(), vals.tolist()):
-                if v != 0.0:
-                    for j in at[inverse == c]:
-                        totals[j][t] = totals[j].get(t, 0.0) + v
+            pair, toks, vals = pair_token_values(self.segment(s, False), q, queries[at], local, self.dense_tokens)
+            keep = vals != 0.0
+            for p, t, v in zip(at[pair[keep]].tolist(), toks[keep].tolist(), vals[keep].tolist()):
+                totals[p][t] = totals[p].get(t, 0.0) + v
         return totals

@@ -71,6 +71,19 @@ def validated_examples(tw, texts, labels, ids=None, text_pairs=None, existing_id
     return Examples(texts, labels, ids, pairs)
 
 
+def row_norms(stored: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Per-checkpoint L2 norms over the last axis of the stored rows (float64 sums, stored as float32).
+
+    They bound every product in a search (Cauchy-Schwarz, `tracinwe.index.pruning`).
+    """
+    flat = stored.reshape(-1, stored.shape[-1])
+    out = np.empty(flat.shape[0], dtype=np.float32)
+    for lo in range(0, flat.shape[0], chunk):
+        part = flat[lo : lo + chunk].astype(np.float64)
+        out[lo : lo + chunk] = np.sqrt(np.einsum("nd,nd->n", part, part))
+    return out.reshape(stored.shape[:-1])
+
+
 class SegmentBuilder:
     """Captures and writes segments of ``plan`` with the checkpoints' classifiers loaded once."""
 
@@ -101,7 +114,8 @@ class SegmentBuilder:
         arrays = {key: (value if scale == 1.0 else value / np.float32(scale)).astype(self.dtype, copy=False)  # float32: no copy
                   for key, value in full.items()}
         arrays.update(tokens=block.tokens, offsets=block.offsets, postings=block.postings,
-                      self_influence=self_influence(records, self.plan.learning_rates))
+                      self_influence=self_influence(records, self.plan.learning_rates),
+                      row_norms=row_norms(arrays["rows"]), dense_norms=row_norms(arrays["dense"]))
         return arrays, scale
 
     def build(self, root: Path, number: int, start: int, stop: int, examples: Examples, offset: int = 0) -> SegmentRecord:

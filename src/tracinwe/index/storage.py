@@ -17,6 +17,8 @@ Layout::
         rows.npy             (nnz, C, d)      gradient rows / scale (float32, or float16 with a
                                               power-of-two scale per segment that keeps them in range)
         self_influence.npy   (n,) float64     sum_c lr_c ||G_c||^2 at full precision
+        row_norms.npy        (nnz, C) float32 ||row|| per checkpoint (of the stored values), and
+        dense_norms.npy      (n, C, T)        of the dense rows: search bounds (absent in older indexes)
         rows_proj.npy        (nnz, p)         optional projection (PCA or seeded Gaussian)
         dense_proj.npy       (n, p)           of the rows above
       projection/            rows.npy (C*d, p), dense.npy (C*T*d, p): the projection's basis
@@ -49,6 +51,8 @@ BUILD_PLAN = "build-plan.json"
 SEGMENTS = "segments"
 ARRAYS = ("dense", "tokens", "offsets", "postings", "rows", "self_influence")
 PROJECTED = ("rows_proj", "dense_proj")
+#: Written since the pruned search; an index without them still searches exactly, without pruning.
+NORMS = ("row_norms", "dense_norms")
 #: ``verify="quick"`` hashes files up to this size on open; larger ones are size-checked on open
 #: and hashed on the first touch of their segment.
 QUICK_HASH_LIMIT = 16 << 20

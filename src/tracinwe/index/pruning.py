@@ -1,0 +1,159 @@
+"""Exact top-k that skips what cannot win: MaxScore-style Cauchy-Schwarz bounds from stored row norms.
+
+A score is a sum of terms ``sum_c lr_c g_c . q_c`` over the tokens an example
+shares with the query (the dense ``[CLS]``/``[SEP]`` rows are terms too), and
+each term is bounded by ``sum_c ||g_c|| ||lr_c q_c||``: the build stores the
+per-checkpoint norms ``||g_c||`` of every row (``row_norms.npy``,
+``dense_norms.npy``), 4 bytes per checkpoint against ``4 d`` for the row. Per
+segment and batch of queries:
+
+1. terms with short postings (rare tokens) are read and scored exactly; the
+   long ones (frequent tokens, the dense block) only get their bounds, read
+   from the norms: every example has ``exact - bound <= score <= exact + bound``;
+2. per query and direction the threshold is the k-th largest lower bound among
+   the segment's examples and the exact scores already kept from earlier
+   segments: an example whose upper bound falls below it has k examples
+   strictly better and is dropped (ties survive: the test is ``>=``);
+3. the long terms are read only at the surviving examples' rows, so their
+   scores are exact (float64); every other example is left out of the top.
+
+Bounds are inflated by `BOUND_SLACK` (norms are stored in float32), so rounding
+cannot drop an example that belongs in the top k: the result is the unpruned
+search's, ties included. Frequent tokens and the dense block take the same path;
+a query whose every token is frequent just bounds every term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tracinwe.index.search import QueryBlock, SegmentArrays
+
+#: Relative inflation of every bound: covers float32 norms and float64 sums.
+BOUND_SLACK = 1e-5
+#: A token whose postings in a segment are longer than this share of the segment is bounded, not read.
+LONG_POSTINGS = 1 / 64
+
+
+@dataclass
+class PostingsCount:
+    """What a search read: posting rows whose products it computed, of how many the plain screen computes."""
+
+    rows_read: int = 0
+    rows_total: int = 0
+    dense_read: int = 0
+    dense_total: int = 0
+
+    def add(self, other: "PostingsCount") -> None:
+        for name in ("rows_read", "rows_total", "dense_read", "dense_total"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def can_prune(seg: SegmentArrays) -> bool:
+    """Whether the segment stores the norms pruning needs (indexes built before them do not)."""
+    return seg.row_norms is not None and seg.dense_norms is not None
+
+
+def query_norms(q: QueryBlock, num_ckpt: int, num_dense: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-checkpoint norms of the weighted query rows (nnz_q, C) and dense rows (n, C*T), float64 (cached on ``q``)."""
+    if q.norms is None:
+        rows = q.rows.reshape(q.rows.shape[0], num_ckpt, -1).astype(np.float64)
+        dense = q.dense.reshape(q.n, num_ckpt * num_dense, -1).astype(np.float64)
+        q.norms = (np.sqrt(np.einsum("ncd,ncd->nc", rows, rows)), np.sqrt(np.einsum("ntd,ntd->nt", dense, dense)))
+    return q.norms
+
+
+def kth_largest(values: np.ndarray, kept: np.ndarray, k: int) -> np.ndarray:
+    """Per query, the k-th largest of its row of ``values`` (n, a) and ``kept`` (n, b); -inf when fewer than k."""
+    both = np.concatenate([values, kept], axis=1)
+    if both.shape[1] < k:
+        return np.full(both.shape[0], -np.inf)
+    return np.partition(both, both.shape[1] - k, axis=1)[:, both.shape[1] - k]
+
+
+def pruned_screen(seg: SegmentArrays, q: QueryBlock, kept: tuple[np.ndarray, np.ndarray], k: int,
+                  count: PostingsCount) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, candidate)``, both (n_seg, n_q): exact float64 scores where ``candidate``, meaningless elsewhere.
+
+    ``kept``: the signed scores (n_q, m) already kept per direction (proponents, then
+    negated opponents) from earlier segments; they only raise the thresholds.
+    """
+    n_seg, n = seg.num_examples, q.n
+    num_ckpt, num_dense = seg.rows.shape[1], seg.dense.shape[2]
+    q_row_norms, q_dense_norms = query_norms(q, num_ckpt, num_dense)
+    exact = np.zeros((n_seg, n))
+    bound = np.zeros((n_seg, n))
+    steps = []  # (largest bound of one posting, lo, hi, qlo, qhi); lo = -1: the dense block
+    if num_dense and n_seg:
+        dense_bound = (1.0 + BOUND_SLACK) * seg.scale * (np.asarray(seg.dense_norms, dtype=np.float64).reshape(n_seg, -1)
+                                                        @ q_dense_norms.T)
+        bound += dense_bound
+        steps.append((float(dense_bound.max(initial=0.0)), -1, -1, -1, -1))
+        count.dense_total += n_seg
+    for lo, hi, qlo, qhi in shared_terms(seg, q):
+        examples, queries = np.asarray(seg.postings[lo:hi]), q.examples[qlo:qhi]
+        count.rows_total += hi - lo
+        if hi - lo > LONG_POSTINGS * n_seg:
+            term = _term_bound(seg, q_row_norms, lo, hi, qlo, qhi)
+            bound[np.ix_(examples, queries)] += term
+            steps.append((float(term.max(initial=0.0)), lo, hi, qlo, qhi))
+        else:
+            exact[np.ix_(examples, queries)] += _products(seg, q, lo, hi, qlo, qhi, None)
+            count.rows_read += hi - lo
+    if not steps:
+        return exact, np.ones((n_seg, n), bool)
+    tol = 1e-9 * (bound.max(axis=0) + np.abs(exact).max(axis=0, initial=0.0))  # float64 sums, per query
+    rows = np.arange(n_seg)
+    candidate = _candidates(exact, bound, kept, k, tol)
+    for _, lo, hi, qlo, qhi in sorted(steps, key=lambda s: -s[0]):  # the heaviest terms first: the bounds shrink fastest
+        rows = rows[candidate[rows].any(axis=1)]
+        if lo < 0:
+            if rows.size:
+                stored = np.asarray(seg.dense[rows], dtype=np.float64).reshape(rows.size, -1)
+                exact[rows] += seg.scale * (stored @ q.dense.T.astype(np.float64))
+                bound[rows] = np.maximum(bound[rows] - dense_bound[rows], 0.0)
+                count.dense_read += rows.size
+        else:
+            examples, queries = np.asarray(seg.postings[lo:hi]), q.examples[qlo:qhi]
+            at = np.flatnonzero(candidate[np.ix_(examples, queries)].any(axis=1))
+            if at.size:
+                grid = np.ix_(examples[at], queries)
+                exact[grid] += _products(seg, q, lo, hi, qlo, qhi, at)
+                bound[grid] = np.maximum(bound[grid] - _term_bound(seg, q_row_norms, lo, hi, qlo, qhi, at), 0.0)
+                count.rows_read += at.size
+        candidate[rows] = _candidates(exact[rows], bound[rows], kept, k, tol)
+    return exact, candidate
+
+
+def _candidates(exact: np.ndarray, bound: np.ndarray, kept: tuple[np.ndarray, np.ndarray], k: int,
+                tol: np.ndarray) -> np.ndarray:
+    """Which (example, query) pairs may still reach the top k in either direction (their upper bound reaches the threshold)."""
+    pro = kth_largest((exact - bound).T, kept[0], k) - tol
+    opp = kth_largest((-exact - bound).T, kept[1], k) - tol
+    return (exact + bound >= pro[None, :]) | (bound - exact >= opp[None, :])
+
+
+def _term_bound(seg: SegmentArrays, q_row_norms: np.ndarray, lo: int, hi: int, qlo: int, qhi: int,
+                at: np.ndarray | None = None) -> np.ndarray:
+    """``sum_c ||g_c|| ||q_c||`` (inflated) of the postings ``lo:hi`` (at ``at``) with the query entries ``qlo:qhi``."""
+    norms = seg.row_norms[lo:hi] if at is None else seg.row_norms[lo + at]
+    return (1.0 + BOUND_SLACK) * seg.scale * (np.asarray(norms, dtype=np.float64) @ q_row_norms[qlo:qhi].T)
+
+
+def shared_terms(seg: SegmentArrays, q: QueryBlock):
+    """``(lo, hi, qlo, qhi)`` per token the segment shares with the queries: its postings and query entries."""
+    if seg.tokens.size == 0 or q.tokens.size == 0:
+        return
+    pos = np.searchsorted(seg.tokens, q.tokens).clip(max=seg.tokens.size - 1)
+    for u in np.flatnonzero(seg.tokens[pos] == q.tokens):
+        s = pos[u]
+        yield int(seg.offsets[s]), int(seg.offsets[s + 1]), int(q.offsets[u]), int(q.offsets[u + 1])
+
+
+def _products(seg: SegmentArrays, q: QueryBlock, lo: int, hi: int, qlo: int, qhi: int, at: np.ndarray | None) -> np.ndarray:
+    """Exact float64 products of the postings ``lo:hi`` (at ``at``) with the query entries ``qlo:qhi``."""
+    stored = np.asarray(seg.rows[lo:hi] if at is None else seg.rows[lo + at], dtype=np.float64)
+    stored = stored.reshape(stored.shape[0], -1)
+    return seg.scale * (stored @ q.rows[qlo:qhi].T.astype(np.float64))

@@ -1,0 +1,85 @@
+"""Shared-word contributions of found neighbours, for all (query, neighbour) pairs of a chunk in one batched pass.
+
+Per segment, every pair is expanded into (pair, query token) entries; each
+entry's training row is found by a vectorised binary search in that token's
+postings (only the postings of the pairs' rows are touched), and the values
+``sum_c lr_c G_c(train)[w] . G_c(query)[w]`` are one row-wise product in
+float64: the same numbers as ``TracInWE.word_contributions`` on the texts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from tracinwe.index.search import QueryBlock, SegmentArrays
+from tracinwe.scoring.words import WordContribution
+
+
+def pair_token_values(seg: SegmentArrays, q: QueryBlock, queries: np.ndarray, local: np.ndarray,
+                      dense_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(pair, token, value)`` of the pairs (``queries[p]``, segment row ``local[p]``), zeros included."""
+    pairs, toks, vals = [], [], []
+    num_dense = dense_tokens.size
+    if num_dense and queries.size:
+        n_ck, dim = seg.dense.shape[1], seg.dense.shape[3]
+        stored = np.asarray(seg.dense[local], dtype=np.float64).reshape(local.size, n_ck, num_dense, dim) * seg.scale
+        query = q.dense[queries].reshape(queries.size, n_ck, num_dense, dim).astype(np.float64)
+        pairs.append(np.repeat(np.arange(queries.size), num_dense))
+        toks.append(np.tile(dense_tokens, queries.size))
+        vals.append(np.einsum("mctd,mctd->mt", stored, query).reshape(-1))
+    entry_pair, entry = _expand(q, queries)
+    if entry.size and seg.tokens.size:
+        token = q.tokens[np.searchsorted(q.offsets, entry, side="right") - 1]
+        pos = np.searchsorted(seg.tokens, token).clip(max=seg.tokens.size - 1)
+        present = seg.tokens[pos] == token
+        entry_pair, entry, token, pos = entry_pair[present], entry[present], token[present], pos[present]
+        at, found = _find(seg.postings, seg.offsets[pos], seg.offsets[pos + 1], local[entry_pair])
+        if found.any():
+            stored = np.asarray(seg.rows[at[found]], dtype=np.float64).reshape(int(found.sum()), -1) * seg.scale
+            pairs.append(entry_pair[found])
+            toks.append(token[found])
+            vals.append(np.einsum("nd,nd->n", stored, q.rows[entry[found]].astype(np.float64)))
+    if not pairs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(pairs), np.concatenate(toks).astype(np.int64), np.concatenate(vals)
+
+
+def _expand(q: QueryBlock, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pair, query-block entry) for every entry of every pair's query."""
+    by_query = np.argsort(q.examples, kind="stable")
+    counts = np.bincount(q.examples, minlength=q.n)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    n_entries = counts[queries]
+    pair = np.repeat(np.arange(queries.size), n_entries)
+    within = np.arange(pair.size) - np.repeat(np.cumsum(n_entries) - n_entries, n_entries)
+    return pair, by_query[starts[queries][pair] + within]
+
+
+def _find(postings: np.ndarray, lo: np.ndarray, hi: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per entry, the position of ``rows`` in the ascending ``postings[lo:hi]`` and whether it is there."""
+    a, b = lo.astype(np.int64), hi.astype(np.int64)
+    last = max(int(postings.shape[0]) - 1, 0)
+    while (a < b).any():
+        mid = (a + b) >> 1
+        live = a < b
+        below = live & (np.asarray(postings[np.minimum(mid, last)]) < rows)
+        a = np.where(below, mid + 1, a)
+        b = np.where(live & ~below, mid, b)
+    found = (a < hi) & (np.asarray(postings[np.minimum(a, last)]) == rows)
+    return a, found
+
+
+def top_words(totals: dict[int, float], words: int | None, train_ids: Sequence[int], test_ids: Sequence[int],
+              token_strings: Callable[[Sequence[int]], list[str]]) -> list[WordContribution]:
+    """``word_contributions(totals, ...)[:words]`` (largest magnitude first), building only the words kept."""
+    order = sorted(sorted(totals), key=lambda t: -abs(totals[t]))
+    chosen = order if words is None else order[:words]
+    train_at: dict[int, list[int]] = {}
+    test_at: dict[int, list[int]] = {}
+    for ids, at in ((train_ids, train_at), (test_ids, test_at)):
+        for i, t in enumerate(ids):
+            at.setdefault(t, []).append(i)
+    return [WordContribution(s, totals[t], t, tuple(train_at.get(t, ())), tuple(test_at.get(t, ())))
+            for t, s in zip(chosen, token_strings(chosen))]
