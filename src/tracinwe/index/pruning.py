@@ -28,11 +28,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from tracinwe.index.search import QueryBlock, SegmentArrays
 
 #: Relative inflation of every bound: covers float32 norms and float64 sums.
 BOUND_SLACK = 1e-5
+#: Score the dense block of every example with one float32 matrix product (True) or bound it like a token (False).
+DENSE_UP_FRONT = True
+#: Relative error bound of one float32 product per summed term (unit roundoff, with a margin).
+FLOAT32_EPS = 1.2 * 2.0**-24
 #: A token whose postings in a segment are longer than this share of the segment is bounded, not read.
 LONG_POSTINGS = 1 / 64
 
@@ -87,11 +92,18 @@ def pruned_screen(seg: SegmentArrays, q: QueryBlock, kept: tuple[np.ndarray, np.
     bound = np.zeros((n_seg, n))
     steps = []  # (largest bound of one posting, lo, hi, qlo, qhi); lo = -1: the dense block
     if num_dense and n_seg:
-        dense_bound = (1.0 + BOUND_SLACK) * seg.scale * (np.asarray(seg.dense_norms, dtype=np.float64).reshape(n_seg, -1)
-                                                        @ q_dense_norms.T)
-        bound += dense_bound
-        steps.append((float(dense_bound.max(initial=0.0)), -1, -1, -1, -1))
+        dense_bound = seg.scale * (np.asarray(seg.dense_norms, dtype=np.float64).reshape(n_seg, -1) @ q_dense_norms.T)
         count.dense_total += n_seg
+        if DENSE_UP_FRONT:  # one float32 product, as in the plain screen; its rounding error joins the bound
+            stored = seg.dense.reshape(n_seg, -1)
+            product = torch.from_numpy(stored).float() @ torch.from_numpy(np.ascontiguousarray(q.dense.T))
+            exact += seg.scale * product.double().numpy()
+            bound += dense_bound * (stored.shape[1] * FLOAT32_EPS)
+            count.dense_read += n_seg
+        else:
+            dense_bound *= 1.0 + BOUND_SLACK
+            bound += dense_bound
+            steps.append((float(dense_bound.max(initial=0.0)), -1, -1, -1, -1))
     for lo, hi, qlo, qhi in shared_terms(seg, q):
         examples, queries = np.asarray(seg.postings[lo:hi]), q.examples[qlo:qhi]
         count.rows_total += hi - lo
