@@ -109,10 +109,10 @@ def pruned_screen(seg: SegmentArrays, q: QueryBlock, kept: tuple[np.ndarray, np.
         count.rows_total += hi - lo
         if hi - lo > LONG_POSTINGS * n_seg:
             term = _term_bound(seg, q_row_norms, lo, hi, qlo, qhi)
-            bound[np.ix_(examples, queries)] += term
+            bound[_grid(examples, queries, n)] += term
             steps.append((float(term.max(initial=0.0)), lo, hi, qlo, qhi))
         else:
-            exact[np.ix_(examples, queries)] += _products(seg, q, lo, hi, qlo, qhi, None)
+            exact[_grid(examples, queries, n)] += _products(seg, q, lo, hi, qlo, qhi, None)
             count.rows_read += hi - lo
     if not steps:
         return exact, np.ones((n_seg, n), bool)
@@ -129,9 +129,9 @@ def pruned_screen(seg: SegmentArrays, q: QueryBlock, kept: tuple[np.ndarray, np.
                 count.dense_read += rows.size
         else:
             examples, queries = np.asarray(seg.postings[lo:hi]), q.examples[qlo:qhi]
-            at = np.flatnonzero(candidate[np.ix_(examples, queries)].any(axis=1))
+            at = np.flatnonzero(candidate[_grid(examples, queries, n)].any(axis=1))
             if at.size:
-                grid = np.ix_(examples[at], queries)
+                grid = _grid(examples[at], queries, n)
                 exact[grid] += _products(seg, q, lo, hi, qlo, qhi, at)
                 bound[grid] = np.maximum(bound[grid] - _term_bound(seg, q_row_norms, lo, hi, qlo, qhi, at), 0.0)
                 count.rows_read += at.size
@@ -152,6 +152,11 @@ def _term_bound(seg: SegmentArrays, q_row_norms: np.ndarray, lo: int, hi: int, q
     """``sum_c ||g_c|| ||q_c||`` (inflated) of the postings ``lo:hi`` (at ``at``) with the query entries ``qlo:qhi``."""
     norms = seg.row_norms[lo:hi] if at is None else seg.row_norms[lo + at]
     return (1.0 + BOUND_SLACK) * seg.scale * (np.asarray(norms, dtype=np.float64) @ q_row_norms[qlo:qhi].T)
+
+
+def _grid(examples: np.ndarray, queries: np.ndarray, n: int):
+    """Index of the (examples x queries) block of an (n_seg, n) array: plain rows when every query has the token."""
+    return examples if queries.size == n else np.ix_(examples, queries)
 
 
 def shared_terms(seg: SegmentArrays, q: QueryBlock):

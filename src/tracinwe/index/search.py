@@ -172,8 +172,12 @@ class TopCandidates:
 
     def update(self, block: np.ndarray, start: int, keep: np.ndarray | None = None) -> None:
         """Merge a (n_seg, n_q) score block whose rows start at global row ``start`` (only where ``keep``, if given)."""
+        local = np.arange(block.shape[0], dtype=np.int64)
+        if keep is not None:  # only the rows kept for some query (ascending, so ties still keep the lowest rows)
+            local = np.flatnonzero(keep.any(axis=1))
+            block, keep = block[local], keep[local]
         scores_t = block.T
-        rows = np.broadcast_to(np.arange(start, start + block.shape[0], dtype=np.int64), scores_t.shape)
+        rows = np.broadcast_to(local + start, scores_t.shape)
         for d, sign in enumerate((1.0, -1.0)):
             s = sign * scores_t if keep is None else np.where(keep.T, sign * scores_t, -np.inf)
             self._merge(d, *_select(s, rows, self.m))
