@@ -4,7 +4,9 @@ A search is three steps on one `Search` (the query block and how it screens):
 `SegmentSearcher.start` lays out the captured queries, `screen` scores any
 subset of the segments and keeps the top candidates, `rank` orders the merged
 candidates and, where the screen was approximate (projected or float16 rows),
-rescores each of them exactly in float64. `Index.search` runs the three over every
+rescores each of them exactly in float64. Exact screens are pruned by default
+(`tracinwe.index.pruning`: postings that cannot reach the top k are not read;
+``Search.count`` says how many were). `Index.search` runs the three over every
 segment; `tracinwe.index.ray_search` runs ``screen`` on Ray actors, each over
 its share, and ``start``/``rank`` on the driver; the results are equal.
 """
