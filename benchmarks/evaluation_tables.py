@@ -61,6 +61,11 @@ def deletion_table(path: Path) -> str:
             f"{gate['median_abs_delta']:.4f} (gate {gate['threshold']}: {'ok' if gate['passed'] else 'OVER'}); saturated "
             f"points per seed {d['saturated_points_by_seed']}.\n\n")
     refs = [r for r in ("TracIn-last", "TF-IDF", "random-control") if any(row["method"] == r for row in d["summary"])]
+    if "TracIn-last" not in refs and "TracIn-WE" in d["per_point"]:  # a secondary run: every baseline against TracIn-WE
+        refs.insert(0, "TracIn-WE")
+        for row in d["summary"]:
+            if row["method"] != "TracIn-WE":
+                row.setdefault("comparisons", {})["TracIn-WE"] = against(d, row["method"], "TracIn-WE")
     lines = ["| method | AUC-DEL+ ↓ | AUC-DEL- ↑ | DEL- − DEL+ | log-odds DEL+ / DEL- |"
              + "".join(f" − {r}: DEL+ / DEL- (paired, p) |" for r in refs), "|---" * (5 + len(refs)) + "|"]
     for row in d["summary"]:
@@ -70,6 +75,17 @@ def deletion_table(path: Path) -> str:
         line += "".join(comparison_cell(row.get("comparisons", {}).get(r)) for r in refs)
         lines.append(line)
     return head + "\n".join(lines) + "\n"
+
+
+def against(d: dict, method: str, reference: str) -> dict:
+    """Paired per-point comparison ``method - reference`` of AUC-DEL+ and AUC-DEL- (mean over k)."""
+    import numpy as np
+
+    from tracinwe.evaluate.statistics import paired_comparison
+
+    per = d["per_point"]
+    return {sign: paired_comparison(np.mean(per[method][sign], axis=1), np.mean(per[reference][sign], axis=1)).to_json()
+            for sign in ("del+", "del-")}
 
 
 def fix_table(path: Path) -> str:
