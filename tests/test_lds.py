@@ -66,6 +66,10 @@ def test_exact_attributions_score_one_and_random_scores_zero(task, tmp_path):
     assert result.recommendation().startswith("no recommendation: retraining alone moves p(gold) by 0.130")
     result.settings["noise_gate"]["passed"] = True
     assert result.recommendation().startswith("best: exact")
+    result.settings.update(heldout_accuracy=0.578, majority_class_rate=0.580)  # a model that learned the prior only
+    assert result.recommendation().startswith("no recommendation: held-out accuracy 0.578 is no better than always")
+    result.settings["heldout_accuracy"] = 0.62
+    assert result.recommendation().startswith("best: exact")
     assert task.calls == 2 * 64  # every subset once per seed, shared by all methods and points
     again = AdditiveTask(task.effects)
     resumed = run_lds(runner_for(again, tmp_path), scores, list(range(N_TEST)), [1] * N_TEST, n_subsets=64, progress=False)

@@ -235,6 +235,7 @@ def experiment_info(prepared: PreparedExperiment) -> dict:
         "points_per_class": np.bincount(prepared.point_labels, minlength=len(prepared.label_names)).tolist(),
         "heldout_accuracy_by_seed": accuracy,
         "heldout_accuracy": float(np.mean(list(accuracy.values()))),
+        "majority_class_rate": float(np.bincount(prepared.heldout_labels).max() / len(prepared.heldout_labels)),
         "test_points_gold_probability_by_seed": {str(s): v for s, v in gold.items()},
         "saturated_points_by_seed": {str(s): saturated_count(v) for s, v in gold.items()},
         "device": prepared.setup.model.run_device,

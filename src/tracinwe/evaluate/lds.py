@@ -44,6 +44,9 @@ def subset_retrains(subsets: np.ndarray, seed: int) -> list[Retrain]:
     return [Retrain.make(seed, np.flatnonzero(~mask)) for mask in subsets]
 
 
+#: A model must beat always predicting the largest class by this much (held-out accuracy) to be ranked on.
+LEARNED_MARGIN = 0.02
+
 @dataclass
 class LDSResult:
     """``lds[method]``: (n_seeds, n_points) Spearman correlations; ``measured``: per seed (m, n_points) log-odds."""
@@ -74,13 +77,18 @@ class LDSResult:
         return sorted(rows, key=lambda r: -r["lds"])
 
     def recommendation(self) -> str:
-        """One line: the method to trust on this model, that none beats the next one clearly, or (over the
-        noise gate) that these retrains cannot rank methods at all."""
+        """One line: the method to trust on this model, that none beats the next one clearly, or that these
+        retrains cannot rank methods at all (over the noise gate, or a model no better than the majority class)."""
         gate = self.settings.get("noise_gate")
         if gate is not None and not gate["passed"]:
             return (f"no recommendation: retraining alone moves p(gold) by {gate['median_abs_delta']:.3f} (median, over the "
                     f"{gate['threshold']} gate), so these retrains cannot rank methods; use a stabler --model "
                     "(e.g. minilm-l2), more training examples, or a smaller --learning-rate")
+        accuracy, majority = self.settings.get("heldout_accuracy"), self.settings.get("majority_class_rate")
+        if accuracy is not None and majority is not None and accuracy < majority + LEARNED_MARGIN:
+            return (f"no recommendation: held-out accuracy {accuracy:.3f} is no better than always predicting the "
+                    f"largest class ({majority:.3f}), so LDS here measures the class prior, not which examples "
+                    "matter; train the model longer or on more data")
         rows = self.summary()
         best, runner_up = rows[0], rows[1] if len(rows) > 1 else None
         if runner_up is None:
