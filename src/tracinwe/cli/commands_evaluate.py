@@ -109,8 +109,8 @@ def lds(
                                                 "not trained on (default: the run's own held-out rows)."),
     run_dir: Path = typer.Option(None, "--run-dir", help="Your `tracinwe train` run folder: the methods score its "
                                                          "checkpoints and each retrain repeats its recipe (seed, "
-                                                         "optimizer, epochs). Costs about (subsets/2 + 4) x its "
-                                                         "training time."),
+                                                         "optimizer, epochs). --quick costs about 6x its training "
+                                                         "time on 2 cores."),
     text_column: str = typer.Option(None, help="Text column of a CSV/JSONL/Parquet file (default: text)."),
     label_column: str = typer.Option(None, help="Label column of a file (default: label)."),
     n_train: int = typer.Option(2000, help="Training examples (sampled, stratified, from the source)."),
