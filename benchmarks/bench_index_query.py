@@ -243,9 +243,8 @@ def main() -> None:
     payload = {"benchmark": "index_query", "config": config, "figures": figures,
                "targets": {"query_s_on (full)": "<= 0.3", "query_s_on (top10)": "<= 0.2", "query_over_search": "<= 1.2"}}
     out = RESULTS / f"{args.out}.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(out)
+    from tracinwe.io import write_json_atomic
+    write_json_atomic(out, payload)
     console.print(f"wrote {out}")
 
 

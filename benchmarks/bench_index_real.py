@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import shutil
 import statistics
@@ -269,9 +268,8 @@ def main() -> None:
     payload = {"benchmark": "index_real", "config": config, "figures": figures, "shapes": shapes,
                "targets": {"index_search_s_20_median": "<= 0.5", "build_over_capture": "<= 1.10"}}
     out = RESULTS / f"{args.out}.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(out)
+    from tracinwe.io import write_json_atomic
+    write_json_atomic(out, payload)
     console.print(f"wrote {out}")
 
 

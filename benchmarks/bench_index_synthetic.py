@@ -318,9 +318,8 @@ def main() -> None:
                "targets": {"exact_single_query_s_mean": "<= 1", "projected_m*_single_query_s_mean": "<= 0.2",
                            "projected_m*_recall_at_10": ">= 0.95", "query_process_peak_rss_bytes": "< 2 GB"}}
     out = RESULTS / f"{args.out}.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(out)
+    from tracinwe.io import write_json_atomic
+    write_json_atomic(out, payload)
     console.print(f"wrote {out}")
 
 
