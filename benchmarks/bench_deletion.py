@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from tracinwe.training.small import ARCHITECTURES
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 #: The paper's AUC-DEL+ / AUC-DEL- (Yeh et al. 2022, Table 1), for the side-by-side table.
@@ -50,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--methods", default="TracIn-WE,TracIn-last,TF-IDF",
                    help="comma-separated (the random control always runs); secondary: TracIn-WE-Top10,Representer,IF-last,...")
-    p.add_argument("--architecture", default="cnn", choices=["cnn", "bert-small", "minilm-l2", "minilm-l6"])
+    p.add_argument("--architecture", default="cnn", choices=list(ARCHITECTURES))
     p.add_argument("--epochs", type=int, default=None, help="default: the architecture's stable recipe")
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=None)

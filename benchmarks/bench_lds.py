@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from tracinwe.training.small import ARCHITECTURES
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ALL_METHODS = ("TracIn-WE", "TracIn-WE-Top10", "TracIn-last", "Representer", "IF-last", "Grad-Cos-last", "TF-IDF",
                "TracIn-middle", "random")
@@ -31,7 +33,7 @@ ALL_METHODS = ("TracIn-WE", "TracIn-WE-Top10", "TracIn-last", "Representer", "IF
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="sms-spam")
-    p.add_argument("--architecture", default="cnn", choices=["cnn", "bert-small", "minilm-l2", "minilm-l6"])
+    p.add_argument("--architecture", default="cnn", choices=list(ARCHITECTURES))
     p.add_argument("--n-train", type=int, default=1500)
     p.add_argument("--n-heldout", type=int, default=500)
     p.add_argument("--test-points", type=int, default=100)

@@ -46,7 +46,8 @@ def _setup(data, n_train, n_heldout, test_points, ks, seeds, methods, architectu
 
 _DATA = typer.Option("bundled:sms-spam", "--data", help="Data source: bundled:<name>, a csv/jsonl/parquet file or an HF name.")
 _ARCH = typer.Option("cnn", "--model", "--architecture",
-                     help="Model retrained on each subset: cnn (TokenCNN over BERT ids, from scratch), bert-small "
+                     help="Model retrained on each subset: cnn (TokenCNN over BERT ids, from scratch), cnn-minilm (the same CNN, "
+                          "word embeddings started from MiniLM-L6's), bert-small "
                           "(from scratch), minilm-l2 or minilm-l6 (the bundled pretrained MiniLM, fine-tuned).")
 _RECIPE = "(default: the model's stable recipe, see docs/evaluation.md)"
 _JSON = json_option("Print the results as JSON instead of a table.")

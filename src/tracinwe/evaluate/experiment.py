@@ -37,7 +37,7 @@ from tracinwe.training.small import SmallModelConfig, SmallRun, SmallTask
 DEFAULT_METHODS = ("TracIn-WE", "TracIn-WE-Top10", "TracIn-last", "Representer", "IF-last", "Grad-Cos-last", "TF-IDF",
                    "TracIn-middle")
 #: The middle parameter block compared with the embeddings, per architecture.
-MIDDLE_LAYER = {"cnn": "conv1", "bert-small": "bert.encoder.layer.0", "minilm-l2": "bert.encoder.layer.0",
+MIDDLE_LAYER = {"cnn": "conv1", "cnn-minilm": "conv1", "bert-small": "bert.encoder.layer.0", "minilm-l2": "bert.encoder.layer.0",
                 "minilm-l6": "bert.encoder.layer.2"}
 
 

@@ -10,6 +10,7 @@ rate in force) in memory, for TracIn.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,9 @@ from tracinwe.models.contract import TextClassifier, TorchTextClassifier
 from tracinwe.models.small import TokenCNN, bert_small_config
 
 #: "minilm-l<n>": the bundled pretrained MiniLM-L6 cut to its first n layers (dropout off), fine-tuned.
-ARCHITECTURES = ("cnn", "bert-small", "minilm-l2", "minilm-l6")
+#: "cnn-minilm": the TokenCNN whose word embeddings start from MiniLM-L6's, projected to ``dim``.
+ARCHITECTURES = ("cnn", "cnn-minilm", "bert-small", "minilm-l2", "minilm-l6")
+CNN_ARCHITECTURES = ("cnn", "cnn-minilm")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class SmallModelConfig:
 #: bundled data (measured by benchmarks/bench_lds.py and bench_deletion.py; see docs/evaluation.md).
 STABLE_RECIPES: dict[str, dict] = {
     "cnn": {"learning_rate": 0.02, "epochs": 6, "batch_size": 32, "optimizer": "sgd"},
+    "cnn-minilm": {"learning_rate": 0.005, "epochs": 10, "batch_size": 32, "optimizer": "sgd"},
     "bert-small": {"learning_rate": 0.02, "epochs": 6, "batch_size": 32, "optimizer": "sgd"},
     "minilm-l2": {"learning_rate": 1e-4, "epochs": 3, "batch_size": 32, "optimizer": "adamw"},
     "minilm-l6": {"learning_rate": 1e-4, "epochs": 3, "batch_size": 32, "optimizer": "adamw"},
@@ -126,8 +130,12 @@ class SmallRun:
 def build_model(config: SmallModelConfig, seed: int) -> nn.Module:
     """A freshly initialised model; the same seed gives the same weights."""
     torch.manual_seed(seed)
-    if config.architecture == "cnn":
-        return TokenCNN(config.vocab_size, config.num_classes, dim=config.dim, channels=config.channels)
+    if config.architecture in CNN_ARCHITECTURES:
+        model = TokenCNN(config.vocab_size, config.num_classes, dim=config.dim, channels=config.channels)
+        if config.architecture == "cnn-minilm":
+            with torch.no_grad():
+                model.embed.weight.copy_(minilm_word_embeddings(config.vocab_size, config.dim))
+        return model
     from transformers import BertForSequenceClassification
 
     if config.architecture.startswith("minilm"):
@@ -155,6 +163,28 @@ def pretrained_minilm(num_classes: int, layers: int) -> nn.Module:
     model.bert.encoder.layer = model.bert.encoder.layer[:layers]
     model.config.num_hidden_layers = layers
     return model
+
+
+@functools.lru_cache(maxsize=4)
+def minilm_word_embeddings(vocab_size: int, dim: int) -> torch.Tensor:
+    """MiniLM-L6's word embeddings on their top ``dim`` principal components, scaled to unit variance.
+
+    The same for every seed (the PCA is deterministic), so the seed only changes the layers above.
+    """
+    from safetensors.torch import load_file
+
+    from tracinwe.models.pretrained import minilm_l6_path
+
+    weights = load_file(str(minilm_l6_path() / "model.safetensors"))
+    table = next(v for k, v in weights.items() if k.endswith("word_embeddings.weight")).double()
+    if table.shape[0] != vocab_size or dim > table.shape[1]:
+        raise TracInWEError(f"cnn-minilm needs vocab_size {table.shape[0]} and dim <= {table.shape[1]}, "
+                            f"got {vocab_size} and {dim}")
+    centred = table - table.mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    v = v[:dim].T * torch.sign(v[:dim].sum(1))  # a fixed sign per component
+    projected = centred @ v
+    return (projected / projected.std()).float()
 
 
 def model_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
