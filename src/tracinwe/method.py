@@ -10,6 +10,8 @@ over checkpoints weighted by their learning rates η_c. A method supplies only
 * `diagonal(rep)`: each example against itself, for self-influence,
 
 and, when it does not use every checkpoint with its η_c, `checkpoint_weights`.
+A method with ``supports_causal_lm`` also takes decoder-only LM checkpoints: its examples are
+documents (strings, prompt/completion dicts, chats) and take no labels.
 Every score follows `SIGN_CONVENTION`: **> 0 = proponent**, < 0 = opponent.
 """
 
@@ -26,13 +28,15 @@ import numpy as np
 import torch
 
 from tracinwe.capture.model_state import prepared_for_capture
-from tracinwe.errors import CheckpointError, LabelError, TracInWEError
+from tracinwe.errors import CheckpointError, InputTextError, LabelError, TracInWEError
+from tracinwe.models.causal_lm import as_causal_lm
 from tracinwe.models.checkpoints import Checkpoint, check_checkpoint_folder
 from tracinwe.models.contract import TextClassifier
 from tracinwe.models.huggingface import as_text_classifier
+from tracinwe.models.tasks import CAUSAL_LM, resolve_task
 from tracinwe.results import TopInfluences
 from tracinwe.scoring.influence import SIGN_CONVENTION
-from tracinwe.validation import check_labels, check_pairs, check_texts
+from tracinwe.validation import check_labels, check_lm_examples, check_pairs, check_texts, refuse_lm_labels
 
 
 class InfluenceMethod(ABC):
@@ -59,26 +63,37 @@ class InfluenceMethod(ABC):
 class Examples:
     """One side's validated inputs: texts, class ids (predictions when none were given), sentence pairs."""
 
-    texts: list[str]
-    labels: list[int]
+    texts: list  # strings; for a language model also prompt/completion dicts and chats
+    labels: list[int] | None  # None for a language model (the text is its own target)
     pairs: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
 
 
-def checkpoints_from(models: Sequence[tuple[object, float]], tokenizer=None, max_length: int = 128) -> list[Checkpoint]:
-    """``[(model or folder, learning_rate), ...]`` (oldest first) as `Checkpoint`s; one-line `CheckpointError` if bad."""
+def checkpoints_from(
+    models: Sequence[tuple[object, float]], tokenizer=None, max_length: int = 128, task: str | None = None
+) -> list[Checkpoint]:
+    """``[(model or folder, learning_rate), ...]`` (oldest first) as `Checkpoint`s; one-line `CheckpointError` if bad.
+
+    ``task``: "classification" or "causal-lm"; None detects it from the checkpoints (`resolve_task`).
+    """
     if not models:
         raise CheckpointError("no checkpoints given: pass models=[(model, learning_rate), ...]")
-    out = []
+    checked = []
     for model, lr in models:
         if not isinstance(lr, (int, float)) or lr <= 0:
             raise CheckpointError(f"learning rate {lr!r} is not a positive number: pass (model, lr) pairs with lr > 0")
-        if isinstance(model, (str, Path)):
-            out.append(Checkpoint(float(lr), path=check_checkpoint_folder(model), max_length=max_length, tokenizer=tokenizer))
+        checked.append((check_checkpoint_folder(model) if isinstance(model, (str, Path)) else model, float(lr)))
+    task = resolve_task([m for m, _ in checked], task)
+    out = []
+    for model, lr in checked:
+        if isinstance(model, Path):
+            out.append(Checkpoint(lr, path=model, max_length=max_length, tokenizer=tokenizer, task=task))
+        elif task == CAUSAL_LM:
+            out.append(Checkpoint(lr, classifier=as_causal_lm(model, tokenizer, max_length), task=task))
         else:
-            out.append(Checkpoint(float(lr), classifier=as_text_classifier(model, tokenizer, max_length)))
+            out.append(Checkpoint(lr, classifier=as_text_classifier(model, tokenizer, max_length)))
     return out
 
 
@@ -91,6 +106,8 @@ class CheckpointMethod(InfluenceMethod):
 
     #: Whether the method takes sentence pairs (``train_pairs`` / ``test_pairs``).
     supports_pairs: bool = False
+    #: Whether the method scores decoder-only language models (``task="causal-lm"``).
+    supports_causal_lm: bool = False
 
     def __init__(
         self,
@@ -99,8 +116,13 @@ class CheckpointMethod(InfluenceMethod):
         max_length: int = 128,
         batch_size: int = 32,
         device: str | None = None,
+        *,
+        task: str | None = None,
     ) -> None:
-        self.checkpoints = checkpoints_from(models, tokenizer, max_length)
+        self.checkpoints = checkpoints_from(models, tokenizer, max_length, task)
+        self.task = self.checkpoints[0].task
+        if self.is_causal_lm and not self.supports_causal_lm:
+            raise TracInWEError(f"{type(self).__name__} does not score causal language models: use TracInWE")
         self.max_length = max_length
         self.batch_size = int(batch_size)
         self.device = device
@@ -109,6 +131,11 @@ class CheckpointMethod(InfluenceMethod):
         self._check_consistent()
 
     # -- checkpoints -------------------------------------------------------------------------
+
+    @property
+    def is_causal_lm(self) -> bool:
+        """Whether the checkpoints are decoder-only language models (examples are documents, no labels)."""
+        return self.task == CAUSAL_LM
 
     @property
     def learning_rates(self) -> list[float]:
@@ -153,6 +180,11 @@ class CheckpointMethod(InfluenceMethod):
     ) -> tuple[list[str], list[int] | None, list[str] | None]:
         """Checked ``(texts, label ids, pairs)``: raises a one-line error naming ``{role}_texts[i]`` etc. on bad input."""
         prefix = f"{role}_" if role else ""
+        if self.is_causal_lm:
+            refuse_lm_labels(labels, f"{prefix}labels")
+            if pairs is not None:
+                raise InputTextError("a language model takes no text pairs: pass {'prompt': ..., 'completion': ...} dicts")
+            return check_lm_examples(texts, self.final, f"{prefix}texts"), None, None
         texts = check_texts(texts, f"{prefix}texts")
         labels = check_labels(labels, len(texts), self.final, f"{prefix}labels")
         if pairs is not None and not self.supports_pairs:
@@ -162,7 +194,7 @@ class CheckpointMethod(InfluenceMethod):
     def examples(self, texts, labels=None, pairs=None, role: str = "test", labels_required: bool = False) -> Examples:
         """Checked inputs; missing labels are the final checkpoint's predictions unless ``labels_required``."""
         texts, labels, pairs = self.check_inputs(texts, labels, pairs, role)
-        if labels is None:
+        if labels is None and not self.is_causal_lm:
             if labels_required:
                 raise LabelError(f"{role + '_' if role else ''}labels are required: pass one label per text")
             labels = self.predicted_labels(texts, pairs)
@@ -170,6 +202,8 @@ class CheckpointMethod(InfluenceMethod):
 
     def predict(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> np.ndarray:
         """Class probabilities (n, C) of the final checkpoint."""
+        if self.is_causal_lm:
+            raise TracInWEError("a causal language model has no class probabilities: score documents with labels=None")
         texts = check_texts(texts)
         clf = self.final
         probs = []
@@ -199,11 +233,12 @@ class CheckpointMethod(InfluenceMethod):
     ) -> np.ndarray:
         """``sum_c w_c compare(test at c, train at c)``: (n_test, n_train) float64, > 0 = proponent.
 
-        ``test_labels=None`` explains the final checkpoint's predictions.
+        ``test_labels=None`` explains the final checkpoint's predictions. A language model takes
+        ``train_labels=None`` and ``test_labels=None`` (each document's loss is on its own tokens).
         """
         if not self._overrides("compare"):
             raise TracInWEError(f"{self.name} scores each example on its own: call self_influence(texts, labels)")
-        train = self.examples(train_texts, train_labels, train_pairs, "train", labels_required=True)
+        train = self.examples(train_texts, train_labels, train_pairs, "train", labels_required=not self.is_causal_lm)
         test = self.examples(test_texts, test_labels, test_pairs, "test")
         out = torch.zeros(len(test), len(train), dtype=torch.float64)
         for c, weight in self.checkpoint_weights():  # checkpoint-major: each checkpoint is loaded once
@@ -214,12 +249,12 @@ class CheckpointMethod(InfluenceMethod):
         return out.numpy()
 
     def self_influence(
-        self, texts: Sequence[str], labels: Sequence[int | str], text_pairs: Sequence[str] | None = None
+        self, texts: Sequence[str], labels: Sequence[int | str] | None = None, text_pairs: Sequence[str] | None = None
     ) -> np.ndarray:
-        """``sum_c w_c diagonal(x at c)`` (n,): high values flag mislabelled or atypical examples."""
+        """``sum_c w_c diagonal(x at c)`` (n,): high values flag mislabelled or atypical examples (LMs: labels=None)."""
         if not self._overrides("diagonal"):
             return super().self_influence(texts, labels)
-        examples = self.examples(texts, labels, text_pairs, "", labels_required=True)
+        examples = self.examples(texts, labels, text_pairs, "", labels_required=not self.is_causal_lm)
         out = torch.zeros(len(examples), dtype=torch.float64)
         for c, weight in self.checkpoint_weights():
             for start, rep in self.represent_chunks(c, examples):

@@ -15,6 +15,7 @@ from tracinwe.models.checkpoints import check_checkpoint_folder, read_learning_r
 from tracinwe.models.contract import TextClassifier
 from tracinwe.scoring.influence import TokenMajor, influence_matrix
 from tracinwe.scoring.words import WordContribution, token_contributions, word_contributions
+from tracinwe.validation import refuse_lm_labels
 
 
 class TracInWE(CheckpointMethod):
@@ -22,7 +23,8 @@ class TracInWE(CheckpointMethod):
 
     Args:
         models: ``[(model, learning_rate), ...]``, oldest checkpoint first. A model is a
-            HuggingFace sequence classifier (with ``tokenizer``), a `TextClassifier` or a checkpoint folder.
+            HuggingFace sequence classifier or ``*ForCausalLM`` (with ``tokenizer``), a `TextClassifier`
+            (or `CausalLanguageModel`) or a checkpoint folder.
         tokenizer: the HF tokenizer of the models.
         max_length: tokens per text (longer texts are truncated).
         top_k: TracIn-WE-Topk: keep the k positions of largest gradient norm (None: all).
@@ -30,6 +32,13 @@ class TracInWE(CheckpointMethod):
         keep_special_tokens: True (default) keeps [CLS]/[SEP]; False drops them; or a set of tokens to keep.
         device: where to run ("cpu", "cuda"); default: where the model is.
         progress: show progress bars.
+        task: "classification" or "causal-lm"; None (default) detects it from the checkpoints.
+
+    Language models (``task="causal-lm"``, see docs/language-models.md): an example is a string
+    (loss on every token after the first), a ``{"prompt", "completion"}`` dict (loss on the
+    completion) or a chat-message list (the tokenizer's chat template; loss on the last assistant
+    message); labels are None: ``tw.scores(train, None, test, None)``. A document longer than
+    ``max_length`` tokens is an error, not truncated.
 
     Sign convention: ``score > 0`` means proponent (training on it lowered the test loss).
     Scores and self-influence come from `CheckpointMethod`; this class supplies the sparse
@@ -37,6 +46,7 @@ class TracInWE(CheckpointMethod):
     """
 
     supports_pairs = True
+    supports_causal_lm = True
 
     def __init__(
         self,
@@ -48,8 +58,9 @@ class TracInWE(CheckpointMethod):
         keep_special_tokens: bool | Sequence[str | int] = True,
         device: str | None = None,
         progress: bool = False,
+        task: str | None = None,
     ) -> None:
-        super().__init__(models, tokenizer, max_length, batch_size, device)
+        super().__init__(models, tokenizer, max_length, batch_size, device, task=task)
         self.settings = CaptureSettings(
             top_k=top_k,
             keep_special_tokens=keep_special_tokens if isinstance(keep_special_tokens, bool) else frozenset(keep_special_tokens),
@@ -134,7 +145,8 @@ class TracInWE(CheckpointMethod):
                                    self.progress)
 
     def iter_capture(
-        self, texts: Sequence[str], labels: Sequence[int], text_pairs: Sequence[str] | None = None, chunk_size: int | None = None
+        self, texts: Sequence[str], labels: Sequence[int] | None, text_pairs: Sequence[str] | None = None,
+        chunk_size: int | None = None,
     ) -> Iterator[tuple[int, int, TokenGradients]]:
         """Stream ``(checkpoint, start, records)`` chunk by chunk: memory bounded by the chunk."""
         texts, labels, text_pairs = self.check_inputs(texts, labels, text_pairs, "train")
@@ -182,7 +194,7 @@ class TracInWE(CheckpointMethod):
     def word_contributions(
         self,
         train_text: str,
-        train_label: int | str,
+        train_label: int | str | None,
         test_text: str,
         test_label: int | str | None = None,
         train_pair: str | None = None,
@@ -191,7 +203,13 @@ class TracInWE(CheckpointMethod):
         """Each shared token's contribution to the (train, test) score, largest magnitude first.
 
         The contributions sum to ``scores([train_text], ..., [test_text], ...)[0, 0]``.
+        A language model takes documents and ``train_label=None``.
         """
+        if self.is_causal_lm:
+            if train_label is not None or test_label is not None:
+                refuse_lm_labels([train_label, test_label])
+            both = self.capture([train_text, test_text], None, role="train/test")
+            return self.explain_pair(both, both, train_text, test_text, 0, 1)
         if test_label is None:
             test_label = int(self.predict([test_text], [test_pair] if test_pair is not None else None)[0].argmax())
         if (train_pair is None) != (test_pair is None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tracinwe.errors import InputTextError, LabelError
+from tracinwe.models.causal_lm import CausalLanguageModel, LMExample
 from tracinwe.models.contract import TextClassifier
 
 
@@ -55,3 +56,25 @@ def check_pairs(pairs: Sequence[str] | None, n: int, what: str = "text_pairs") -
     if len(out) != n:
         raise InputTextError(f"{len(out)} {what} for {n} texts: pass one second segment per text")
     return out
+
+
+def check_lm_examples(examples: Sequence[LMExample], lm: CausalLanguageModel, what: str = "texts") -> list[LMExample]:
+    """Language-model examples that tokenise within ``lm.max_length``, or `InputTextError` naming the first bad one.
+
+    A text longer than ``max_length`` is refused here (the facade never truncates silently).
+    """
+    if isinstance(examples, (str, dict)):
+        raise InputTextError(f"{what} is a single example: pass a list of examples, e.g. [{str(examples)[:30]!r}]")
+    out = list(examples)
+    for i, example in enumerate(out):
+        try:
+            lm.token_ids(example, truncate=False)
+        except InputTextError as exc:
+            raise InputTextError(f"{what}[{i}]: {exc}") from None
+    return out
+
+
+def refuse_lm_labels(labels, what: str = "labels") -> None:
+    """A language model takes no labels: `LabelError` unless ``labels`` is None."""
+    if labels is not None:
+        raise LabelError(f"{what} were passed but a causal language model takes none (the text is its own target): pass None")

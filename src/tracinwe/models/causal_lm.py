@@ -18,13 +18,15 @@ embeddings do not make them dense, and learned position embeddings are not part 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from tracinwe.errors import InputTextError, TokenizerMismatchError, TracInWEError
+from tracinwe.errors import CheckpointError, InputTextError, TokenizerMismatchError, TracInWEError
 from tracinwe.models.contract import Batch, TextClassifier, hf_tokenizer_key
 
 #: A language-model example: a document, a prompt/completion pair or a chat.
@@ -119,12 +121,20 @@ class CausalLanguageModel(TextClassifier):
     def special_token_ids(self) -> frozenset[int]:
         return frozenset(int(i) for i in self.tokenizer.all_special_ids) - {self.tokenizer.pad_token_id}
 
-    def token_ids(self, example: LMExample) -> tuple[list[int], list[bool]]:
-        """Token ids of one example and which of them are targets of the loss."""
+    def token_ids(self, example: LMExample, truncate: bool = True) -> tuple[list[int], list[bool]]:
+        """Token ids of one example and which of them are targets of the loss.
+
+        ``truncate=False``: a text longer than ``max_length`` is an `InputTextError` instead of being cut.
+        """
         doc = as_document(example, self.tokenizer)
         enc = self.tokenizer(doc.text, add_special_tokens=doc.add_special_tokens, return_offsets_mapping=True)
         ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
         if doc.completion_start is None:
+            if not truncate and len(ids) > self.max_length:
+                raise InputTextError(
+                    f"a text of {len(ids)} tokens does not fit max_length={self.max_length}: "
+                    "split the document or raise max_length"
+                )
             ids = ids[: self.max_length]
             return ids, [i > 0 for i in range(len(ids))]
         first = next((i for i, (a, b) in enumerate(offsets) if b > doc.completion_start and b > a), None)
@@ -195,6 +205,65 @@ class CausalLanguageModel(TextClassifier):
             "tokenizer": getattr(self.tokenizer, "name_or_path", ""),
             "tokenizer_vocab_sha256": digest[:16],
         }
+
+
+def is_causal_lm(model) -> bool:
+    """Whether an in-memory model is a decoder-only LM: a `CausalLanguageModel` or a HF ``*ForCausalLM``-type class."""
+    if isinstance(model, CausalLanguageModel):
+        return True
+    if isinstance(model, TextClassifier):
+        return False
+    return _is_causal_lm_class(type(model).__name__)
+
+
+def folder_architecture(folder: str | Path) -> str | None:
+    """The model class a checkpoint folder's ``config.json`` names (None when it names none or cannot be read)."""
+    try:
+        architectures = json.loads((Path(folder) / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        return None
+    return str(architectures[0]) if architectures else None
+
+
+def _is_causal_lm_class(name: str) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return name.endswith(("ForCausalLM", "LMHeadModel")) or name in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+
+
+def folder_is_causal_lm(folder: str | Path) -> bool:
+    """Whether a checkpoint folder holds a causal LM (by the architecture in its ``config.json``)."""
+    name = folder_architecture(folder)
+    return name is not None and _is_causal_lm_class(name)
+
+
+def load_causal_lm(folder: str | Path, max_length: int = 128, device: str = "cpu", tokenizer=None) -> CausalLanguageModel:
+    """A saved decoder checkpoint (``AutoModelForCausalLM`` + its tokenizer) in the model contract, in eval mode.
+
+    The tokenizer is the one saved in the folder or its parent run folder unless ``tokenizer`` is given.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tracinwe.models.checkpoints import check_checkpoint_folder, find_tokenizer_folder, hf_progress_bars_hidden
+
+    path = check_checkpoint_folder(folder)
+    name = folder_architecture(path)
+    if name is not None and not _is_causal_lm_class(name):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds a {name}, not a causal language model: pass a decoder checkpoint"
+        )
+    try:
+        with hf_progress_bars_hidden():
+            model = AutoModelForCausalLM.from_pretrained(path)
+    except Exception as exc:  # corrupt weights, wrong config: name the folder, keep the cause
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {str(path)!r} could not be loaded ({first_line}): re-save it") from exc
+    if tokenizer is None:
+        tok_folder = find_tokenizer_folder(path)
+        if tok_folder is None:
+            raise CheckpointError(f"no tokenizer files in {str(path)!r} or its parent: pass tokenizer=")
+        tokenizer = AutoTokenizer.from_pretrained(tok_folder)
+    return CausalLanguageModel(model.to(device).eval(), tokenizer, max_length=max_length)
 
 
 def as_causal_lm(model, tokenizer=None, max_length: int = 128) -> CausalLanguageModel:

@@ -29,6 +29,7 @@ class Checkpoint:
     path: Path | None = None
     max_length: int = 128
     tokenizer: object | None = None
+    task: str = "classification"  # or "causal-lm": how a folder is loaded
 
     @property
     def name(self) -> str:
@@ -39,6 +40,10 @@ class Checkpoint:
         if self.classifier is not None:
             return self.classifier
         assert self.path is not None
+        if self.task == "causal-lm":
+            from tracinwe.models.causal_lm import load_causal_lm
+
+            return load_causal_lm(self.path, max_length=self.max_length, device=device, tokenizer=self.tokenizer)
         return load_checkpoint_classifier(self.path, tokenizer=self.tokenizer, max_length=self.max_length, device=device)
 
 

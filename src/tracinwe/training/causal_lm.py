@@ -9,7 +9,6 @@ learning rate in force), the same layout as `tracinwe.training.loop`.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,15 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tracinwe.errors import CheckpointError
 from tracinwe.io import write_json_atomic
-from tracinwe.models.causal_lm import CausalLanguageModel, LMExample, as_document
-from tracinwe.models.checkpoints import (
-    check_checkpoint_folder,
-    find_tokenizer_folder,
-    hf_progress_bars_hidden,
-    save_checkpoint,
-)
+from tracinwe.models.causal_lm import CausalLanguageModel, LMExample, as_document, load_causal_lm
+from tracinwe.models.checkpoints import save_checkpoint
+
+__all__ = ["DecoderConfig", "DecoderRun", "gpt2_decoder", "load_causal_lm", "train_bpe_tokenizer", "train_decoder"]
 
 #: Beginning/end of text, also the padding token (as GPT-2).
 END_OF_TEXT = "<|endoftext|>"
@@ -144,19 +139,3 @@ def train_decoder(
             run.learning_rates.append(config.learning_rate)
     model.eval()
     return run
-
-
-def load_causal_lm(folder: str | Path, max_length: int = 128, device: str = "cpu") -> CausalLanguageModel:
-    """A saved decoder checkpoint (``AutoModelForCausalLM`` + its tokenizer) in the model contract, in eval mode."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = check_checkpoint_folder(folder)
-    architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
-    if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} holds a {architectures[0]}, not a causal language model: pass a decoder checkpoint"
-        )
-    with hf_progress_bars_hidden():
-        model = AutoModelForCausalLM.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(find_tokenizer_folder(path) or path)
-    return CausalLanguageModel(model.to(device).eval(), tokenizer, max_length=max_length)

@@ -1,0 +1,53 @@
+"""Which kind of model a checkpoint holds: a text classifier or a decoder-only language model.
+
+The facade takes either; `resolve_task` decides from the checkpoints themselves (a HF
+``*ForCausalLM`` class or config, or a `CausalLanguageModel`) or checks a forced ``task``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from tracinwe.errors import CheckpointError, TracInWEError
+from tracinwe.models.causal_lm import folder_architecture, folder_is_causal_lm, is_causal_lm
+
+CLASSIFICATION = "classification"
+CAUSAL_LM = "causal-lm"
+TASKS = (CLASSIFICATION, CAUSAL_LM)
+
+
+def detected_task(model: object) -> str:
+    """The task of one checkpoint: an (already checked) folder or an in-memory model."""
+    if isinstance(model, (str, Path)):
+        return CAUSAL_LM if folder_is_causal_lm(model) else CLASSIFICATION
+    return CAUSAL_LM if is_causal_lm(model) else CLASSIFICATION
+
+
+def describe(model: object) -> str:
+    """A short name for a checkpoint in error messages."""
+    if isinstance(model, (str, Path)):
+        return f"checkpoint {str(model)!r} ({folder_architecture(model) or 'no architecture in config.json'})"
+    return f"the in-memory {type(getattr(model, 'module', model)).__name__}"
+
+
+def resolve_task(models: Sequence[object], task: str | None) -> str:
+    """The task of a list of checkpoints: detected when ``task`` is None, else checked; one-line errors."""
+    if task is not None and task not in TASKS:
+        raise TracInWEError(f"task {task!r} is not one of {', '.join(TASKS)}: pass one of them or None to detect it")
+    detected = [detected_task(m) for m in models]
+    if task is None:
+        if len(set(detected)) > 1:
+            raise CheckpointError(
+                "checkpoints mix causal language models and classifiers: pass the checkpoints of one training run"
+            )
+        return detected[0]
+    for model, found in zip(models, detected):
+        if found != task and task == CAUSAL_LM:
+            raise CheckpointError(
+                f"{describe(model)} is not a causal language model: pass AutoModelForCausalLM checkpoints "
+                "or drop task='causal-lm'"
+            )
+        if found != task:
+            raise CheckpointError(f"{describe(model)} is a causal language model: pass task='causal-lm' or None")
+    return task
