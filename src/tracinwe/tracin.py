@@ -220,6 +220,19 @@ class TracInWE(CheckpointMethod):
         both = self.capture([train_text, test_text], [train_label, test_label], pairs, role="train/test")
         return self.explain_pair(both, both, train_text, test_text, 0, 1, train_pair=train_pair, test_pair=test_pair)
 
+    def explain_generation(
+        self, prompt: str, max_new_tokens: int = 20, completion: str | None = None, *, train: Sequence, k: int = 5,
+        words: int | None = 5,
+    ):
+        """A causal LM's completion of ``prompt`` (greedy, final checkpoint; or ``completion``) explained against
+        ``train``: its top proponents/opponents and each token's top supporting documents with their shared tokens.
+
+        Returns a `tracinwe.generation.GenerationExplanation`; its per-token rows sum to the completion's scores.
+        """
+        from tracinwe.generation import explain_generation
+
+        return explain_generation(self, prompt, train, max_new_tokens, completion, k, words)
+
     def explain_pair(
         self,
         train: Sequence[TokenGradients],
