@@ -241,6 +241,11 @@ def test_bad_lm_inputs_get_one_line_errors(bpe, tmp_path, tokenizer):
     one_line(LabelError, "labels were passed", lambda: tw.self_influence(["the cat ."], [0]))
     one_line(LabelError, "labels were passed", lambda: tw.word_contributions("the cat .", 0, "the cat ."))
     one_line(InputTextError, "no text pairs", lambda: tw.scores(["a cat ."], None, ["a cat ."], None, train_pairs=["x"]))
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    one_line(InputTextError, r"train_texts\[0\]: a chat message on its own .* list of messages",
+             lambda: tw.scores(chat, None, ["a cat ."], None))  # one conversation passed as the training set
+    one_line(CheckpointError, "GPT2LMHeadModel is a causal language model: pass task='causal-lm'",
+             lambda: TracInWE([(gpt2(bpe, 8), 0.1)], tokenizer=bpe, task="classification"))
     # a classifier forced to be a causal LM: in memory and as a checkpoint folder
     one_line(CheckpointError, "BertForSequenceClassification is not a causal language model.*task='causal-lm'",
              lambda: TracInWE([(tiny_bert(0), 0.1)], tokenizer=tokenizer, task="causal-lm"))
@@ -253,3 +258,16 @@ def test_bad_lm_inputs_get_one_line_errors(bpe, tmp_path, tokenizer):
     one_line(TracInWEError, "task 'lm' is not one of", lambda: TracInWE([(gpt2(bpe, 8), 0.1)], tokenizer=bpe, task="lm"))
     classifier = TracInWE.from_checkpoints([tmp_path / "bert"], learning_rates=[0.1])  # detection keeps classifiers
     assert not classifier.is_causal_lm and classifier.task == "classification"
+
+
+def test_a_folder_whose_config_names_no_architecture_loads_as_a_causal_lm_when_forced(bpe, tmp_path):
+    model = gpt2(bpe, 9)
+    model.save_pretrained(tmp_path / "lm")
+    bpe.save_pretrained(tmp_path / "lm")
+    config = json.loads((tmp_path / "lm" / "config.json").read_text())
+    del config["architectures"]
+    (tmp_path / "lm" / "config.json").write_text(json.dumps(config))
+    tw = TracInWE.from_checkpoints([tmp_path / "lm"], learning_rates=[0.1], max_length=64, task="causal-lm")
+    assert tw.is_causal_lm and type(tw.final.module).__name__ == "GPT2LMHeadModel"
+    in_memory = TracInWE([(model, 0.1)], tokenizer=bpe, max_length=64)
+    assert close(tw.scores(TRAIN, None, TEST, None), in_memory.scores(TRAIN, None, TEST, None), rtol=1e-6)

@@ -52,6 +52,8 @@ def as_document(example: LMExample, tokenizer=None) -> Document:
             raise InputTextError("an LM example is an empty string: pass text")
         return Document(example)
     if isinstance(example, Mapping):
+        if {"role", "content"} <= set(example):
+            raise InputTextError("a chat message on its own is not an example: pass each conversation as a list of messages")
         if set(example) != {"prompt", "completion"}:
             raise InputTextError(
                 f"an LM example dict needs exactly the keys 'prompt' and 'completion', got {sorted(example)}"

@@ -17,9 +17,12 @@ CAUSAL_LM = "causal-lm"
 TASKS = (CLASSIFICATION, CAUSAL_LM)
 
 
-def detected_task(model: object) -> str:
-    """The task of one checkpoint: an (already checked) folder or an in-memory model."""
+def detected_task(model: object) -> str | None:
+    """The task of one checkpoint: an (already checked) folder or an in-memory model; None when a folder's
+    ``config.json`` names no architecture (it cannot tell)."""
     if isinstance(model, (str, Path)):
+        if folder_architecture(model) is None:
+            return None
         return CAUSAL_LM if folder_is_causal_lm(model) else CLASSIFICATION
     return CAUSAL_LM if is_causal_lm(model) else CLASSIFICATION
 
@@ -32,22 +35,27 @@ def describe(model: object) -> str:
 
 
 def resolve_task(models: Sequence[object], task: str | None) -> str:
-    """The task of a list of checkpoints: detected when ``task`` is None, else checked; one-line errors."""
+    """The task of a list of checkpoints: detected when ``task`` is None, else checked; one-line errors.
+
+    Folders whose ``config.json`` names no architecture follow the others (classification when all are such).
+    """
     if task is not None and task not in TASKS:
         raise TracInWEError(f"task {task!r} is not one of {', '.join(TASKS)}: pass one of them or None to detect it")
     detected = [detected_task(m) for m in models]
     if task is None:
-        if len(set(detected)) > 1:
+        known = {d for d in detected if d is not None}
+        if len(known) > 1:
             raise CheckpointError(
                 "checkpoints mix causal language models and classifiers: pass the checkpoints of one training run"
             )
-        return detected[0]
+        return known.pop() if known else CLASSIFICATION
     for model, found in zip(models, detected):
-        if found != task and task == CAUSAL_LM:
+        if found is None or found == task:
+            continue
+        if task == CAUSAL_LM:
             raise CheckpointError(
                 f"{describe(model)} is not a causal language model: pass AutoModelForCausalLM checkpoints "
                 "or drop task='causal-lm'"
             )
-        if found != task:
-            raise CheckpointError(f"{describe(model)} is a causal language model: pass task='causal-lm' or None")
+        raise CheckpointError(f"{describe(model)} is a causal language model: pass task='causal-lm' or None")
     return task
