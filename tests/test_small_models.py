@@ -27,7 +27,8 @@ def test_cnn_minilm_starts_from_the_principal_components_of_minilm_embeddings():
     # 64 random directions would (64 / 384 = 17% of it).
     solution = torch.linalg.lstsq(projected, centred).solution
     kept = 1 - ((projected @ solution - centred) ** 2).sum() / (centred**2).sum()
-    random_dirs = centred @ torch.linalg.qr(torch.randn(384, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))[0]
+    gaussian = torch.randn(384, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    random_dirs = centred @ torch.linalg.qr(gaussian)[0]
     random_solution = torch.linalg.lstsq(random_dirs, centred).solution
     random_kept = 1 - ((random_dirs @ random_solution - centred) ** 2).sum() / (centred**2).sum()
     assert float(kept) > float(random_kept) + 0.15, (float(kept), float(random_kept))
