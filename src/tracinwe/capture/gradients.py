@@ -10,7 +10,7 @@ flags, device) afterwards; several threads may capture with one model at once
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -220,6 +220,41 @@ def capture_checkpoints(
             raise ValueError("no texts to capture")
         out.append(TokenGradients.concat(parts))
     return out
+
+
+def capture_on_final_predictions(
+    classifier: Callable[[int], TextClassifier],
+    num_checkpoints: int,
+    texts: Sequence[str],
+    text_pairs: Sequence[str] | None = None,
+    settings: CaptureSettings = CaptureSettings(),
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> list[TokenGradients]:
+    """Every checkpoint's TokenGradients on the final checkpoint's predicted labels, without a separate prediction pass.
+
+    The final checkpoint (``classifier(num_checkpoints - 1)``) is captured first on its own
+    prediction (the argmax of its logits, which its records keep as ``labels``); the others
+    are captured on those labels. Checkpoints whose tokenizers agree share one tokenisation.
+    """
+    last = num_checkpoints - 1
+    out: list[TokenGradients | None] = [None] * num_checkpoints
+    cache: dict = {}
+    shared = None
+    labels: list[int] | None = None
+    for c in [last, *range(last)]:
+        clf = classifier(c)
+        key = clf.tokenization_key()
+        if key is None or key != shared:
+            cache, shared = {}, key
+        parts = [r for _, r in iter_token_gradients(clf, texts, labels, text_pairs, settings, device, None, progress,
+                                                    batch_cache=cache if key is not None else None)]
+        if not parts:
+            raise ValueError("no texts to capture")
+        out[c] = TokenGradients.concat(parts)
+        if labels is None:
+            labels = out[c].labels.tolist()
+    return [r for r in out if r is not None]
 
 
 def capture_token_gradients(

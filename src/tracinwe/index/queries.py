@@ -13,9 +13,12 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from tracinwe.capture.gradients import capture_on_final_predictions
+from tracinwe.capture.records import TokenGradients
 from tracinwe.index.search import QueryBlock
-from tracinwe.index.words import top_words
+from tracinwe.index.words import positions, ranked_words
 from tracinwe.results import Neighbor, QueryResult, TopInfluences
+from tracinwe.scoring.words import WordContribution
 
 #: Texts captured and scored together by `iter_query` (and `tracinwe query`).
 QUERY_CHUNK = 256
@@ -54,7 +57,7 @@ def _chunks(index, texts: list[str], labels: list[int] | None, pairs: list[str] 
 
 def _query_chunk(index, texts: list[str], labels: list[int] | None, pairs: list[str] | None, k: int, words: int | None,
                  candidates: int | None, use_projection: bool | None, prune: bool | None = None) -> list[QueryResult]:
-    records = index.tracin.capture(texts, labels, pairs)
+    records = capture_queries(index.tracin, texts, labels, pairs)
     search = index.searcher.start(records, k, candidates, use_projection, prune)
     hits = index.searcher.rank(search, index.searcher.screen(search))
     neighbors = _Neighbors(index, search.query, hits, words, texts, pairs)
@@ -69,6 +72,15 @@ def _query_chunk(index, texts: list[str], labels: list[int] | None, pairs: list[
     return results
 
 
+def capture_queries(tw, texts: list[str], labels: list[int] | None, pairs: list[str] | None) -> list[TokenGradients]:
+    """``tw.capture`` of checked inputs; without labels, on the final checkpoint's predictions with no separate prediction
+    pass (`capture_on_final_predictions`: the final checkpoint is captured first, on the argmax of its own logits)."""
+    if labels is not None or tw.is_causal_lm:
+        return tw.capture(texts, labels, pairs)
+    return capture_on_final_predictions(tw.classifier, len(tw.checkpoints), texts, pairs, tw.settings, tw.device,
+                                        tw.progress)
+
+
 def _token_ids(final, texts: list[str], pairs: list | None) -> list[list[int]]:
     """Each text's token ids (padding dropped), tokenised in one batch."""
     if not texts:
@@ -79,42 +91,55 @@ def _token_ids(final, texts: list[str], pairs: list | None) -> list[list[int]]:
 
 
 class _Neighbors:
-    """The found training examples of a chunk's queries, their stored columns and shared words, computed once per chunk."""
+    """The found training examples of a chunk's queries, their stored columns and shared words, computed once per chunk.
+
+    The words of every (query, neighbour) pair come from one batched pass over the pairs' rows
+    (`SegmentSearcher.pair_values`) and one sort (`ranked_words`); token strings are looked up once per token.
+    """
 
     def __init__(self, index, q: QueryBlock, hits: TopInfluences, words: int | None, texts: list[str],
                  pairs: list[str] | None) -> None:
-        self.index, self.hits, self.words = index, hits, words
+        self.index, self.hits = index, hits
         rows = np.unique(np.concatenate([hits.proponent_indices.ravel(), hits.opponent_indices.ravel()]).astype(np.int64))
         self.at = {r: j for j, r in enumerate(rows.tolist())}
         self.texts, self.labels, self.ids = index.texts(rows), index.labels(rows), index.ids(rows)
         has_pairs = "text_pair" in index.column_names()
         self.pairs = index.column("text_pair", rows) if has_pairs else None
         self.names = index.label_names
-        self.totals: list[dict[int, float]] | None = None
+        self.explained: list[list[WordContribution]] | None = None
         if words is None or words > 0:
-            final = index.tracin.final
-            found = np.concatenate([hits.proponent_indices, hits.opponent_indices], axis=1).astype(np.int64)
-            queries = np.repeat(np.arange(found.shape[0]), found.shape[1])
-            self.totals = index.searcher.pair_totals(q, queries, found.reshape(-1))
-            self.train_ids = _token_ids(final, self.texts, self.pairs)
-            self.test_ids = _token_ids(final, texts, pairs)
+            found = np.concatenate([hits.proponent_indices, hits.opponent_indices], axis=1).astype(np.int64).reshape(-1)
+            queries = np.repeat(np.arange(len(texts)), 2 * hits.proponent_indices.shape[1])
+            self.explained = self._words(q, found, queries, words, texts, pairs)
+
+    def _words(self, q: QueryBlock, found: np.ndarray, queries: np.ndarray, words: int | None, texts: list[str],
+               pairs: list[str] | None) -> list[list[WordContribution]]:
+        """Per pair (``queries[p]``, row ``found[p]``), its top ``words`` shared words with their positions."""
+        final = self.index.tracin.final
+        starts, token, value = ranked_words(*self.index.searcher.pair_values(q, queries, found), found.size, words)
+        chosen = np.unique(token).tolist()
+        strings = dict(zip(chosen, final.token_strings(chosen))) if chosen else {}
+        train_at = [positions(ids) for ids in _token_ids(final, self.texts, self.pairs)]
+        test_at = [positions(ids) for ids in _token_ids(final, texts, pairs)]
+        tokens, values, bounds = token.tolist(), value.tolist(), starts.tolist()
+        out = []
+        for p, (row, i) in enumerate(zip(found.tolist(), queries.tolist())):
+            train, test = train_at[self.at[row]], test_at[i]
+            out.append([WordContribution(strings[t], v, t, train.get(t, ()), test.get(t, ()))
+                        for t, v in zip(tokens[bounds[p]:bounds[p + 1]], values[bounds[p]:bounds[p + 1]])])
+        return out
 
     def of(self, i: int) -> tuple[list[Neighbor], list[Neighbor]]:
-        """Query ``i``'s proponents and opponents, each with its top ``words`` shared words (None: all)."""
+        """Query ``i``'s proponents and opponents, each with its top words."""
         hits, width = self.hits, self.hits.proponent_indices.shape[1]
-        return (self._group(i, hits.proponent_indices[i], hits.proponent_scores[i], 2 * i * width),
-                self._group(i, hits.opponent_indices[i], hits.opponent_scores[i], (2 * i + 1) * width))
+        return (self._group(hits.proponent_indices[i], hits.proponent_scores[i], 2 * i * width),
+                self._group(hits.opponent_indices[i], hits.opponent_scores[i], (2 * i + 1) * width))
 
-    def _group(self, i: int, rows, scores, first: int) -> list[Neighbor]:
-        rows = np.asarray(rows, dtype=np.int64)
-        at = [self.at[r] for r in rows.tolist()]
-        explained: list[list] = [[] for _ in at]
-        if self.totals is not None:
-            strings = self.index.tracin.final.token_strings
-            for j, a in enumerate(at):
-                explained[j] = top_words(self.totals[first + j], self.words, self.train_ids[a], self.test_ids[i], strings)
-        return [
-            Neighbor(int(r), self.ids[a], float(s), self.texts[a], int(self.labels[a]), self.names[int(self.labels[a])],
-                     explained[j])
-            for j, (r, s, a) in enumerate(zip(rows.tolist(), scores, at))
-        ]
+    def _group(self, rows, scores, first: int) -> list[Neighbor]:
+        out = []
+        for j, (r, s) in enumerate(zip(np.asarray(rows, dtype=np.int64).tolist(), np.asarray(scores).tolist())):
+            a = self.at[r]
+            label = int(self.labels[a])
+            words = self.explained[first + j] if self.explained is not None else []
+            out.append(Neighbor(r, self.ids[a], float(s), self.texts[a], label, self.names[label], words))
+        return out

@@ -149,15 +149,23 @@ class SegmentSearcher:
             out[at[order]] = np.bincount(cand, weights=vals, minlength=local.size)
         return out
 
-    def pair_totals(self, q: QueryBlock, queries: np.ndarray, rows: np.ndarray) -> list[dict[int, float]]:
-        """Per pair (query ``queries[p]``, global row ``rows[p]``), ``{token: contribution}`` (nonzero shared tokens).
+    def pair_values(self, q: QueryBlock, queries: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(pair, token, value)`` of the nonzero shared tokens of every pair (query ``queries[p]``, global row ``rows[p]``).
 
         One batched pass per segment over just these rows' postings (`tracinwe.index.words`).
         """
-        totals: list[dict[int, float]] = [dict() for _ in range(rows.size)]
+        parts = []
         for s, at, local in self.by_segment(rows):
             pair, toks, vals = pair_token_values(self.segment(s, False), q, queries[at], local, self.dense_tokens)
             keep = vals != 0.0
-            for p, t, v in zip(at[pair[keep]].tolist(), toks[keep].tolist(), vals[keep].tolist()):
-                totals[p][t] = totals[p].get(t, 0.0) + v
+            parts.append((at[pair[keep]], toks[keep], vals[keep]))
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        return tuple(np.concatenate(x) for x in zip(*parts))  # type: ignore[return-value]
+
+    def pair_totals(self, q: QueryBlock, queries: np.ndarray, rows: np.ndarray) -> list[dict[int, float]]:
+        """Per pair (query ``queries[p]``, global row ``rows[p]``), ``{token: contribution}`` (nonzero shared tokens)."""
+        totals: list[dict[int, float]] = [dict() for _ in range(rows.size)]
+        for p, t, v in zip(*(x.tolist() for x in self.pair_values(q, queries, rows))):
+            totals[p][t] = v
         return totals

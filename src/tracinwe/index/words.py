@@ -9,12 +9,11 @@ float64: the same numbers as ``TracInWE.word_contributions`` on the texts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from tracinwe.index.search import QueryBlock, SegmentArrays
-from tracinwe.scoring.words import WordContribution
 
 
 def pair_token_values(seg: SegmentArrays, q: QueryBlock, queries: np.ndarray, local: np.ndarray,
@@ -71,15 +70,28 @@ def _find(postings: np.ndarray, lo: np.ndarray, hi: np.ndarray, rows: np.ndarray
     return a, found
 
 
-def top_words(totals: dict[int, float], words: int | None, train_ids: Sequence[int], test_ids: Sequence[int],
-              token_strings: Callable[[Sequence[int]], list[str]]) -> list[WordContribution]:
-    """``word_contributions(totals, ...)[:words]`` (largest magnitude first), building only the words kept."""
-    order = sorted(sorted(totals), key=lambda t: -abs(totals[t]))
-    chosen = order if words is None else order[:words]
-    train_at: dict[int, list[int]] = {}
-    test_at: dict[int, list[int]] = {}
-    for ids, at in ((train_ids, train_at), (test_ids, test_at)):
-        for i, t in enumerate(ids):
-            at.setdefault(t, []).append(i)
-    return [WordContribution(s, totals[t], t, tuple(train_at.get(t, ())), tuple(test_at.get(t, ())))
-            for t, s in zip(chosen, token_strings(chosen))]
+def ranked_words(pair: np.ndarray, token: np.ndarray, value: np.ndarray, num_pairs: int,
+                 words: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(starts, token, value)``: per pair its top ``words`` tokens (None: all), largest magnitude first, ties by token id.
+
+    Pair ``p``'s words are ``token[starts[p]:starts[p + 1]]``: the order of `top_words`, for every pair in one sort.
+    """
+    order = np.lexsort((token, -np.abs(value), pair))
+    pair, token, value = pair[order], token[order], value[order]
+    counts = np.bincount(pair, minlength=num_pairs)
+    starts = np.zeros(num_pairs + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    if words is not None:
+        rank = np.arange(pair.size) - starts[pair]
+        keep = rank < words
+        pair, token, value = pair[keep], token[keep], value[keep]
+        starts[1:] = np.cumsum(np.minimum(counts, words))
+    return starts, token, value
+
+
+def positions(ids: Sequence[int]) -> dict[int, tuple[int, ...]]:
+    """``{token: positions in ids}``."""
+    at: dict[int, list[int]] = {}
+    for i, t in enumerate(ids):
+        at.setdefault(t, []).append(i)
+    return {t: tuple(p) for t, p in at.items()}
