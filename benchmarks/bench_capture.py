@@ -2,7 +2,10 @@
 
 Two measurements on MiniLM-L6 (two checkpoints: the pretrained encoder with two
 seeded classification heads, learning rates 1e-3 and 5e-4), on real BBC News
-articles truncated to a fixed number of tokens, so that every batch is full:
+articles truncated to a fixed number of tokens, so that every batch is full
+(``--models bert-small cnn``: the throughput of the paper's BERT-small shape,
+hidden 128, and of the TokenCNN, two seeded checkpoints each, where tokenisation
+weighs most; capture with and without batches tokenised ahead, side by side):
 
 1. Throughput of ``TracInWE.capture`` (tokenization, forward, activation-only
    backward, sparse record building) against the same model's bare forward +
@@ -19,6 +22,8 @@ Usage::
 
     HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false python benchmarks/bench_capture.py
     python benchmarks/bench_capture.py --quick      # a smaller smoke run (not the reported figures)
+    python benchmarks/bench_capture.py --models bert-small cnn --lengths 64 --throughput-texts 1024 --batch-size 64 \
+        --skip-captum --threads 2 --name capture-small-cpu2
 
 Prints tables and writes ``benchmarks/results/capture.json`` (``capture-quick.json`` with --quick).
 """
@@ -105,6 +110,31 @@ def minilm_checkpoints(num_labels: int, folder: str | None = None,
     return models, AutoTokenizer.from_pretrained(folder)
 
 
+def small_checkpoints(kind: str, num_labels: int, max_length: int,
+                      device: str = "cpu") -> tuple[list[tuple[object, float]], object]:
+    """Two seeded small checkpoints on the MiniLM vocabulary: the paper's BERT-small shape (2 layers, hidden 128) or the
+    authors' TokenCNN (embedding 128), with the learning rates and the tokenizer."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from tracinwe import TorchTextClassifier
+    from tracinwe.models.pretrained import minilm_l6_path
+    from tracinwe.models.small import TokenCNN, bert_small_config
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_l6_path())
+    out: list[tuple[object, float]] = []
+    for seed, lr in zip(HEAD_SEEDS, LEARNING_RATES):
+        torch.manual_seed(seed)
+        if kind == "bert-small":
+            model = BertForSequenceClassification(bert_small_config(num_labels, len(tokenizer), max_length)).eval()
+            out.append((model.to(device), lr))
+        else:
+            m = TokenCNN(len(tokenizer), num_labels).eval().to(device)
+            out.append((TorchTextClassifier(m, embedding=m.embed, num_classes=num_labels, hf_tokenizer=tokenizer,
+                                            max_length=max_length,
+                                            forward=lambda b, m=m: m(b["input_ids"], b["attention_mask"])), lr))
+    return out, tokenizer
+
+
 def synchronize(device: str) -> None:
     """Wait for queued accelerator work, so that wall-clock times are complete."""
     if device.startswith("cuda"):
@@ -132,7 +162,7 @@ def bare_pass_seconds(classifier, batches: Sequence[dict], labels: Sequence[torc
             synchronize(device)
             start = time.perf_counter()
             for batch, y in zip(batches, labels):
-                logits = module(**batch).logits
+                logits = classifier.logits(batch)  # HuggingFace: module(**batch).logits
                 loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
                 torch.autograd.grad(loss, taken.pop())
             synchronize(device)
@@ -174,6 +204,16 @@ def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_siz
     def ours() -> float:
         return capture_seconds(tw, texts, labels)
 
+    def plain() -> float:
+        """The capture with tokenisation in the calling thread (no prefetching), for comparison."""
+        from tracinwe.capture import prefetch
+
+        ahead, prefetch.PREFETCH_BATCHES = prefetch.PREFETCH_BATCHES, 0
+        try:
+            return capture_seconds(tw, texts, labels)
+        finally:
+            prefetch.PREFETCH_BATCHES = ahead
+
     def tokenize_only() -> float:
         """The tokenization capture does (once: the checkpoints share a tokenizer), which the bare pass is spared."""
         start = time.perf_counter()
@@ -182,11 +222,12 @@ def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_siz
             clf.tokenize(texts[b : b + batch_size])
         return time.perf_counter() - start
 
-    bare(), ours()  # warm-up: thread pools, allocator, tokenizer caches
-    times: dict[str, list[float]] = {"bare": [], "capture": [], "tokenize": []}
+    bare(), ours(), plain()  # warm-up: thread pools, allocator, tokenizer caches
+    times: dict[str, list[float]] = {"bare": [], "capture": [], "capture_no_prefetch": [], "tokenize": []}
     for _ in range(repeats):
         times["bare"].append(bare())
         times["capture"].append(ours())
+        times["capture_no_prefetch"].append(plain())
         times["tokenize"].append(tokenize_only())
     work = len(texts) * len(checkpoints)
     bare_rate = work / statistics.median(times["bare"])
@@ -195,6 +236,7 @@ def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_siz
         "device": device, "max_length": max_length, "texts": len(texts), "checkpoints": len(checkpoints),
         "batch_size": batch_size, "repeats": repeats, "seconds": times,
         "bare_examples_per_s": bare_rate, "capture_examples_per_s": ours_rate, "ratio": ours_rate / bare_rate,
+        "ratio_no_prefetch": statistics.median(times["bare"]) / statistics.median(times["capture_no_prefetch"]),
         "tokenize_share_of_capture": statistics.median(times["tokenize"]) / statistics.median(times["capture"]),
         "ratio_without_tokenization": statistics.median(times["bare"])
         / (statistics.median(times["capture"]) - statistics.median(times["tokenize"])),
@@ -318,12 +360,14 @@ def print_tables(result: dict) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title="capture throughput vs bare forward + activation-only backward (MiniLM-L6, examples x checkpoints / s)")
-    for col in ("tokens", "texts", "bare ex/s", "capture ex/s", "ratio", "target", "tokenize share", "ratio w/o tokenize"):
+    table = Table(title="capture throughput vs bare forward + activation-only backward (examples x checkpoints / s)")
+    for col in ("model", "tokens", "texts", "bare ex/s", "capture ex/s", "ratio", "target", "ratio no prefetch",
+                "tokenize share", "ratio w/o tokenize"):
         table.add_column(col, justify="right")
     for row in result["throughput"]:
-        table.add_row(str(row["max_length"]), str(row["texts"]), f"{row['bare_examples_per_s']:.1f}",
+        table.add_row(row.get("model", "minilm"), str(row["max_length"]), str(row["texts"]), f"{row['bare_examples_per_s']:.1f}",
                       f"{row['capture_examples_per_s']:.1f}", f"{row['ratio']:.3f}", ">= 0.9",
+                      f"{row.get('ratio_no_prefetch', float('nan')):.3f}",
                       f"{row.get('tokenize_share_of_capture', float('nan')):.2f}",
                       f"{row.get('ratio_without_tokenization', float('nan')):.3f}")
     console.print(table)
@@ -358,6 +402,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--model", default=None, help="MiniLM-L6 folder (default: the bundled one)")
     parser.add_argument("--name", default=None, help="result name (default: capture, or capture-quick with --quick)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the text sample")
+    parser.add_argument("--models", nargs="+", default=["minilm"], choices=["minilm", "bert-small", "cnn"],
+                        help="throughput models: MiniLM-L6, the paper's BERT-small shape (hidden 128), the TokenCNN")
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run (results in capture-quick.json)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -370,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     needed = max(max(args.throughput_texts), args.captum_train + max(args.captum_test))
     texts, labels, label_names = long_texts(needed, seed=args.seed)
-    checkpoints, tokenizer = minilm_checkpoints(len(label_names), args.model, args.device)
+    checkpoints, tokenizer = (minilm_checkpoints(len(label_names), args.model, args.device)
+                              if "minilm" in args.models or not args.skip_captum else (None, None))
     result: dict = {
         "benchmark": "capture",
         "config": {**vars(args), "model_folder": args.model, "model": "all-MiniLM-L6-v2 (pretrained encoder, seeded heads)",
@@ -381,11 +428,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "captum": [],
     }
     name = args.name or ("capture-quick" if args.quick else "capture")
-    for max_length, n in zip(args.lengths, args.throughput_texts):
-        result["throughput"].append(
-            throughput(checkpoints, tokenizer, texts[:n], labels[:n], max_length, args.batch_size, args.repeats, args.device)
-        )
-        write_result(name, result)  # partial results survive an interrupted run
+    for model in args.models:
+        for max_length, n in zip(args.lengths, args.throughput_texts):
+            ckpts, tok = (checkpoints, tokenizer) if model == "minilm" else small_checkpoints(
+                model, len(label_names), max(args.lengths), args.device)
+            row = throughput(ckpts, tok, texts[:n], labels[:n], max_length, args.batch_size, args.repeats, args.device)
+            result["throughput"].append({"model": model, **row})
+            write_result(name, result)  # partial results survive an interrupted run
     if not args.skip_captum:
         for row in against_captum(
             checkpoints, tokenizer, texts, labels, args.captum_train, args.captum_test, args.captum_length,

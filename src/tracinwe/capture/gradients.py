@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
 from tracinwe.capture.model_state import LookupOutputTap, prepared_for_capture
+from tracinwe.capture.prefetch import prefetched
 from tracinwe.capture.records import TokenGradients
 from tracinwe.models.contract import Batch, TextClassifier
 
@@ -127,13 +129,14 @@ def aggregate_by_token(
     )
 
 
-def _batches(n: int, texts: Sequence[str], settings: CaptureSettings, window: int) -> Iterator[list[int]]:
-    """Batches of example indices; within each window texts of similar length go together."""
+def _batches(n: int, texts: Sequence[str], settings: CaptureSettings, window: int) -> Iterator[np.ndarray]:
+    """Batches of example indices; within each window texts of similar length go together (a stable sort)."""
     for start in range(0, n, window):
-        idx = list(range(start, min(start + window, n)))
+        idx = np.arange(start, min(start + window, n), dtype=np.int64)
         if settings.length_sorted:
-            idx.sort(key=lambda i: len(texts[i]))
-        for b in range(0, len(idx), settings.batch_size):
+            lengths = np.fromiter((len(texts[i]) for i in range(start, start + idx.size)), dtype=np.int64, count=idx.size)
+            idx = idx[np.argsort(lengths, kind="stable")]
+        for b in range(0, idx.size, settings.batch_size):
             yield idx[b : b + settings.batch_size]
 
 
@@ -154,40 +157,65 @@ def iter_token_gradients(
     Memory is bounded by the chunk (default 16 batches), not by the data set.
     ``batch_cache``: tokenised batches by chunk, filled on the first pass and
     reused by later ones (checkpoints with the same `tokenization_key`).
+    Batches are tokenised by a background thread ahead of the model (`tracinwe.capture.prefetch`);
+    on an accelerator they are pinned and copied without blocking.
     """
     from tqdm.auto import tqdm
 
     n = len(texts)
     chunk = chunk_size or settings.batch_size * 16
-    run_device = device if device is not None else _module_device(classifier.module)
+    run_device = torch.device(device) if device is not None else _module_device(classifier.module)
+    pin = run_device.type == "cuda"
+    targets = None if labels is None else torch.as_tensor(np.asarray(labels, dtype=np.int64))
     bar = tqdm(total=n, desc=description, unit="ex", disable=not progress, leave=False)
     with prepared_for_capture(classifier.module, device), torch.inference_mode(False):
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
-            parts: list[tuple[list[int], TokenGradients]] = []
-            batches = batch_cache.get((start, stop)) if batch_cache is not None else None
-            if batches is None:
-                batches = _tokenized_batches(classifier, texts, text_pairs, settings, start, stop)
-                if batch_cache is not None:
-                    batches = batch_cache[(start, stop)] = list(batches)
-            for local, batch in batches:
-                rows = [start + i for i in local]
-                batch = {k: v.to(run_device) for k, v in batch.items()}
-                y = None if labels is None else torch.tensor([labels[i] for i in rows], dtype=torch.long)
+            parts: list[tuple[np.ndarray, TokenGradients]] = []
+            # the producer ends with the chunk: nothing tokenises behind the caller's back while it holds the records;
+            # batches already tokenised (another checkpoint's pass) need no thread
+            ahead = 0 if batch_cache is not None and (start, stop) in batch_cache else None
+            for local, batch, y in prefetched(_chunk_batches(classifier, texts, text_pairs, targets, settings, start, stop,
+                                                             batch_cache, pin), ahead):
+                batch = {k: v.to(run_device, non_blocking=pin) for k, v in batch.items()}
+                y = None if y is None else y.to(run_device, non_blocking=pin)
                 parts.append((local, batch_token_gradients(classifier, batch, y, settings)))
-                bar.update(len(rows))
-            order = [i for local, _ in parts for i in local]
-            records = TokenGradients.concat([r for _, r in parts])
-            inverse = torch.empty(len(order), dtype=torch.long)
-            inverse[torch.tensor(order)] = torch.arange(len(order))
-            yield start, records.select(inverse)
+                bar.update(local.size)
+            yield start, _in_input_order(parts)
     bar.close()
+
+
+def _in_input_order(parts: list[tuple[np.ndarray, TokenGradients]]) -> TokenGradients:
+    """One chunk's records, from its batches (``(local indices, records)``), in input order."""
+    order = torch.from_numpy(np.concatenate([local for local, _ in parts]))
+    inverse = torch.empty(order.numel(), dtype=torch.long)
+    inverse[order] = torch.arange(order.numel())
+    return TokenGradients.concat([r for _, r in parts]).select(inverse)
+
+
+def _chunk_batches(classifier: TextClassifier, texts, text_pairs, targets: torch.Tensor | None, settings: CaptureSettings,
+                   start: int, stop: int, batch_cache: dict | None,
+                   pin: bool) -> Iterator[tuple[np.ndarray, Batch, torch.Tensor | None]]:
+    """``(local indices, CPU batch, labels)`` of every batch of the chunk ``start:stop`` (tokenised, or from ``batch_cache``,
+    which a complete pass fills)."""
+    cached = batch_cache.get((start, stop)) if batch_cache is not None else None
+    fresh: list[tuple[np.ndarray, Batch]] = []
+    for local, batch in cached if cached is not None else _tokenized_batches(classifier, texts, text_pairs, settings,
+                                                                               start, stop):
+        if cached is None:
+            if pin:
+                batch = {k: v.pin_memory() for k, v in batch.items()}
+            fresh.append((local, batch))
+        y = None if targets is None else targets[torch.from_numpy(local + start)]
+        yield local, batch, (y.pin_memory() if pin and y is not None else y)
+    if cached is None and batch_cache is not None:
+        batch_cache[(start, stop)] = fresh
 
 
 def _tokenized_batches(classifier: TextClassifier, texts, text_pairs, settings: CaptureSettings, start: int, stop: int):
     """``(local indices, CPU batch)`` of the chunk ``start:stop``."""
     for local in _batches(stop - start, texts[start:stop], settings, window=stop - start):
-        rows = [start + i for i in local]
+        rows = (local + start).tolist()
         pairs = [text_pairs[i] for i in rows] if text_pairs is not None else None
         yield local, classifier.tokenize([texts[i] for i in rows], pairs)
 

@@ -1,0 +1,72 @@
+"""Tokenisation off the critical path: the batches of a capture are made by a background thread, a few ahead.
+
+Fast (Rust) tokenizers release the GIL, so the next batches are tokenised (and,
+for an accelerator, copied into pinned memory) while the model runs the
+current one. The batches and their order are exactly those of the plain loop;
+only when they are made changes, so the captured records are the same bits.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+#: Batches tokenised ahead of the model by `prefetched` (0: tokenise in the calling thread, as they are needed).
+PREFETCH_BATCHES = 2
+
+_DONE = object()
+
+
+class _Failure:
+    """An exception raised by the producer, handed to the consumer."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def prefetched(items: Iterable[T], depth: int | None = None) -> Iterator[T]:
+    """``items`` in order, produced by a background thread at most ``depth`` (default `PREFETCH_BATCHES`) ahead.
+
+    An exception of the producer is raised here, at the item where it happened; closing
+    this iterator early stops the producer after the item it is making.
+    """
+    depth = PREFETCH_BATCHES if depth is None else depth
+    if depth < 1:
+        yield from items
+        return
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                slots.put(item)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the consumer
+            slots.put(_Failure(error))
+            return
+        slots.put(_DONE)
+
+    thread = threading.Thread(target=produce, name="tracinwe-tokenize", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # free a slot so that a blocked producer sees the stop
+            try:
+                slots.get(timeout=0.01)
+            except queue.Empty:
+                pass
+        thread.join()

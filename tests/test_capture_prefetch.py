@@ -1,0 +1,96 @@
+"""Capture with batches tokenised ahead by a background thread equals the plain capture bit for bit."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from conftest import tiny_bert
+from tracinwe.capture import prefetch
+from tracinwe.capture.gradients import CaptureSettings, capture_checkpoints, iter_token_gradients
+from tracinwe.capture.prefetch import prefetched
+from tracinwe.data import load_dataset_source
+from tracinwe.models.contract import TorchTextClassifier
+from tracinwe.models.huggingface import HuggingFaceClassifier
+from tracinwe.models.small import TokenCNN
+
+FIELDS = ("offsets", "token_ids", "rows", "labels", "logits")
+
+
+@pytest.fixture(scope="module")
+def reviews():
+    data = load_dataset_source("bundled:rotten-tomatoes").dedupe().sample(70, seed=3)
+    return list(data.texts), list(data.labels)
+
+
+def classifiers(kind: str, tokenizer) -> list:
+    if kind == "bert":
+        return [HuggingFaceClassifier(tiny_bert(s, 2), tokenizer, max_length=48) for s in (0, 1)]
+    out = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        m = TokenCNN(len(tokenizer), 2, dim=8, channels=8).eval()
+        out.append(TorchTextClassifier(m, embedding=m.embed, num_classes=2, hf_tokenizer=tokenizer, max_length=48,
+                                       forward=lambda b, m=m: m(b["input_ids"], b["attention_mask"])))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["bert", "cnn"])
+@pytest.mark.parametrize("with_labels", [True, False])
+def test_prefetched_capture_equals_plain_capture(tokenizer, reviews, monkeypatch, kind, with_labels):
+    texts, labels = reviews
+    settings = CaptureSettings(batch_size=8, max_length=48, top_k=None)
+    clfs = classifiers(kind, tokenizer)
+    runs = {}
+    for depth in (0, 1, 3):
+        monkeypatch.setattr(prefetch, "PREFETCH_BATCHES", depth)
+        # chunks of 24 (3 batches, the last chunk short), two checkpoints sharing one tokenisation
+        runs[depth] = capture_checkpoints(clfs, texts, labels if with_labels else None, settings=settings, chunk_size=24)
+    for depth in (1, 3):
+        for plain, ahead in zip(runs[0], runs[depth], strict=True):
+            for field in FIELDS:
+                assert torch.equal(getattr(plain, field), getattr(ahead, field)), field
+    assert len(runs[0][0]) == len(texts)
+    if with_labels:
+        assert runs[0][0].labels.tolist() == labels
+
+
+def test_chunks_come_in_input_order_and_the_producer_is_gone_between_them(tokenizer, reviews):
+    texts, labels = reviews
+    clf = classifiers("cnn", tokenizer)[0]
+    settings = CaptureSettings(batch_size=8, max_length=48)
+    starts = []
+    for start, records in iter_token_gradients(clf, texts, labels, settings=settings, chunk_size=30):
+        starts.append(start)
+        assert records.labels.tolist() == labels[start : start + len(records)]
+        assert not any(t.name == "tracinwe-tokenize" for t in threading.enumerate())
+    assert starts == [0, 30, 60]
+
+
+def test_prefetched_keeps_order_raises_the_producers_error_and_stops_early():
+    assert list(prefetched(iter(range(50)), 2)) == list(range(50))
+
+    def failing():
+        yield 1
+        yield 2
+        raise ValueError("bad text")
+
+    got = []
+    with pytest.raises(ValueError, match="bad text"):
+        for item in prefetched(failing(), 2):
+            got.append(item)
+    assert got == [1, 2]
+    made = []
+
+    def counting():
+        for i in range(1000):
+            made.append(i)
+            yield i
+
+    stream = prefetched(counting(), 2)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()
+    assert len(made) <= 3 + 2 + 1  # taken, queued, the one being made when the stop came
+    assert not any(t.name == "tracinwe-tokenize" for t in threading.enumerate())
