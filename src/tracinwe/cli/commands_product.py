@@ -43,24 +43,35 @@ def train(
     data: str = typer.Option(
         ..., help="Training data: bundled:NAME, a csv/jsonl/parquet file, a saved HF dataset or a hub name."),
     out: Path = typer.Option(..., help="Run folder: checkpoint-STEP folders, each with its learning rate."),
-    model: str = typer.Option("bundled:minilm-l6", help="Base model: bundled:minilm-l6, a local HF folder or a hub id."),
+    task: str = typer.Option("classification", help="classification, or causal-lm (a decoder on documents, no labels)."),
+    model: str = typer.Option(None, help="Base model: bundled:minilm-l6 (classification default), a local HF folder or a "
+                                         "hub id; for causal-lm gpt2-tiny (default: a 2-layer GPT-2 and a BPE tokenizer "
+                                         "trained from scratch on the data) or a *ForCausalLM folder to fine-tune."),
     text_column: str = TEXT_COLUMN, label_column: str = LABEL_COLUMN, text_pair_column: str = PAIR_COLUMN,
+    prompt_column: str = typer.Option(None, help="causal-lm: column of prompts (with --completion-column; the loss "
+                                                 "covers only the completion)."),
+    completion_column: str = typer.Option(None, help="causal-lm: column of completions."),
     epochs: float = typer.Option(2.0, min=0.01, help="Passes over the training set."),
-    lr: float = typer.Option(5e-5, min=0.0, help="Learning rate."),
+    lr: float = typer.Option(None, min=0.0, help="Learning rate (default 5e-5; causal-lm gpt2-tiny 3e-3)."),
     batch_size: int = typer.Option(16, min=1),
     checkpoints: int = typer.Option(3, min=1, max=20, help="Checkpoints to save, evenly spaced (TracIn uses 3-5)."),
     optimizer: str = typer.Option("adamw", help="adamw, or sgd (with momentum 0.9, as in the paper)."),
     schedule: str = typer.Option("constant", help="constant, or linear decay to zero."),
     max_length: int = typer.Option(64, min=8, help="Tokens per text (longer texts are truncated)."),
-    n_train: int = typer.Option(None, min=1, help="Train on a stratified sample of this many examples."),
-    holdout: float = typer.Option(0.2, min=0.0, max=0.9, help="Fraction held out to measure accuracy (0: none)."),
+    n_train: int = typer.Option(None, min=1, help="Train on a (stratified) sample of this many examples."),
+    holdout: float = typer.Option(None, min=0.0, max=0.9, help="Fraction held out to measure accuracy (default 0.2; "
+                                                               "causal-lm: 0, else the held-out loss per token)."),
     seed: int = typer.Option(0, help="Seed for the split, the sample, the new head and the batch order."),
     overwrite: bool = typer.Option(False, help="Train into a non-empty --out folder, deleting its old checkpoints first."),
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Fine-tune a HuggingFace classifier and save TracIn checkpoints (weights + learning rate).
+    """Fine-tune a HuggingFace classifier (or a causal LM) and save TracIn checkpoints (weights + learning rate).
+
+    --task causal-lm trains a decoder on a text column (or --prompt-column / --completion-column
+    pairs); labels are not used. Its run is explained with `tracinwe explain --generate`.
 
     Example: tracinwe train --data bundled:rotten-tomatoes --n-train 2000 --out runs/mr
+    Example: tracinwe train --task causal-lm --data bundled:rotten-tomatoes --n-train 500 --epochs 1 --out runs/lm
     """
     with exit_codes():
         from tracinwe.run import check_run_folder, train_run
@@ -68,6 +79,24 @@ def train(
 
         if optimizer not in ("adamw", "sgd") or schedule not in ("constant", "linear"):
             raise TracInWEError(f"--optimizer {optimizer!r} / --schedule {schedule!r}: use adamw|sgd and constant|linear")
+        if task not in ("classification", "causal-lm"):
+            raise TracInWEError(f"--task {task!r}: use classification or causal-lm")
+        if task == "causal-lm":
+            from tracinwe.cli.commands_lm import LMTrainRequest, train_causal_lm
+
+            if label_column or text_pair_column or schedule != "constant":
+                raise TracInWEError("--task causal-lm takes no --label-column, --text-pair-column or --schedule linear")
+            train_causal_lm(LMTrainRequest(
+                data=data, out=out, model=model or "gpt2-tiny", columns=(text_column, prompt_column, completion_column),
+                epochs=epochs, lr=lr, batch_size=batch_size, checkpoints=checkpoints, optimizer=optimizer,
+                max_length=max_length, n_train=n_train, holdout=holdout or 0.0, seed=seed, overwrite=overwrite,
+            ), json_out)
+            return
+        if prompt_column or completion_column:
+            raise TracInWEError("--prompt-column / --completion-column are for --task causal-lm")
+        model = model or "bundled:minilm-l6"
+        lr = 5e-5 if lr is None else lr
+        holdout = 0.2 if holdout is None else holdout
         check_run_folder(out, overwrite)
         dataset = load_data(data, text_column, label_column, text_pair_column).dedupe()
         train_set, held = dataset.split(holdout, seed) if holdout > 0 else (dataset, None)
@@ -100,14 +129,23 @@ def train(
 
 
 def explain(
-    texts: list[str] = typer.Argument(..., help="The text(s) to explain."),
-    index: Path = typer.Option(None, help="An index built by `tracinwe index build` (fast)."),
+    texts: list[str] = typer.Argument(None, help="The text(s) to explain (classifiers)."),
+    index: Path = typer.Option(None, help="An index built by `tracinwe index build` (fast; classifiers only)."),
     run_dir: Path = typer.Option(None, help="A `tracinwe train` run folder (recomputes; for small training sets)."),
     data: str = typer.Option(None, help="Training data for --run-dir (default: the data recorded by `train`)."),
     text_column: str = TEXT_COLUMN, label_column: str = LABEL_COLUMN, text_pair_column: str = PAIR_COLUMN,
     label: list[str] = typer.Option(None, help="Explain this label (name or index) instead of the prediction."),
-    k: int = typer.Option(5, min=1, help="Proponents and opponents to show."),
+    k: int = typer.Option(5, "--k", "-k", min=1, help="Proponents and opponents to show."),
     words: int = typer.Option(5, min=0, help="Shared words listed per neighbour."),
+    generate: str = typer.Option(None, help="Causal LM: explain the completion of this prompt (greedy, by the final "
+                                            "checkpoint) token by token. There is no LM index yet: recomputes over --data."),
+    completion: str = typer.Option(None, help="With --generate: explain this completion instead of generating one."),
+    max_new_tokens: int = typer.Option(20, min=1, help="With --generate: tokens to generate."),
+    checkpoints: list[Path] = typer.Option(None, help="With --generate: a run folder or checkpoint folders "
+                                                      "(repeat the option), instead of --run-dir."),
+    prompt_column: str = typer.Option(None, help="With --generate: prompt column of --data (with --completion-column)."),
+    completion_column: str = typer.Option(None, help="With --generate: completion column of --data."),
+    html: Path = typer.Option(None, help="With --generate: also write a self-contained HTML page of the explanation."),
     checkpoints_from: Path = CHECKPOINTS_FROM,
     json_out: bool = JSON_OPTION,
 ) -> None:
@@ -115,11 +153,27 @@ def explain(
 
     Proponents (score > 0) are training examples whose gradient step lowered this text's loss;
     opponents (score < 0) raised it. --index answers from stored gradients; --run-dir recomputes
-    over the run's training data (small sets only).
+    over the run's training data (small sets only). --generate explains a causal LM's completion:
+    each completion token's top supporting documents and the completion's proponents/opponents.
 
     Example: tracinwe explain "a gorgeous, witty, seductive movie" --index mr.index
+    Example: tracinwe explain --generate "The film is" --run-dir runs/lm --max-new-tokens 8 --html gen.html
     """
     with exit_codes():
+        if generate is not None:
+            _explain_generation(generate, texts, index, label, run_dir, checkpoints, data,
+                                (text_column, prompt_column, completion_column), completion, max_new_tokens, k, words, html,
+                                json_out)
+            return
+        if not texts:
+            raise TracInWEError("pass the text(s) to explain (or --generate PROMPT for a causal language model)")
+        if completion is not None or checkpoints or html is not None:
+            raise TracInWEError("--completion, --checkpoints and --html go with --generate PROMPT")
+        if run_dir is not None:
+            from tracinwe.lm_run import is_lm_run
+
+            if is_lm_run(run_dir):
+                raise TracInWEError(f"{str(run_dir)!r} is a causal language model run: explain it with --generate PROMPT")
         if (index is None) == (run_dir is None):
             raise TracInWEError("pass exactly one of --index INDEX or --run-dir RUN_DIR")
         if index is not None:
@@ -140,6 +194,20 @@ def explain(
         console.print(head)
         for t in tables:
             console.print(t)
+
+
+def _explain_generation(prompt: str, texts, index, label, run_dir, checkpoints, data, columns, completion,
+                        max_new_tokens: int, k: int, words: int, html, json_out: bool) -> None:
+    from tracinwe.cli.commands_lm import GenerateRequest, checkpoint_list, explain_generate
+
+    if texts or label:
+        raise TracInWEError("--generate explains one prompt: drop the text arguments and --label")
+    if index is not None:
+        raise TracInWEError("--generate has no index yet (language-model indexes are not built): pass --run-dir or --checkpoints")
+    folders, run = checkpoint_list(run_dir, checkpoints)
+    explain_generate(GenerateRequest(prompt=prompt, folders=folders, run_dir=run, data=data, columns=columns,
+                                     completion=completion, max_new_tokens=max_new_tokens, k=k, words=words, html=html),
+                     json_out)
 
 
 def _explain_from_run(run_dir: Path, texts, label, k, words, data, text_column, label_column, pair_column):

@@ -89,19 +89,29 @@ def train_decoder(
     config: DecoderConfig | None = None,
     tokenizer=None,
     progress: bool = False,
+    model: torch.nn.Module | None = None,
 ) -> DecoderRun:
     """Train a GPT-2 decoder from scratch on ``examples`` and save ``num_checkpoints`` evenly spaced checkpoints.
 
     ``tokenizer=None`` learns a byte-level BPE on the examples' texts. Seeded: the same examples and
-    config give the same weights. ``folder=None`` trains without saving.
+    config give the same weights. ``folder=None`` trains without saving. ``model`` (a HF causal LM
+    with its ``tokenizer``) is fine-tuned instead of a new GPT-2; the config's shape is then unused.
     """
     config = DecoderConfig() if config is None else config
     if not examples:
         raise ValueError("no training examples")
+    if model is not None and tokenizer is None:
+        raise ValueError("a pretrained model needs its tokenizer: train_decoder(..., tokenizer=, model=)")
     if tokenizer is None:
         tokenizer = train_bpe_tokenizer((as_document(e).text for e in examples), vocab_size=config.vocab_size)
-    model = gpt2_decoder(config, tokenizer)
-    lm = CausalLanguageModel(model, tokenizer, max_length=min(config.max_length, config.n_positions))
+    if model is None:
+        model = gpt2_decoder(config, tokenizer)
+        positions = config.n_positions
+    else:
+        torch.manual_seed(config.seed)
+        positions = int(getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 0)
+                        or config.max_length)
+    lm = CausalLanguageModel(model, tokenizer, max_length=min(config.max_length, positions))
     if folder is not None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,190 @@
+"""The language-model paths of `tracinwe train --task causal-lm` and `tracinwe explain --generate`.
+
+`tracinwe.cli.commands_product` owns the commands and their options; it hands a causal-LM
+request to the functions here. Every string from the data goes through `literal`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from tracinwe.cli.common import output_console, print_json, stderr
+from tracinwe.errors import InputTextError, TracInWEError
+from tracinwe.report.terminal import literal
+
+__all__ = ["LMTrainRequest", "train_causal_lm", "GenerateRequest", "explain_generate"]
+
+
+@dataclass(frozen=True)
+class LMTrainRequest:
+    """What ``tracinwe train --task causal-lm`` is asked for."""
+
+    data: str
+    out: Path
+    model: str
+    columns: tuple[str | None, str | None, str | None]  # text, prompt, completion
+    epochs: float
+    lr: float | None
+    batch_size: int
+    checkpoints: int
+    optimizer: str
+    max_length: int
+    n_train: int | None
+    holdout: float
+    seed: int
+    overwrite: bool
+
+
+def train_causal_lm(r: LMTrainRequest, json_out: bool) -> None:
+    """Train or fine-tune the decoder, then print the run's table (or its JSON)."""
+    from tracinwe.data.documents import load_documents
+    from tracinwe.lm_run import SCRATCH_MODELS, train_lm_run
+    from tracinwe.run import check_run_folder
+    from tracinwe.training.causal_lm import DecoderConfig
+
+    check_run_folder(r.out, r.overwrite)
+    with stderr.status(literal(f"loading {r.data} ...")):
+        docs = load_documents(r.data, *r.columns)
+    train_set, held = docs.split(r.holdout, r.seed) if r.holdout > 0 else (docs, None)
+    if r.n_train is not None:
+        train_set = train_set.sample(r.n_train, seed=r.seed)
+    lr = r.lr if r.lr is not None else (3e-3 if r.model in SCRATCH_MODELS else 5e-5)
+    config = DecoderConfig(epochs=r.epochs, batch_size=r.batch_size, learning_rate=lr, optimizer=r.optimizer,
+                           num_checkpoints=r.checkpoints, max_length=r.max_length, seed=r.seed)
+    summary = train_lm_run(r.out, r.model, train_set, config, heldout=held, data=r.data, overwrite=r.overwrite,
+                           status=lambda message: stderr.status(literal(message)))
+    if json_out:
+        print_json(summary)
+        return
+    table = Table(title=literal(f"run {r.out} (causal LM, {r.model})"), title_justify="left")
+    table.add_column("checkpoint")
+    table.add_column("learning rate", justify="right")
+    for path, rate in zip(summary["checkpoints"], summary["learning_rates"]):
+        table.add_row(literal(path), f"{rate:.3g}")
+    console = output_console(json_out)
+    console.print(table)
+    held_loss = summary["heldout_loss"]
+    console.print(f"{summary['n_train']} training documents, final loss {summary['final_loss']:.3f} per token"
+                  + (f", held-out loss {held_loss:.3f} on {summary['n_heldout_scored']}" if held_loss is not None else ""))
+    console.print(literal(f'next: tracinwe explain --generate "some prompt" --run-dir {r.out}'))
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """What ``tracinwe explain --generate`` is asked for."""
+
+    prompt: str
+    folders: list[Path]
+    run_dir: Path | None
+    data: str | None
+    columns: tuple[str | None, str | None, str | None]
+    completion: str | None
+    max_new_tokens: int
+    k: int
+    words: int
+    html: Path | None
+
+
+def checkpoint_list(run_dir: Path | None, checkpoints: list[Path] | None) -> tuple[list[Path], Path | None]:
+    """``(checkpoint folders, run folder)`` from ``--run-dir`` or ``--checkpoints`` (a run folder or checkpoint folders)."""
+    from tracinwe.run import checkpoint_folders
+
+    if (run_dir is None) == (not checkpoints):
+        raise TracInWEError("pass exactly one of --run-dir RUN or --checkpoints RUN_OR_CHECKPOINT_FOLDERS")
+    if run_dir is not None:
+        return checkpoint_folders(run_dir), run_dir
+    assert checkpoints
+    if len(checkpoints) == 1 and not (checkpoints[0] / "config.json").is_file():
+        return checkpoint_folders(checkpoints[0]), checkpoints[0]
+    parents = {p.parent for p in checkpoints}
+    return list(checkpoints), parents.pop() if len(parents) == 1 else None
+
+
+def explain_generate(r: GenerateRequest, json_out: bool) -> None:
+    """Explain a completion of ``r.prompt`` against the training documents; print it, write ``--html``."""
+    from tracinwe.lm_run import explain_max_length, lm_run_documents
+    from tracinwe.models.causal_lm import folder_architecture, folder_is_causal_lm
+    from tracinwe.report.generation import generation_view, render_generation
+    from tracinwe.tracin import TracInWE
+
+    if not r.prompt.strip():
+        raise InputTextError("--generate is an empty prompt: pass the text the model should continue")
+    for folder in r.folders:
+        if (folder / "config.json").is_file() and not folder_is_causal_lm(folder):
+            raise TracInWEError(f"checkpoint {str(folder)!r} holds a {folder_architecture(folder) or 'model'}, not a causal "
+                                "language model: --generate needs decoder checkpoints (tracinwe train --task causal-lm)")
+    with stderr.status(literal(f"loading {len(r.folders)} checkpoint(s) ...")):
+        tw = TracInWE.from_checkpoints(r.folders, task="causal-lm", max_length=explain_max_length(r.folders[-1]))
+    with stderr.status(literal(f"loading {r.data or r.run_dir} ...")):
+        docs = lm_run_documents(r.run_dir, r.data, *r.columns)
+    with stderr.status(f"explaining the completion against {len(docs)} training documents ..."):
+        out = tw.explain_generation(r.prompt, train=docs.examples, max_new_tokens=r.max_new_tokens,
+                                    completion=r.completion, k=r.k, words=None)
+    view = generation_view(out, tw.final.tokenizer, docs.ids, generated=r.completion is None, max_length=tw.max_length,
+                           words=r.words)
+    if r.html is not None:
+        render_generation(view, r.html, note=f"Checkpoints: {', '.join(str(p) for p in r.folders)}.")
+    if json_out:
+        print_json(view)
+        return
+    print_generation(output_console(json_out), view, r.words)
+    if r.html is not None:
+        output_console(json_out).print(Text.assemble("wrote ", literal(r.html, style="bold")))
+
+
+def document_text(n: dict) -> Text:
+    """A document with its shared tokens coloured: blue where they support, red where they oppose."""
+    out = Text()
+    for seg in n["segments"]:
+        value = seg["contribution"]
+        style = "" if value is None else ("bold blue" if value > 0 else "bold red")
+        out.append(literal(seg["text"], style=style))
+    return out
+
+
+def shared_tokens(n: dict, limit: int) -> Text:
+    shown = [w for w in n["words"] if w["contribution"] != 0][:limit]  # a token can be shared with a zero gradient row
+    if not shown:
+        return Text("no shared tokens", style="dim")
+    out = Text()
+    for i, w in enumerate(shown):
+        out.append(", " if i else "")
+        out.append(literal(repr(w["text"]), style="bold blue" if w["contribution"] > 0 else "bold red"))
+        out.append(f" {w['contribution']:+.2g}", style="dim")
+    return out
+
+
+def print_generation(console: Console, view: dict, words: int) -> None:
+    """The completion, each token's top supporting documents, then the proponent and opponent tables."""
+    head = Text()
+    head.append(literal(f"“{view['prompt']}", style="dim"))
+    head.append(literal(f"{view['completion']}”", style="bold"))
+    head.append("  (generated by the final checkpoint)" if view["generated"] else "  (given completion)", style="dim")
+    console.print(head)
+    table = Table(title="completion tokens and the documents that most support each", title_justify="left", expand=True)
+    table.add_column("token", width=12)
+    table.add_column("score", justify="right", width=10, no_wrap=True)
+    table.add_column("supporting document", ratio=3)
+    table.add_column("shared tokens", ratio=2)
+    for t in view["tokens"]:
+        for j, s in enumerate(t["supporters"][:2]):
+            table.add_row(literal(repr(t["text"])) if j == 0 else Text(""),
+                          Text(f"{s['score']:+.3g}", style="blue" if s["score"] > 0 else "red"),
+                          document_text(s), shared_tokens(s, words))
+    console.print(table)
+    for title, key in (("proponents of the completion (score > 0)", "proponents"),
+                       ("opponents of the completion (score < 0)", "opponents")):
+        table = Table(title=title, title_justify="left", expand=True)
+        table.add_column("score", justify="right", width=10, no_wrap=True)
+        table.add_column("id", width=8)
+        table.add_column("training document", ratio=3)
+        table.add_column("tokens that carry it", ratio=2)
+        for n in view[key]:
+            table.add_row(Text(f"{n['score']:+.3g}", style="blue" if n["score"] > 0 else "red"), literal(n["id"]),
+                          document_text(n), shared_tokens(n, words))
+        console.print(table)
