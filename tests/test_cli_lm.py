@@ -161,3 +161,15 @@ def test_lm_cli_errors_are_one_line(lm_run, tmp_path, tokenizer):
         out = invoke(*args)
         assert out.exit_code == 2, (args, out.output)
         assert needle in out.output and len(out.output.strip().splitlines()) == 1, (args, out.output)
+
+
+def test_explain_generate_cuts_long_documents_where_training_cut_them(lm_run, tmp_path):
+    root, texts, summary = lm_run
+    long = " ".join(texts[:40])  # far over the model's 128 positions
+    docs = write_documents(tmp_path / "long.csv", [(long,), (texts[0],)], header=("text",))
+    out = invoke("explain", "--generate", "The film is", "--completion", " dull.", "--checkpoints", root / "run",
+                 "--data", docs, "-k", 2, "--json")
+    assert out.exit_code == 0, out.output
+    assert "1 training documents are longer than 48 tokens" in out.stderr  # the run's --max-length
+    shown = {n["row"]: n["text"] for n in json.loads(out.stdout)["proponents"]}
+    assert shown[1] == texts[0] and long.startswith(shown[0]) and 100 < len(shown[0]) < len(long)

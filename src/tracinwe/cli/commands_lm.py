@@ -110,6 +110,7 @@ def explain_generate(r: GenerateRequest, json_out: bool) -> None:
     from tracinwe.lm_run import explain_max_length, lm_run_documents
     from tracinwe.models.causal_lm import folder_architecture, folder_is_causal_lm
     from tracinwe.report.generation import generation_view, render_generation
+    from tracinwe.run import read_run_info
     from tracinwe.tracin import TracInWE
 
     if not r.prompt.strip():
@@ -122,8 +123,13 @@ def explain_generate(r: GenerateRequest, json_out: bool) -> None:
         tw = TracInWE.from_checkpoints(r.folders, task="causal-lm", max_length=explain_max_length(r.folders[-1]))
     with stderr.status(literal(f"loading {r.data or r.run_dir} ...")):
         docs = lm_run_documents(r.run_dir, r.data, *r.columns)
+    limit = int(read_run_info(r.run_dir).get("settings", {}).get("max_length", 0)) if r.run_dir is not None else 0
+    examples, n_cut = cut_documents(tw.final.tokenizer, docs.examples, min(limit or tw.max_length, tw.max_length))
+    if n_cut:
+        stderr.print(f"{n_cut} training documents are longer than {min(limit or tw.max_length, tw.max_length)} tokens: "
+                     "explained as training saw them, cut at the end")
     with stderr.status(f"explaining the completion against {len(docs)} training documents ..."):
-        out = tw.explain_generation(r.prompt, train=docs.examples, max_new_tokens=r.max_new_tokens,
+        out = tw.explain_generation(r.prompt, train=examples, max_new_tokens=r.max_new_tokens,
                                     completion=r.completion, k=r.k, words=None)
     view = generation_view(out, tw.final.tokenizer, docs.ids, generated=r.completion is None, max_length=tw.max_length,
                            words=r.words)
@@ -135,6 +141,18 @@ def explain_generate(r: GenerateRequest, json_out: bool) -> None:
     print_generation(output_console(json_out), view, r.words)
     if r.html is not None:
         output_console(json_out).print(Text.assemble("wrote ", literal(r.html, style="bold")))
+
+
+def cut_documents(tokenizer, examples: list, max_length: int) -> tuple[list, int]:
+    """Plain-text documents longer than ``max_length`` tokens cut where training cut them; ``(examples, how many cut)``."""
+    out, cut = [], 0
+    for e in examples:
+        if isinstance(e, str):
+            enc = tokenizer(e, return_offsets_mapping=True)
+            if len(enc["input_ids"]) > max_length:
+                e, cut = e[: enc["offset_mapping"][max_length - 1][1]], cut + 1
+        out.append(e)
+    return out, cut
 
 
 def document_text(n: dict) -> Text:
