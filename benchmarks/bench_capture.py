@@ -184,6 +184,7 @@ def capture_seconds(tw, texts: Sequence[str], labels: Sequence[int]) -> float:
 def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_size: int, repeats: int, device: str) -> dict:
     """Examples (x checkpoints) per second: bare pass and TracInWE capture, alternating runs."""
     from tracinwe import TracInWE
+    from tracinwe.capture.prefetch import can_overlap
 
     tw = TracInWE(checkpoints, tokenizer=tokenizer, max_length=max_length, batch_size=batch_size, device=device)
     per_checkpoint = []
@@ -234,9 +235,14 @@ def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_siz
     ours_rate = work / statistics.median(times["capture"])
     return {
         "device": device, "max_length": max_length, "texts": len(texts), "checkpoints": len(checkpoints),
-        "batch_size": batch_size, "repeats": repeats, "seconds": times,
+        "batch_size": batch_size, "repeats": repeats, "seconds": times, "torch_threads": torch.get_num_threads(),
+        "prefetch_on": can_overlap(torch.device(device)),  # else "capture" tokenises in the calling thread too
         "bare_examples_per_s": bare_rate, "capture_examples_per_s": ours_rate, "ratio": ours_rate / bare_rate,
         "ratio_no_prefetch": statistics.median(times["bare"]) / statistics.median(times["capture_no_prefetch"]),
+        # per-round ratios of runs made back to back, then their median: robust to a load that drifts between rounds
+        "ratio_paired": statistics.median(b / c for b, c in zip(times["bare"], times["capture"])),
+        "ratio_no_prefetch_paired": statistics.median(b / c for b, c in zip(times["bare"], times["capture_no_prefetch"])),
+        "prefetch_speedup_paired": statistics.median(p / c for p, c in zip(times["capture_no_prefetch"], times["capture"])),
         "tokenize_share_of_capture": statistics.median(times["tokenize"]) / statistics.median(times["capture"]),
         "ratio_without_tokenization": statistics.median(times["bare"])
         / (statistics.median(times["capture"]) - statistics.median(times["tokenize"])),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import tiny_bert
-from tracinwe.capture import prefetch
+from tracinwe.capture import gradients, prefetch
 from tracinwe.capture.gradients import CaptureSettings, capture_checkpoints, iter_token_gradients
 from tracinwe.capture.prefetch import prefetched
 from tracinwe.data import load_dataset_source
@@ -43,6 +43,7 @@ def test_prefetched_capture_equals_plain_capture(tokenizer, reviews, monkeypatch
     texts, labels = reviews
     settings = CaptureSettings(batch_size=8, max_length=48, top_k=None)
     clfs = classifiers(kind, tokenizer)
+    monkeypatch.setattr(gradients, "can_overlap", lambda device: True)  # prefetch even where no core is spare
     runs = {}
     for depth in (0, 1, 3):
         monkeypatch.setattr(prefetch, "PREFETCH_BATCHES", depth)
@@ -57,8 +58,9 @@ def test_prefetched_capture_equals_plain_capture(tokenizer, reviews, monkeypatch
         assert runs[0][0].labels.tolist() == labels
 
 
-def test_chunks_come_in_input_order_and_the_producer_is_gone_between_them(tokenizer, reviews):
+def test_chunks_come_in_input_order_and_the_producer_is_gone_between_them(tokenizer, reviews, monkeypatch):
     texts, labels = reviews
+    monkeypatch.setattr(gradients, "can_overlap", lambda device: True)
     clf = classifiers("cnn", tokenizer)[0]
     settings = CaptureSettings(batch_size=8, max_length=48)
     starts = []
@@ -94,3 +96,16 @@ def test_prefetched_keeps_order_raises_the_producers_error_and_stops_early():
     stream.close()
     assert len(made) <= 3 + 2 + 1  # taken, queued, the one being made when the stop came
     assert not any(t.name == "tracinwe-tokenize" for t in threading.enumerate())
+
+
+def test_torch_classifier_tokenises_long_texts_from_a_prefix_to_the_same_ids(tokenizer):
+    """A TorchTextClassifier with a fast HuggingFace tokenizer gives the ids of the full texts (BBC articles, 2,000+ chars)."""
+    texts = list(load_dataset_source("bundled:bbc-news").dedupe().sample(24, seed=1).texts)
+    texts += ["short text", "word " * 400, "x" * 3000]  # a short one, a long run of words, a long text without spaces
+    clf = classifiers("cnn", tokenizer)[0]
+    for max_length in (16, 64):
+        clf.max_length = max_length
+        want = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        got = clf.tokenize(texts)
+        assert got["input_ids"].tolist() == want["input_ids"].tolist()
+        assert got["attention_mask"].tolist() == want["attention_mask"].tolist()

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from tracinwe.capture.model_state import LookupOutputTap, prepared_for_capture
-from tracinwe.capture.prefetch import prefetched
+from tracinwe.capture.prefetch import can_overlap, prefetched
 from tracinwe.capture.records import TokenGradients
 from tracinwe.models.contract import Batch, TextClassifier
 
@@ -157,8 +157,8 @@ def iter_token_gradients(
     Memory is bounded by the chunk (default 16 batches), not by the data set.
     ``batch_cache``: tokenised batches by chunk, filled on the first pass and
     reused by later ones (checkpoints with the same `tokenization_key`).
-    Batches are tokenised by a background thread ahead of the model (`tracinwe.capture.prefetch`);
-    on an accelerator they are pinned and copied without blocking.
+    Batches are tokenised by a background thread ahead of the model where it can overlap
+    (`tracinwe.capture.prefetch.can_overlap`); on an accelerator they are pinned and copied without blocking.
     """
     from tqdm.auto import tqdm
 
@@ -166,6 +166,7 @@ def iter_token_gradients(
     chunk = chunk_size or settings.batch_size * 16
     run_device = torch.device(device) if device is not None else _module_device(classifier.module)
     pin = run_device.type == "cuda"
+    overlap = can_overlap(run_device)
     targets = None if labels is None else torch.as_tensor(np.asarray(labels, dtype=np.int64))
     bar = tqdm(total=n, desc=description, unit="ex", disable=not progress, leave=False)
     with prepared_for_capture(classifier.module, device), torch.inference_mode(False):
@@ -174,7 +175,7 @@ def iter_token_gradients(
             parts: list[tuple[np.ndarray, TokenGradients]] = []
             # the producer ends with the chunk: nothing tokenises behind the caller's back while it holds the records;
             # batches already tokenised (another checkpoint's pass) need no thread
-            ahead = 0 if batch_cache is not None and (start, stop) in batch_cache else None
+            ahead = 0 if not overlap or (batch_cache is not None and (start, stop) in batch_cache) else None
             for local, batch, y in prefetched(_chunk_batches(classifier, texts, text_pairs, targets, settings, start, stop,
                                                              batch_cache, pin), ahead):
                 batch = {k: v.to(run_device, non_blocking=pin) for k, v in batch.items()}

@@ -8,10 +8,13 @@ only when they are made changes, so the captured records are the same bits.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
+
+import torch
 
 T = TypeVar("T")
 
@@ -19,6 +22,18 @@ T = TypeVar("T")
 PREFETCH_BATCHES = 2
 
 _DONE = object()
+
+
+def can_overlap(device: torch.device) -> bool:
+    """Whether a tokenising thread can run beside the model: an accelerator runs the model, or a CPU core is spare.
+
+    On a CPU whose every core runs torch's threads, the thread only competes with them (measured: no gain).
+    """
+    if device.type != "cpu":
+        return True
+    affinity = getattr(os, "sched_getaffinity", None)
+    cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+    return cores > torch.get_num_threads()
 
 
 class _Failure:

@@ -10,11 +10,7 @@ from torch import nn
 
 from tracinwe.errors import LabelError, TokenizerMismatchError
 from tracinwe.models.contract import Batch, TextClassifier, hf_tokenizer_key
-
-#: Long texts are first tokenized from a whitespace-cut prefix of this many characters per token
-#: of ``max_length``; the prefix is used only if it alone overflows ``max_length`` (so the kept
-#: tokens are those of the full text), else the full text is tokenized.
-_PREFIX_CHARS_PER_TOKEN = 12
+from tracinwe.models.prefix import truncated_sources
 
 #: A tokenizer whose size differs from the embedding rows by more than this is
 #: a different vocabulary (models pad their tables to a multiple of 64 or 128).
@@ -66,23 +62,9 @@ class HuggingFaceClassifier(TextClassifier):
         return frozenset(int(i) for i in self.tokenizer.all_special_ids) - {self.tokenizer.pad_token_id}
 
     def _truncated_sources(self, texts: Sequence[str]) -> list[str]:
-        """Texts with very long ones replaced by a whitespace-cut prefix that still overflows max_length.
-
-        Fast tokenizers tokenize a whole text before truncating it; a 2,000-character
-        article costs ten times a 48-token window. Cutting at whitespace keeps every
-        word before the cut whole, so the first ``max_length`` tokens are unchanged.
-        """
-        budget = self.max_length * _PREFIX_CHARS_PER_TOKEN
-        out = list(texts)
-        long_rows = [i for i, t in enumerate(out) if len(t) > budget and t.rfind(" ", 0, budget) > 0]
-        if not long_rows:
-            return out
-        prefixes = [out[i][: out[i].rfind(" ", 0, budget)] for i in long_rows]
-        lengths = self.tokenizer(prefixes, add_special_tokens=True, truncation=False, return_length=True)["length"]
-        for i, prefix, n in zip(long_rows, prefixes, lengths):
-            if n > self.max_length:
-                out[i] = prefix
-        return out
+        """Texts with very long ones replaced by a whitespace-cut prefix that still overflows max_length
+        (`tracinwe.models.prefix`)."""
+        return truncated_sources(self.tokenizer, texts, self.max_length)
 
     def tokenize(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> Batch:
         if self.prefix_tokenization and text_pairs is None:
