@@ -30,6 +30,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-train", type=int, default=2000)
     p.add_argument("--run-dir", action="store_true", help="evaluate a `tracinwe train` run instead of the proxy model")
     p.add_argument("--out", default=None, help="default: results/evaluate_quick[_run-dir].json")
+    p.add_argument("--recipe", default="", help="extra recipe options passed to the command, e.g. "
+                                                "'--learning-rate 0.002 --epochs 20'")
     args = p.parse_args(argv)
     args.out = args.out or str(RESULTS / ("evaluate_quick_run-dir.json" if args.run_dir else "evaluate_quick.json"))
     from tracinwe.data import load_dataset_source
@@ -58,7 +60,8 @@ def main(argv=None) -> int:
                        "--out", str(Path(tmp) / "lds")]
         else:
             command = ["tracinwe", "evaluate", "lds", "--data", str(path), "--text-column", "review", "--label-column",
-                       "verdict", "--n-train", str(args.n_train), "--quick", "--out", str(Path(tmp) / "lds")]
+                       "verdict", "--n-train", str(args.n_train), "--quick", "--out", str(Path(tmp) / "lds"),
+                       *args.recipe.split()]
         start = time.time()
         run = subprocess.run(command, capture_output=True, text=True)
         wall = time.time() - start
@@ -70,7 +73,7 @@ def main(argv=None) -> int:
     print(f"wall time {wall:.0f} s for {args.n_train} training examples (--quick); target <= 900 s")
     if train_wall is not None:
         print(f"training the run took {train_wall:.0f} s: evaluating it cost {wall / train_wall:.1f}x its training")
-    payload = {"argv": sys.argv[1:] if argv is None else list(argv), "command": command[:2] + ["lds", "...", "--quick"],
+    payload = {"argv": sys.argv[1:] if argv is None else list(argv), "command": command[:2] + ["lds", "...", "--quick", *args.recipe.split()],
                "mode": "run-dir" if args.run_dir else "proxy", "train_wall_time_s": train_wall,
                "cost_over_training": None if train_wall is None else wall / train_wall,
                "dataset": args.dataset, "n_train": args.n_train, "wall_time_s": wall, "target_s": 900,
