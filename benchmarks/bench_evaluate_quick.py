@@ -73,7 +73,8 @@ def main(argv=None) -> int:
     print(f"wall time {wall:.0f} s for {args.n_train} training examples (--quick); target <= 900 s")
     if train_wall is not None:
         print(f"training the run took {train_wall:.0f} s: evaluating it cost {wall / train_wall:.1f}x its training")
-    payload = {"argv": sys.argv[1:] if argv is None else list(argv), "command": command[:2] + ["lds", "...", "--quick", *args.recipe.split()],
+    shown = command[:2] + ["lds", "...", "--quick", *args.recipe.split()]
+    payload = {"argv": sys.argv[1:] if argv is None else list(argv), "command": shown,
                "mode": "run-dir" if args.run_dir else "proxy", "train_wall_time_s": train_wall,
                "cost_over_training": None if train_wall is None else wall / train_wall,
                "dataset": args.dataset, "n_train": args.n_train, "wall_time_s": wall, "target_s": 900,
