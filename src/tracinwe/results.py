@@ -76,7 +76,11 @@ class Neighbor:
 
 @dataclass
 class QueryResult:
-    """The top proponents and opponents of one query text."""
+    """The top proponents and opponents of one query text.
+
+    A causal-LM query has no label or classes (``label = prediction = -1``, no probabilities);
+    ``loss`` is then its summed target-token loss under the final checkpoint.
+    """
 
     text: str
     label: int
@@ -84,9 +88,10 @@ class QueryResult:
     probabilities: list[float]
     proponents: list[Neighbor]
     opponents: list[Neighbor]
+    loss: float | None = None
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "text": self.text,
             "label": self.label,
             "prediction": self.prediction,
@@ -94,3 +99,6 @@ class QueryResult:
             "proponents": [n.to_json() for n in self.proponents],
             "opponents": [n.to_json() for n in self.opponents],
         }
+        if self.loss is not None:
+            out["loss"] = self.loss
+        return out

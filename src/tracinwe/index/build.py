@@ -126,6 +126,8 @@ def make_plan(tw, classifiers, examples: Examples, label_names, dtype: str, proj
     except ValueError as exc:
         raise IndexBuildError(str(exc)) from None
     final = classifiers[-1]
+    if tw.is_causal_lm and label_names is not None:
+        raise IndexBuildError("label_names were passed but a causal language model takes no labels: pass None")
     probe = examples.texts[:DENSE_PROBE]
     probe_pairs = examples.pairs[:DENSE_PROBE] if examples.pairs is not None else None
     ids = final.tokenize(probe, probe_pairs)
@@ -138,7 +140,9 @@ def make_plan(tw, classifiers, examples: Examples, label_names, dtype: str, proj
     if tw.settings.keep_special_tokens is False:
         dense = dense[~np.isin(dense, sorted(final.special_token_ids))]
     names = list(label_names) if label_names is not None else [str(c) for c in range(final.num_classes)]
-    if len(names) != final.num_classes:
+    if tw.is_causal_lm:  # no labels: the text is its own target
+        names = []
+    elif len(names) != final.num_classes:
         raise IndexBuildError(f"{len(names)} label names for a model with {final.num_classes} classes: pass one name per class")
     return IndexManifest(
         settings=IndexSettings(tw.settings, dtype, int(segment_size)),
@@ -150,6 +154,7 @@ def make_plan(tw, classifiers, examples: Examples, label_names, dtype: str, proj
         label_names=tuple(names),
         data_sha256=examples.sha256(),
         num_examples=len(examples.texts),
+        task=tw.task,
     )
 
 
@@ -167,6 +172,7 @@ def _plan_differences(previous: IndexManifest, plan: IndexManifest) -> list[str]
         "projection": (previous.projection, plan.projection),
         "checkpoints": (previous.checkpoints, plan.checkpoints),
         "dense tokens": (previous.dense_tokens, plan.dense_tokens),
+        "task": (previous.task, plan.task),
     }
     return [what for what, (a, b) in pinned.items() if a != b]
 

@@ -19,20 +19,21 @@ from pathlib import Path
 import numpy as np
 
 from tracinwe.capture.records import TokenGradients
-from tracinwe.index import projection as projection_basis
+from tracinwe.index import documents, projection as projection_basis
 from tracinwe.index.append import append_examples, rebased
 from tracinwe.index.build import DEFAULT_SEGMENT_SIZE, BuildStrategy, build_index
 from tracinwe.index.checkpoint_paths import checkpoint_folders
-from tracinwe.index.errors import IndexFormatError
+from tracinwe.index.errors import IndexFormatError, IndexMismatchError
 from tracinwe.index.examples import ExampleTables
 from tracinwe.index.integrity import LazyChecksums, read_manifest
 from tracinwe.index.manifest import IndexManifest
 from tracinwe.index.projection import Projection
-from tracinwe.index.queries import QUERY_CHUNK, iter_query
+from tracinwe.index.queries import QUERY_CHUNK, capture_queries, iter_query
 from tracinwe.index.search import QueryBlock, SegmentArrays, screen
 from tracinwe.index.searcher import SegmentSearcher
 from tracinwe.index.segments import validated_examples
 from tracinwe.index.storage import compare_fingerprints, model_fingerprint, open_array, verify_files
+from tracinwe.models.tasks import CAUSAL_LM
 from tracinwe.results import Neighbor, QueryResult, TopInfluences
 from tracinwe.scoring.words import word_contributions
 
@@ -62,7 +63,7 @@ class Index:
 
     @classmethod
     def build(
-        cls, path: str | Path, tw, train_texts: Sequence[str], train_labels: Sequence[int | str], *,
+        cls, path: str | Path, tw, train_texts: Sequence, train_labels: Sequence[int | str] | None, *,
         ids: Sequence[str] | None = None, label_names: Sequence[str] | None = None, text_pairs: Sequence[str] | None = None,
         dtype: str = "float32", projection_dim: int | None = None, projection_method: str = "pca", seed: int = 0,
         chunk_size: int | None = None, progress: bool = True, strategy: BuildStrategy | None = None,
@@ -74,6 +75,8 @@ class Index:
         screens large indexes faster; the top candidates are rescored exactly.
         ``strategy``: who builds the segments: `LocalBuild()` (this process, the default) or
         ``tracinwe.index.ray_build.RayBuild(num_workers=...)`` (Ray actors; checkpoint folders only).
+        A causal language model (``tw.is_causal_lm``) takes documents (strings, prompt/completion dicts,
+        chats) and ``train_labels=None``; the manifest records the task.
         """
         root = Path(path)
         examples = validated_examples(tw, train_texts, train_labels, ids, text_pairs)
@@ -116,12 +119,16 @@ class Index:
             tracin = TracInWE.from_settings(manifest.settings.capture, folders, manifest.learning_rates)
         elif checkpoints_from is not None:
             raise ValueError("pass tracin= or checkpoints_from=, not both")
+        check_task(manifest.task, tracin.task, root)
         compare_fingerprints(manifest.fingerprint, model_fingerprint(tracin.load_classifiers(), tracin.settings))
         return cls(root, manifest, tracin, checks)
 
-    def append(self, texts: Sequence[str], labels: Sequence[int | str], ids: Sequence[str] | None = None,
+    def append(self, texts: Sequence, labels: Sequence[int | str] | None = None, ids: Sequence[str] | None = None,
                text_pairs: Sequence[str] | None = None, progress: bool = False) -> None:
-        """Add training examples as new segments, after any another handle appended; the manifest is replaced last."""
+        """Add training examples as new segments, after any another handle appended; the manifest is replaced last.
+
+        A classifier's index needs ``labels``; a causal-LM index takes documents and ``labels=None``.
+        """
         manifest = append_examples(self, texts, labels, ids, text_pairs)
         with self._lock:
             self.manifest = manifest
@@ -139,6 +146,11 @@ class Index:
 
     def __len__(self) -> int:
         return self.manifest.num_examples
+
+    @property
+    def is_causal_lm(self) -> bool:
+        """Whether the index holds causal-LM documents (no labels) rather than labelled classifier texts."""
+        return self.manifest.task == CAUSAL_LM
 
     @property
     def label_names(self) -> list[str]:
@@ -166,7 +178,16 @@ class Index:
         return self.column("text", rows)
 
     def labels(self, rows=None) -> list[int]:
+        """Stored labels; -1 for every document of a causal-LM index (it has none)."""
+        if self.is_causal_lm:
+            return [-1] * (len(self) if rows is None else int(np.asarray(rows).size))
         return self.column("label", rows)
+
+    def examples(self, rows=None) -> list:
+        """The stored examples as the model takes them: texts, or a causal LM's documents (dicts and chats included)."""
+        if not self.is_causal_lm:
+            return self.texts(rows)
+        return documents.decoded(self.texts(rows), self.column(documents.EXAMPLE_COLUMN, rows))
 
     def ids(self, rows=None) -> list[str]:
         return self.column("id", rows)
@@ -200,12 +221,16 @@ class Index:
         """The captured queries in the index layout, learning-rate weighted (and projected)."""
         return self.searcher.query_block(records, projected)
 
-    def search(self, records: Sequence[TokenGradients], k: int = 10, candidates: int | None = None,
+    def search(self, records: Sequence, k: int = 10, candidates: int | None = None,
                use_projection: bool | None = None, prune: bool | None = None) -> TopInfluences:
-        """Top-k proponents/opponents (rows, exact scores) of already captured queries (`SegmentSearcher.search`).
+        """Top-k proponents/opponents (rows, exact scores) of queries (`SegmentSearcher.search`).
 
+        ``records``: captured queries (``index.tracin.capture(...)``, one `TokenGradients` per checkpoint) or the
+        query examples themselves (a causal LM's documents; a classifier's texts, explained at their predictions).
         ``prune`` (default: on when the index stores row norms) skips postings that cannot reach the top k, same result.
         """
+        if not all(isinstance(r, TokenGradients) for r in records):
+            records = capture_queries(self.tracin, *self.tracin.check_inputs(records, None, None, "test"))
         return self.searcher.search(records, k, candidates, use_projection, prune)
 
     # -- the user-facing calls ----------------------------------------------------------------
@@ -257,7 +282,8 @@ class Index:
         out = []
         for j, r in enumerate(rows.tolist()):
             heavy = self._own_tokens(r)[:words] if words > 0 else []
-            out.append(Neighbor(r, ids[j], float(s[r]), texts[j], int(labels[j]), names[int(labels[j])], heavy))
+            label = int(labels[j])
+            out.append(Neighbor(r, ids[j], float(s[r]), texts[j], label, names[label] if label >= 0 else "", heavy))
         return out
 
     def _own_tokens(self, row: int) -> list:
@@ -276,7 +302,15 @@ class Index:
         for t, v in zip(tokens.tolist(), values.tolist()):
             totals[t] = v
         final = self.tracin.final
-        text = self.texts([row])[0]
-        ids = final.tokenize([text])["input_ids"][0].tolist()
+        batch = final.tokenize(self.examples([row]))
+        ids = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
         return word_contributions(totals, final.token_strings(sorted(totals)), ids, ids)
 
+
+def check_task(recorded: str, actual: str, root: Path) -> None:
+    """One-line `IndexMismatchError` when the facade's model is not of the task the index was built for."""
+    if recorded != actual:
+        raise IndexMismatchError(
+            f"the index {str(root)!r} was built for a {recorded} model but the facade holds a {actual} model: "
+            "open it with the checkpoints it was built with"
+        )

@@ -154,6 +154,8 @@ class IndexManifest:
     """Everything that decides an index; ``segments`` is None in a build plan (nothing committed yet).
 
     ``fingerprint`` is None only for indexes written without a model (synthetic benchmarks, tests).
+    ``task``: "classification" or "causal-lm" (indexes written before the field are classification);
+    a causal-LM index stores no labels and has no label names.
     """
 
     settings: IndexSettings
@@ -165,6 +167,7 @@ class IndexManifest:
     projection: ProjectionSpec | None = None
     data_sha256: str | None = None
     segments: tuple[SegmentRecord, ...] | None = field(default=None)
+    task: str = "classification"
 
     @property
     def dtype(self) -> str:
@@ -193,6 +196,7 @@ class IndexManifest:
         out = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
+            "task": self.task,
             "settings": self.settings.to_json(),
             "dtype": self.dtype,
             "checkpoints": [{"path": c.path, "learning_rate": c.learning_rate} for c in self.checkpoints],
@@ -229,6 +233,7 @@ class IndexManifest:
                 projection=ProjectionSpec.from_json(raw.get("projection")),
                 data_sha256=raw.get("data_sha256"),
                 segments=tuple(SegmentRecord.from_json(s) for s in segments) if segments is not None else None,
+                task=str(raw.get("task", "classification")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise IndexFormatError(f"the manifest of {where} is damaged ({type(exc).__name__}: {exc}): {_DAMAGED}") from None

@@ -31,6 +31,9 @@ METHODS = ("pca", "gaussian")
 PCA_PROBE = 1024
 FOLDER = "projection"
 FILES = ("rows.npy", "dense.npy")
+#: Row widths (``C * d``, or ``C * T * d`` for the dense rows) above which the PCA is fitted by randomized
+#: subspace iteration instead of an eigendecomposition of the full second moment.
+WIDE = 2048
 
 
 @dataclass
@@ -65,14 +68,30 @@ def gaussian_matrix(in_dim: int, out_dim: int, seed: int, salt: int) -> np.ndarr
     return (rng.standard_normal((in_dim, out_dim)) / np.sqrt(out_dim)).astype(np.float32)
 
 
-def pca_basis(samples: np.ndarray, out_dim: int) -> np.ndarray:
-    """Orthonormal (in_dim, min(out_dim, in_dim)): top eigenvectors of ``samples^T samples``, signs fixed."""
+def pca_basis(samples: np.ndarray, out_dim: int, seed: int = 0) -> np.ndarray:
+    """Orthonormal (in_dim, min(out_dim, in_dim)): top eigenvectors of ``samples^T samples``, signs fixed.
+
+    Rows wider than `WIDE` (large hidden sizes: ``C * d`` reaches tens of thousands) never form the
+    in_dim x in_dim moment: a seeded randomized subspace iteration finds its top eigenvectors instead.
+    """
     x = np.asarray(samples, dtype=np.float64)
-    moment = x.T @ x
-    values, vectors = np.linalg.eigh(moment)
-    top = vectors[:, np.argsort(-values, kind="stable")[: min(out_dim, x.shape[1])]]
+    if x.shape[1] > WIDE:
+        top = _randomized_top(x, min(out_dim, x.shape[1]), seed)
+    else:
+        values, vectors = np.linalg.eigh(x.T @ x)
+        top = vectors[:, np.argsort(-values, kind="stable")[: min(out_dim, x.shape[1])]]
     flip = np.sign(top[np.argmax(np.abs(top), axis=0), np.arange(top.shape[1])])
     return (top * np.where(flip == 0, 1.0, flip)).astype(np.float32)
+
+
+def _randomized_top(x: np.ndarray, k: int, seed: int, oversample: int = 16, iterations: int = 3) -> np.ndarray:
+    """The top ``k`` eigenvectors of ``x^T x`` (in_dim, k) by seeded subspace iteration (Halko et al. 2011)."""
+    rng = np.random.default_rng([seed, 11, x.shape[1], k])
+    q, _ = np.linalg.qr(x.T @ (x @ rng.standard_normal((x.shape[1], k + oversample))))
+    for _ in range(iterations):
+        q, _ = np.linalg.qr(x.T @ (x @ q))
+    values, vectors = np.linalg.eigh(q.T @ (x.T @ (x @ q)))
+    return q @ vectors[:, np.argsort(-values, kind="stable")[:k]]
 
 
 def fit(projection: ProjectionSpec, rows: np.ndarray, dense: np.ndarray) -> Projection:
@@ -81,8 +100,8 @@ def fit(projection: ProjectionSpec, rows: np.ndarray, dense: np.ndarray) -> Proj
     if projection.method == "gaussian":
         dense_basis = gaussian_matrix(dense.shape[1], p, seed, salt=2) if dense.shape[1] else np.zeros((0, 0), np.float32)
         return Projection(gaussian_matrix(rows.shape[1], p, seed, salt=1), dense_basis)
-    dense_basis = pca_basis(dense, p) if dense.shape[1] else np.zeros((0, 0), np.float32)
-    return Projection(pca_basis(rows, p), dense_basis)
+    dense_basis = pca_basis(dense, p, seed) if dense.shape[1] else np.zeros((0, 0), np.float32)
+    return Projection(pca_basis(rows, p, seed), dense_basis)
 
 
 def write(root: Path, projection: Projection) -> None:

@@ -15,6 +15,7 @@ import torch
 
 from tracinwe.capture.gradients import capture_on_final_predictions
 from tracinwe.capture.records import TokenGradients
+from tracinwe.index.documents import display_text
 from tracinwe.index.search import QueryBlock
 from tracinwe.index.words import positions, ranked_words
 from tracinwe.results import Neighbor, QueryResult, TopInfluences
@@ -61,6 +62,9 @@ def _query_chunk(index, texts: list[str], labels: list[int] | None, pairs: list[
     search = index.searcher.start(records, k, candidates, use_projection, prune)
     hits = index.searcher.rank(search, index.searcher.screen(search))
     neighbors = _Neighbors(index, search.query, hits, words, texts, pairs)
+    if index.tracin.is_causal_lm:  # no labels or classes: each document's summed target-token loss
+        return [QueryResult(display_text(text), -1, -1, [], *neighbors.of(i), loss=float(records[-1].logits[i, 0]))
+                for i, text in enumerate(texts)]
     probs = torch.softmax(records[-1].logits.double(), -1).numpy()
     results = []
     for i, text in enumerate(texts):
@@ -103,6 +107,7 @@ class _Neighbors:
         rows = np.unique(np.concatenate([hits.proponent_indices.ravel(), hits.opponent_indices.ravel()]).astype(np.int64))
         self.at = {r: j for j, r in enumerate(rows.tolist())}
         self.texts, self.labels, self.ids = index.texts(rows), index.labels(rows), index.ids(rows)
+        self.inputs = index.examples(rows) if index.is_causal_lm else self.texts  # what the model tokenises
         has_pairs = "text_pair" in index.column_names()
         self.pairs = index.column("text_pair", rows) if has_pairs else None
         self.names = index.label_names
@@ -119,7 +124,7 @@ class _Neighbors:
         starts, token, value = ranked_words(*self.index.searcher.pair_values(q, queries, found), found.size, words)
         chosen = np.unique(token).tolist()
         strings = dict(zip(chosen, final.token_strings(chosen))) if chosen else {}
-        train_at = [positions(ids) for ids in _token_ids(final, self.texts, self.pairs)]
+        train_at = [positions(ids) for ids in _token_ids(final, self.inputs, self.pairs)]
         test_at = [positions(ids) for ids in _token_ids(final, texts, pairs)]
         tokens, values, bounds = token.tolist(), value.tolist(), starts.tolist()
         out = []
@@ -139,7 +144,7 @@ class _Neighbors:
         out = []
         for j, (r, s) in enumerate(zip(np.asarray(rows, dtype=np.int64).tolist(), np.asarray(scores).tolist())):
             a = self.at[r]
-            label = int(self.labels[a])
+            label = int(self.labels[a])  # -1: a causal-LM document (no label)
             words = self.explained[first + j] if self.explained is not None else []
-            out.append(Neighbor(r, self.ids[a], float(s), self.texts[a], label, self.names[label], words))
+            out.append(Neighbor(r, self.ids[a], float(s), self.texts[a], label, self.names[label] if label >= 0 else "", words))
         return out

@@ -16,7 +16,7 @@ import numpy as np
 
 from tracinwe.capture.gradients import capture_checkpoints
 from tracinwe.capture.records import TokenGradients
-from tracinwe.index import projection as projection_basis
+from tracinwe.index import documents, projection as projection_basis
 from tracinwe.index.errors import IndexBuildError
 from tracinwe.index.layout import combine_checkpoints, float16_scale, self_influence
 from tracinwe.index.manifest import IndexManifest, SegmentRecord
@@ -28,37 +28,57 @@ DTYPES = {"float32": np.float32, "float16": np.float16}
 
 @dataclass
 class Examples:
-    """The training examples of a build or append (validated)."""
+    """The training examples of a build or append (validated).
 
-    texts: list[str]
-    labels: list[int]
+    ``labels`` is None for a causal language model: its examples are documents (strings,
+    prompt/completion dicts, chats) stored as `tracinwe.index.documents` describes.
+    """
+
+    texts: list
+    labels: list[int] | None
     ids: list[str]
     pairs: list[str] | None
 
+    @property
+    def is_causal_lm(self) -> bool:
+        return self.labels is None
+
     def sha256(self) -> str:
         digest = hashlib.sha256()
-        for i, (t, y, e) in enumerate(zip(self.texts, self.labels, self.ids)):
+        for i, (t, e) in enumerate(zip(self.texts, self.ids)):
+            y = self.labels[i] if self.labels is not None else ""
             p = self.pairs[i] if self.pairs is not None else ""
-            digest.update(f"{e}\x1f{y}\x1f{t}\x1f{p}\x1e".encode())
+            digest.update(f"{e}\x1f{y}\x1f{documents.canonical(t)}\x1f{p}\x1e".encode())
         return digest.hexdigest()
+
+    def part(self, rows: Sequence[int]) -> tuple[list, list[int] | None, list[str] | None]:
+        """``(texts, labels, pairs)`` at ``rows``, as the capture takes them."""
+        labels = [self.labels[i] for i in rows] if self.labels is not None else None
+        pairs = [self.pairs[i] for i in rows] if self.pairs is not None else None
+        return [self.texts[i] for i in rows], labels, pairs
 
     def table(self, lo: int, hi: int):
         import pyarrow as pa
 
-        columns = {
-            "id": pa.array(self.ids[lo:hi], pa.string()),
-            "text": pa.array(self.texts[lo:hi], pa.string()),
-            "label": pa.array(self.labels[lo:hi], pa.int64()),
-        }
+        columns = {"id": pa.array(self.ids[lo:hi], pa.string())}
+        if self.labels is None:  # a language model: the readable text and the example itself, no label
+            columns["text"] = pa.array([documents.display_text(t) for t in self.texts[lo:hi]], pa.string())
+            columns[documents.EXAMPLE_COLUMN] = pa.array([documents.encoded(t) for t in self.texts[lo:hi]], pa.string())
+            return pa.table(columns)
+        columns["text"] = pa.array(self.texts[lo:hi], pa.string())
+        columns["label"] = pa.array(self.labels[lo:hi], pa.int64())
         if self.pairs is not None:
             columns["text_pair"] = pa.array(self.pairs[lo:hi], pa.string())
         return pa.table(columns)
 
 
 def validated_examples(tw, texts, labels, ids=None, text_pairs=None, existing_ids: set[str] | None = None) -> Examples:
-    """Check texts, labels, pairs (`TracInWE.check_inputs`) and ids (unique, also against ``existing_ids``)."""
+    """Check texts, labels, pairs (`TracInWE.check_inputs`) and ids (unique, also against ``existing_ids``).
+
+    A causal language model takes documents and no labels (``labels`` must be None); a classifier needs labels.
+    """
     texts, labels, pairs = tw.check_inputs(texts, labels, text_pairs, "train")
-    if labels is None:
+    if labels is None and not tw.is_causal_lm:
         raise IndexBuildError("train_labels are required: pass one label per text")
     ids = [str(i) for i in range(len(texts))] if ids is None else [str(i) for i in ids]
     if len(ids) != len(texts):
@@ -124,8 +144,7 @@ class SegmentBuilder:
 
     def prepare(self, start: int, stop: int, examples: Examples) -> tuple[dict[str, np.ndarray], float]:
         """Capture rows ``start:stop`` and lay them out: the segment's arrays and scale."""
-        pairs = examples.pairs[start:stop] if examples.pairs is not None else None
-        return self.arrays(self.capture(examples.texts[start:stop], examples.labels[start:stop], pairs))
+        return self.arrays(self.capture(*examples.part(range(start, stop))))
 
     @staticmethod
     def write(root: Path, number: int, start: int, stop: int, examples: Examples, arrays: dict, scale: float,
@@ -140,9 +159,7 @@ class SegmentBuilder:
             return None
         stored = projection_basis.read(root)
         if stored is None:
-            rows = projection_basis.probe_rows(len(examples.texts), spec).tolist()
-            pairs = [examples.pairs[i] for i in rows] if examples.pairs is not None else None
-            records = self.capture([examples.texts[i] for i in rows], [examples.labels[i] for i in rows], pairs)
+            records = self.capture(*examples.part(projection_basis.probe_rows(len(examples.texts), spec).tolist()))
             block = combine_checkpoints(records, self.dense_tokens)
             stored = projection_basis.fit(spec, block.rows.reshape(block.rows.shape[0], -1),
                                           block.dense.reshape(block.num_examples, -1))
