@@ -76,6 +76,19 @@ def build(
     """
     with exit_codes():
         paths = _checkpoints(checkpoint, run_dir)
+        from tracinwe.cli.commands_lm import build_lm_index, is_lm_checkpoints
+        from tracinwe.index import LocalBuild
+
+        strategy = _ray_build(num_workers) if use_ray else LocalBuild()
+        options = {"dtype": dtype, "projection_dim": projection_dim, "projection_method": projection_method, "seed": seed,
+                   "chunk_size": chunk_size, "strategy": strategy}
+        if is_lm_checkpoints(run_dir, paths):
+            if label_column is not None or text_pair_column is not None or n_train is not None:
+                raise TracInWEError("--label-column, --text-pair-column and --n-train are for classifiers: "
+                                    "a causal-LM index holds all the run's training documents")
+            index = build_lm_index(out, paths, run_dir, data, text_column, learning_rate, max_length, top_k, batch_size,
+                                   options)
+            return _built(out, index, len(paths), top_k, dtype, json_out)
         if run_dir is not None:
             dataset, run_length = run_training_data(run_dir, data, text_column, label_column, text_pair_column)
         elif data is None:
@@ -87,23 +100,27 @@ def build(
                 dataset = with_label_names(dataset, names, data, owner=f"the checkpoint {paths[-1]}")
         if n_train is not None:
             dataset = dataset.sample(n_train, seed=seed)
-        from tracinwe.index import Index, LocalBuild
+        from tracinwe.index import Index
         from tracinwe.tracin import TracInWE
 
-        strategy = _ray_build(num_workers) if use_ray else LocalBuild()
         tw = TracInWE.from_checkpoints(paths, learning_rate, max_length=max_length or run_length, top_k=top_k,
                                        batch_size=batch_size)
-        index = Index.build_from_dataset(out, tw, dataset, progress=True, dtype=dtype, projection_dim=projection_dim,
-                                         projection_method=projection_method, seed=seed, chunk_size=chunk_size,
-                                         strategy=strategy)
-        summary = {"index": str(out), "examples": len(index), "label_names": index.label_names,
-                   "checkpoints": len(paths), "top_k": top_k, "dtype": dtype, "segments": len(index.manifest.segments)}
+        index = Index.build_from_dataset(out, tw, dataset, progress=True, **options)
+        _built(out, index, len(paths), top_k, dtype, json_out)
+
+
+def _built(out: Path, index, n_checkpoints: int, top_k: int | None, dtype: str, json_out: bool) -> None:
+    """Print what `index build` wrote (or its JSON)."""
+    summary = {"index": str(out), "task": index.manifest.task, "examples": len(index), "label_names": index.label_names,
+               "checkpoints": n_checkpoints, "top_k": top_k, "dtype": dtype, "segments": len(index.manifest.segments)}
     if json_out:
         print_json(summary)
-    else:
-        output_console(json_out).print(
-            f"indexed {summary['examples']} examples x {summary['checkpoints']} checkpoints in [bold]{markup_safe(out)}[/bold]; "
-            f"next: tracinwe explain \"some text\" --index {markup_safe(out)}")
+        return
+    nxt = (f"tracinwe index info {markup_safe(out)}" if index.is_causal_lm  # explain --generate takes no --index yet
+           else f'tracinwe explain "some text" --index {markup_safe(out)}')
+    output_console(json_out).print(
+        f"indexed {summary['examples']} {'documents' if index.is_causal_lm else 'examples'} x {n_checkpoints} checkpoints "
+        f"in [bold]{markup_safe(out)}[/bold]; next: {nxt}")
 
 
 def _checkpoint_label_names(folder: Path) -> list[str] | None:
@@ -185,6 +202,9 @@ def query(
         if bool(texts) == bool(data):
             raise TracInWEError("pass texts as arguments or --data FILE, not both and not neither")
         idx = open_index(index, checkpoints_from)
+        if idx.is_causal_lm:
+            raise TracInWEError(f"{str(index)!r} is a causal language model index: `query` explains classifier "
+                                "predictions; explain a completion with tracinwe explain --generate PROMPT --run-dir RUN")
         labels, pairs = None, None
         if data:
             dataset = with_label_names(load_data(data, text_column, label_column, text_pair_column), idx.label_names, data)

@@ -17,7 +17,7 @@ from tracinwe.cli.common import output_console, print_json, stderr
 from tracinwe.errors import InputTextError, TracInWEError
 from tracinwe.report.terminal import literal
 
-__all__ = ["LMTrainRequest", "train_causal_lm", "GenerateRequest", "explain_generate"]
+__all__ = ["LMTrainRequest", "train_causal_lm", "GenerateRequest", "explain_generate", "is_lm_checkpoints", "build_lm_index"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,8 @@ class GenerateRequest:
     k: int
     words: int
     html: Path | None
+    index: Path | None = None  # a causal-LM index (`tracinwe index build` on an LM run) instead of the documents
+    checkpoints_from: Path | None = None
 
 
 def checkpoint_list(run_dir: Path | None, checkpoints: list[Path] | None) -> tuple[list[Path], Path | None]:
@@ -109,12 +111,14 @@ def explain_generate(r: GenerateRequest, json_out: bool) -> None:
     """Explain a completion of ``r.prompt`` against the training documents; print it, write ``--html``."""
     from tracinwe.lm_run import explain_max_length, lm_run_documents
     from tracinwe.models.causal_lm import folder_architecture, folder_is_causal_lm
-    from tracinwe.report.generation import generation_view, render_generation
+    from tracinwe.report.generation import generation_view
     from tracinwe.run import read_run_info
     from tracinwe.tracin import TracInWE
 
     if not r.prompt.strip():
         raise InputTextError("--generate is an empty prompt: pass the text the model should continue")
+    if r.index is not None:
+        return _emit(r, explain_generate_from_index(r), r.index, json_out)
     for folder in r.folders:
         if (folder / "config.json").is_file() and not folder_is_causal_lm(folder):
             raise TracInWEError(f"checkpoint {str(folder)!r} holds a {folder_architecture(folder) or 'model'}, not a causal "
@@ -133,14 +137,94 @@ def explain_generate(r: GenerateRequest, json_out: bool) -> None:
                                     completion=r.completion, k=r.k, words=None)
     view = generation_view(out, tw.final.tokenizer, docs.ids, generated=r.completion is None, max_length=tw.max_length,
                            words=r.words)
+    _emit(r, view, ", ".join(str(p) for p in r.folders), json_out)
+
+
+def _emit(r: GenerateRequest, view: dict, source, json_out: bool) -> None:
+    """Write ``--html``, then print the view (or its JSON)."""
+    from tracinwe.report.generation import render_generation
+
     if r.html is not None:
-        render_generation(view, r.html, note=f"Checkpoints: {', '.join(str(p) for p in r.folders)}.")
+        render_generation(view, r.html, note=f"{'Index' if r.index is not None else 'Checkpoints'}: {source}.")
     if json_out:
         print_json(view)
         return
     print_generation(output_console(json_out), view, r.words)
     if r.html is not None:
         output_console(json_out).print(Text.assemble("wrote ", literal(r.html, style="bold")))
+
+
+def explain_generate_from_index(r: GenerateRequest) -> dict:
+    """The view of `explain_generate` from a causal-LM index: its top proponents / opponents are the index's (exact);
+    each token's supporting documents are chosen among those 2k documents (rescored token by token)."""
+    from tracinwe.cli.common import open_index
+    from tracinwe.generation import generate_completion
+    from tracinwe.index.integrity import read_manifest
+    from tracinwe.lm_run import CAUSAL_LM
+    from tracinwe.report.generation import generation_view
+
+    task = read_manifest(r.index).task  # checked before any checkpoint is loaded
+    if task != CAUSAL_LM:
+        raise TracInWEError(f"{str(r.index)!r} is an index of a {task} model, not of a causal language model: "
+                            "--generate needs an index built on an LM run (tracinwe index build --run-dir LM_RUN)")
+    idx = open_index(r.index, r.checkpoints_from)
+    tw = idx.tracin
+    completion = r.completion if r.completion is not None else generate_completion(tw.final, r.prompt, r.max_new_tokens)
+    with stderr.status(f"searching {len(idx)} indexed documents ..."):
+        found = idx.search([{"prompt": r.prompt, "completion": completion}], k=r.k)
+    rows = list(dict.fromkeys([*found.proponent_indices[0].tolist(), *found.opponent_indices[0].tolist()]))
+    with stderr.status(f"splitting the scores of {len(rows)} documents by completion token ..."):
+        out = tw.explain_generation(r.prompt, train=idx.examples(rows), completion=completion, k=r.k, words=None)
+    view = generation_view(out, tw.final.tokenizer, idx.ids(rows), generated=r.completion is None,
+                           max_length=tw.max_length, words=r.words)
+    for n in [*view["proponents"], *view["opponents"], *(s for t in view["tokens"] for s in t["supporters"])]:
+        n["row"] = rows[n["row"]]  # a row of the index, not of the neighbours
+    view["n_train"] = len(idx)
+    view["index"] = str(r.index)
+    view["token_supporters_from"] = "index neighbours"  # each token's supporters among the 2k proponents / opponents
+    return view
+
+
+def is_lm_checkpoints(run_dir: Path | None, folders: list[Path]) -> bool:
+    """Whether ``--run-dir`` is a causal-LM run or the last checkpoint folder holds a causal LM."""
+    from tracinwe.lm_run import is_lm_run
+    from tracinwe.models.causal_lm import folder_is_causal_lm
+    from tracinwe.run import RUN_INFO_FILE
+
+    if run_dir is not None and (run_dir / RUN_INFO_FILE).is_file():
+        return is_lm_run(run_dir)
+    return bool(folders) and folder_is_causal_lm(folders[-1])
+
+
+def lm_training_examples(tw, run_dir: Path | None, data: str | None, text_column: str | None,
+                         max_length: int | None = None) -> tuple[list, list[str], int]:
+    """``(examples, ids, number of documents)`` of an LM run, cut where training (and `explain --generate`) cut them."""
+    from tracinwe.lm_run import lm_run_documents
+    from tracinwe.run import read_run_info
+
+    with stderr.status(literal(f"loading {data or run_dir} ...")):
+        docs = lm_run_documents(run_dir, data, text_column if data is not None else None)
+    limit = int(read_run_info(run_dir).get("settings", {}).get("max_length", 0)) if run_dir is not None else 0
+    limit = min(max_length or limit or tw.max_length, tw.max_length)
+    examples, n_cut = cut_documents(tw.final.tokenizer, docs.examples, limit)
+    if n_cut:
+        stderr.print(f"{n_cut} training documents are longer than {limit} tokens: indexed as training saw them, cut at the end")
+    return examples, list(docs.ids), len(docs)
+
+
+def build_lm_index(out: Path, folders: list[Path], run_dir: Path | None, data: str | None, text_column: str | None,
+                   learning_rates: list[float] | None, max_length: int | None, top_k: int | None, batch_size: int,
+                   build_options: dict):
+    """`tracinwe index build` over an LM run's training documents (those `explain --generate` scores); the `Index`."""
+    from tracinwe.index import Index
+    from tracinwe.lm_run import explain_max_length
+    from tracinwe.tracin import TracInWE
+
+    with stderr.status(literal(f"loading {len(folders)} checkpoint(s) ...")):
+        tw = TracInWE.from_checkpoints(folders, learning_rates, task="causal-lm", max_length=explain_max_length(folders[-1]),
+                                       top_k=top_k, batch_size=batch_size)
+    examples, ids, _ = lm_training_examples(tw, run_dir, data, text_column, max_length)
+    return Index.build(out, tw, examples, None, ids=ids, progress=True, **build_options)
 
 
 def cut_documents(tokenizer, examples: list, max_length: int) -> tuple[list, int]:

@@ -65,7 +65,7 @@ def query_norms(q: QueryBlock, num_ckpt: int, num_dense: int) -> tuple[np.ndarra
     """Per-checkpoint norms of the weighted query rows (nnz_q, C) and dense rows (n, C*T), float64 (cached on ``q``)."""
     if q.norms is None:
         rows = q.rows.reshape(q.rows.shape[0], num_ckpt, -1).astype(np.float64)
-        dense = q.dense.reshape(q.n, num_ckpt * num_dense, -1).astype(np.float64)
+        dense = q.dense.reshape(q.n, num_ckpt * num_dense, rows.shape[2]).astype(np.float64)  # no dense tokens: (n, 0, d)
         q.norms = (np.sqrt(np.einsum("ncd,ncd->nc", rows, rows)), np.sqrt(np.einsum("ntd,ntd->nt", dense, dense)))
     return q.norms
 
