@@ -71,6 +71,13 @@ def test_index_answers_generate_with_the_same_proponents_and_opponents(lm_index,
     brute = json.loads(out.stdout)
     page = tmp_path / "gen.html"
     fast = generate_output(capsys, index=idx, html=page)
+    through_cli = invoke("explain", "--generate", PROMPT, "--completion", COMPLETION, "--index", idx, "-k", 4, "--json")
+    assert through_cli.exit_code == 0, through_cli.output
+    via = json.loads(through_cli.stdout)
+    assert [(n["row"], n["score"]) for n in via["proponents"] + via["opponents"]] == \
+        [(n["row"], n["score"]) for n in fast["proponents"] + fast["opponents"]]
+    both = invoke("explain", "--generate", PROMPT, "--index", idx, "--run-dir", root / "run")
+    assert both.exit_code == 2 and "drop --run-dir" in both.output and len(both.output.strip().splitlines()) == 1
     assert fast["n_train"] == brute["n_train"] == 120 and fast["completion"] == COMPLETION
     scale = max(abs(n["score"]) for n in brute["proponents"] + brute["opponents"])
     for key in ("proponents", "opponents"):

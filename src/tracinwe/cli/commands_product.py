@@ -138,7 +138,8 @@ def explain(
     k: int = typer.Option(5, "--k", "-k", min=1, help="Proponents and opponents to show."),
     words: int = typer.Option(5, min=0, help="Shared words listed per neighbour."),
     generate: str = typer.Option(None, help="Causal LM: explain the completion of this prompt (greedy, by the final "
-                                            "checkpoint) token by token. There is no LM index yet: recomputes over --data."),
+                                            "checkpoint) token by token. With --index (`tracinwe index build` on the LM "
+                                            "run) the proponents come from the index."),
     completion: str = typer.Option(None, help="With --generate: explain this completion instead of generating one."),
     max_new_tokens: int = typer.Option(20, min=1, help="With --generate: tokens to generate."),
     checkpoints: list[Path] = typer.Option(None, help="With --generate: a run folder or checkpoint folders "
@@ -163,7 +164,7 @@ def explain(
         if generate is not None:
             _explain_generation(generate, texts, index, label, run_dir, checkpoints, data,
                                 (text_column, prompt_column, completion_column), completion, max_new_tokens, k, words, html,
-                                json_out)
+                                json_out, checkpoints_from)
             return
         if not texts:
             raise TracInWEError("pass the text(s) to explain (or --generate PROMPT for a causal language model)")
@@ -197,16 +198,21 @@ def explain(
 
 
 def _explain_generation(prompt: str, texts, index, label, run_dir, checkpoints, data, columns, completion,
-                        max_new_tokens: int, k: int, words: int, html, json_out: bool) -> None:
+                        max_new_tokens: int, k: int, words: int, html, json_out: bool, checkpoints_from=None) -> None:
     from tracinwe.cli.commands_lm import GenerateRequest, checkpoint_list, explain_generate
 
     if texts or label:
         raise TracInWEError("--generate explains one prompt: drop the text arguments and --label")
     if index is not None:
-        raise TracInWEError("--generate has no index yet (language-model indexes are not built): pass --run-dir or --checkpoints")
-    folders, run = checkpoint_list(run_dir, checkpoints)
+        if run_dir is not None or checkpoints or data is not None:
+            raise TracInWEError("--generate with --index reads the documents and checkpoints from the index: "
+                                "drop --run-dir, --checkpoints and --data")
+        folders, run = [], None
+    else:
+        folders, run = checkpoint_list(run_dir, checkpoints)
     explain_generate(GenerateRequest(prompt=prompt, folders=folders, run_dir=run, data=data, columns=columns,
-                                     completion=completion, max_new_tokens=max_new_tokens, k=k, words=words, html=html),
+                                     completion=completion, max_new_tokens=max_new_tokens, k=k, words=words, html=html,
+                                     index=index, checkpoints_from=checkpoints_from),
                      json_out)
 
 
