@@ -146,7 +146,7 @@ def test_lm_cli_errors_are_one_line(lm_run, tmp_path, tokenizer):
     cases = [
         (["explain", "--generate", "The film", "--checkpoints", classifier, "--data", empty_row], "not a causal language model"),
         (["explain", "--generate", "", "--run-dir", root / "run"], "--generate is an empty prompt"),
-        (["explain", "--generate", "The", "--index", tmp_path / "idx"], "no index yet"),
+        (["explain", "--generate", "The", "--index", tmp_path / "idx"], "is missing: rebuild the index"),
         (["explain", "a text", "--run-dir", root / "run"], "is a causal language model run: explain it with --generate"),
         (["train", "--task", "causal-lm", "--data", root / "reviews.csv", "--out", tmp_path / "a"], "column 'text' not found"),
         (["train", "--task", "causal-lm", "--data", empty_row, "--out", tmp_path / "b"],
