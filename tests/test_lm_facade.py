@@ -8,19 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from test_causal_lm import CORPUS
 from tracinwe import TracInWE
 from tracinwe.errors import CheckpointError, InputTextError, LabelError, TracInWEError
 from tracinwe.lm import lm_tracin_scores
 from tracinwe.models.causal_lm import CausalLanguageModel
 
-CORPUS = [
-    "the cat sat on the mat .",
-    "a dog ran in the park and the cat watched .",
-    "Q: Where was Varno Teliset born? A: Lisbon",
-    "the river runs past the old mill to the sea .",
-    "Q: What is the job of Mira Osk? A: baker",
-    "rain fell on the town all night long .",
-]
 PAIR = {"prompt": "Q: Where was Varno Teliset born? A:", "completion": " Lisbon"}
 TRAIN = [
     "the cat sat on the mat .",

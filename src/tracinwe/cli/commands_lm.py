@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tracinwe.cli.common import output_console, print_json, stderr
+from tracinwe.cli.common import output_console, print_checkpoint_table, print_json, stderr
 from tracinwe.errors import InputTextError, TracInWEError
 from tracinwe.report.terminal import literal
 
@@ -61,13 +61,7 @@ def train_causal_lm(r: LMTrainRequest, json_out: bool) -> None:
     if json_out:
         print_json(summary)
         return
-    table = Table(title=literal(f"run {r.out} (causal LM, {r.model})"), title_justify="left")
-    table.add_column("checkpoint")
-    table.add_column("learning rate", justify="right")
-    for path, rate in zip(summary["checkpoints"], summary["learning_rates"]):
-        table.add_row(literal(path), f"{rate:.3g}")
-    console = output_console(json_out)
-    console.print(table)
+    console = print_checkpoint_table(f"run {r.out} (causal LM, {r.model})", summary, json_out)
     held_loss = summary["heldout_loss"]
     console.print(f"{summary['n_train']} training documents, final loss {summary['final_loss']:.3f} per token"
                   + (f", held-out loss {held_loss:.3f} on {summary['n_heldout_scored']}" if held_loss is not None else ""))

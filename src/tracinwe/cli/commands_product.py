@@ -18,6 +18,7 @@ from tracinwe.cli.common import (
     load_data,
     open_index,
     output_console,
+    print_checkpoint_table,
     print_json,
     run_training_data,
     stderr,
@@ -110,15 +111,7 @@ def train(
     if json_out:
         print_json(summary)
         return
-    from rich.table import Table
-
-    table = Table(title=literal(f"run {out}"), title_justify="left")
-    table.add_column("checkpoint")
-    table.add_column("learning rate", justify="right")
-    for path, rate in zip(summary["checkpoints"], summary["learning_rates"]):
-        table.add_row(literal(path), f"{rate:.3g}")
-    console = output_console(json_out)
-    console.print(table)
+    console = print_checkpoint_table(f"run {out}", summary, json_out)
     acc = summary["heldout_accuracy"]
     console.print(f"{summary['n_train']} training examples, final loss {summary['final_loss']:.3f}"
                   + (f", held-out accuracy {acc:.1%} on {summary['n_heldout_scored']}" if acc is not None else ""))

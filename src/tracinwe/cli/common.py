@@ -58,6 +58,20 @@ def exit_codes() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+def print_checkpoint_table(title: str, summary: dict, json_out: bool) -> Console:
+    """The run's checkpoints and their learning rates (``tracinwe train``, both tasks); returns the console."""
+    from rich.table import Table
+
+    table = Table(title=literal(title), title_justify="left")
+    table.add_column("checkpoint")
+    table.add_column("learning rate", justify="right")
+    for path, rate in zip(summary["checkpoints"], summary["learning_rates"]):
+        table.add_row(literal(path), f"{rate:.3g}")
+    console = output_console(json_out)
+    console.print(table)
+    return console
+
+
 def output_console(json_out: bool) -> Console:
     """Where tables go: stdout normally; stderr when stdout carries JSON."""
     return stderr if json_out else Console(highlight=False)
