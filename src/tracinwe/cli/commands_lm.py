@@ -152,30 +152,18 @@ def explain_generate_from_index(r: GenerateRequest) -> dict:
     """The view of `explain_generate` from a causal-LM index: its top proponents / opponents are the index's (exact);
     each token's supporting documents are chosen among those 2k documents (rescored token by token)."""
     from tracinwe.cli.common import open_index
-    from tracinwe.generation import generate_completion
     from tracinwe.index.integrity import read_manifest
     from tracinwe.lm_run import CAUSAL_LM
-    from tracinwe.report.generation import generation_view
+    from tracinwe.report.generation import index_generation_view
 
     task = read_manifest(r.index).task  # checked before any checkpoint is loaded
     if task != CAUSAL_LM:
         raise TracInWEError(f"{str(r.index)!r} is an index of a {task} model, not of a causal language model: "
                             "--generate needs an index built on an LM run (tracinwe index build --run-dir LM_RUN)")
     idx = open_index(r.index, r.checkpoints_from)
-    tw = idx.tracin
-    completion = r.completion if r.completion is not None else generate_completion(tw.final, r.prompt, r.max_new_tokens)
-    with stderr.status(f"searching {len(idx)} indexed documents ..."):
-        found = idx.search([{"prompt": r.prompt, "completion": completion}], k=r.k)
-    rows = list(dict.fromkeys([*found.proponent_indices[0].tolist(), *found.opponent_indices[0].tolist()]))
-    with stderr.status(f"splitting the scores of {len(rows)} documents by completion token ..."):
-        out = tw.explain_generation(r.prompt, train=idx.examples(rows), completion=completion, k=r.k, words=None)
-    view = generation_view(out, tw.final.tokenizer, idx.ids(rows), generated=r.completion is None,
-                           max_length=tw.max_length, words=r.words)
-    for n in [*view["proponents"], *view["opponents"], *(s for t in view["tokens"] for s in t["supporters"])]:
-        n["row"] = rows[n["row"]]  # a row of the index, not of the neighbours
-    view["n_train"] = len(idx)
+    view = index_generation_view(idx, r.prompt, r.completion, r.max_new_tokens, r.k, r.words,
+                                 status=lambda message: stderr.status(literal(message)))
     view["index"] = str(r.index)
-    view["token_supporters_from"] = "index neighbours"  # each token's supporters among the 2k proponents / opponents
     return view
 
 

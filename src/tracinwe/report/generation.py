@@ -17,13 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tracinwe.errors import TracInWEError
 from tracinwe.io import write_text_atomic
 from tracinwe.report.highlight import text_segments
 from tracinwe.report.html import format_score, script_json, segments_html
 from tracinwe.report.style import CSS
 from tracinwe.scoring.influence import SIGN_CONVENTION
 
-__all__ = ["generation_view", "generation_html", "render_generation", "readable_token"]
+__all__ = ["generation_view", "generation_html", "render_generation", "readable_token", "index_generation_view",
+           "contribution_scale"]
 
 
 def readable_token(tokenizer, token: str) -> str:
@@ -166,3 +168,44 @@ def render_generation(view: dict, path: str | Path, title: str = "TracIn-WE: a c
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, generation_html(view, title, note))
     return path
+
+
+def index_generation_view(index, prompt: str, completion: str | None = None, max_new_tokens: int = 8, k: int = 5,
+                          words: int | None = 5, status=None) -> dict:
+    """`generation_view` of a completion answered from an open causal-LM `tracinwe.index.Index`.
+
+    The completion (the final checkpoint's greedy one when ``completion`` is None) gets its top ``k`` proponents
+    and opponents from the index (exact); only those ``2k`` documents are split by completion token, so each
+    token's supporters are chosen among them (``"token_supporters_from": "index neighbours"``). Rows are the
+    index's. ``status(message)``: a context manager shown while each step runs (e.g. a spinner); None for none.
+    What ``tracinwe explain --generate --index`` prints and ``POST /api/generate`` of ``tracinwe serve`` returns.
+    """
+    from contextlib import nullcontext
+
+    from tracinwe.generation import generate_completion
+
+    if not index.is_causal_lm:
+        raise TracInWEError(f"the index at {str(index.path)!r} is of a classification model, not of a causal language model: "
+                            "explaining a completion needs an index built on an LM run (tracinwe index build --run-dir LM_RUN)")
+    step = status or (lambda message: nullcontext())
+    tw = index.tracin
+    generated = completion is None
+    if generated:
+        completion = generate_completion(tw.final, prompt, max_new_tokens)
+    with step(f"searching {len(index)} indexed documents ..."):
+        found = index.search([{"prompt": prompt, "completion": completion}], k=k)
+    rows = list(dict.fromkeys([*found.proponent_indices[0].tolist(), *found.opponent_indices[0].tolist()]))
+    with step(f"splitting the scores of {len(rows)} documents by completion token ..."):
+        out = tw.explain_generation(prompt, train=index.examples(rows), completion=completion, k=k, words=None)
+    view = generation_view(out, tw.final.tokenizer, index.ids(rows), generated=generated,
+                           max_length=tw.max_length, words=words)
+    for n in [*view["proponents"], *view["opponents"], *(s for t in view["tokens"] for s in t["supporters"])]:
+        n["row"] = rows[n["row"]]  # a row of the index, not of the neighbours
+    view["n_train"] = len(index)
+    view["token_supporters_from"] = "index neighbours"  # each token's supporters among the 2k proponents / opponents
+    return view
+
+
+def contribution_scale(view: dict) -> float:
+    """The colour scale of a view's highlighted tokens: the 95th percentile of |contribution| (0 when none)."""
+    return _scale(view)
