@@ -67,6 +67,10 @@ ATTRIBUTES: dict[str, Attribute] = {a.name: a for a in (
 )}
 
 
+#: How a fact is queried (`FactsSettings.query_form`).
+QUERY_FORMS = ("question", "statement")
+
+
 @dataclass(frozen=True)
 class FactsSettings:
     """How the corpus is made; saved with every result built on it."""
@@ -79,6 +83,11 @@ class FactsSettings:
     #: gold document each): they teach a model trained on the corpus the question format
     qa_fraction: float = 0.0
     seed: int = 0
+    #: "question": queries are ``"Q: <question> A:"`` / ``" <answer>"``; "statement": queries are the attribute's
+    #: first template cut before the value (``"<name> was born in"`` / ``" Lisbon"``) and that template is always
+    #: one of the fact's documents, so the query's text occurs verbatim in a gold document (the form a decoder
+    #: trained on the corpus has seen; it also favours lexical retrieval such as BM25)
+    query_form: str = "question"
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.attributes if a not in ATTRIBUTES]
@@ -89,6 +98,8 @@ class FactsSettings:
             raise TracInWEError(f"docs_per_fact must be between 1 and {most} (one template per document)")
         if self.num_entities < 1 or self.filler < 0:
             raise TracInWEError("num_entities must be at least 1 and filler at least 0")
+        if self.query_form not in QUERY_FORMS:
+            raise TracInWEError(f"query_form must be one of {list(QUERY_FORMS)}, got {self.query_form!r}")
         if not 0.0 <= self.qa_fraction <= 1.0:
             raise TracInWEError(f"qa_fraction must be between 0 and 1, got {self.qa_fraction}")
 
@@ -100,7 +111,7 @@ class FactQuery:
     entity: str
     attribute: str
     answer: str
-    prompt: str  # "Q: Where was <name> born? A:"
+    prompt: str  # "Q: Where was <name> born? A:" (or "<name> was born in" with query_form="statement")
     completion: str  # " <answer>"
     gold: tuple[int, ...]  # ids of the documents stating this fact
     qa_in_corpus: bool = False  # the corpus also holds this query with its answer ("Q: ... A: answer")
@@ -162,7 +173,11 @@ def synthetic_facts(settings: FactsSettings | None = None, filler_texts: Sequenc
     for e, name in enumerate(names):
         for attr in settings.attributes:
             spec = ATTRIBUTES[attr]
-            chosen = rng.choice(len(spec.templates), size=settings.docs_per_fact, replace=False)
+            if settings.query_form == "statement":  # the first template (the query's own form) always states it
+                rest = rng.choice(np.arange(1, len(spec.templates)), size=settings.docs_per_fact - 1, replace=False)
+                chosen = np.concatenate([[0], rest]).astype(np.int64)
+            else:
+                chosen = rng.choice(len(spec.templates), size=settings.docs_per_fact, replace=False)
             ids = []
             for t in sorted(chosen.tolist()):
                 ids.append(len(documents))
@@ -188,12 +203,19 @@ def synthetic_facts(settings: FactsSettings | None = None, filler_texts: Sequenc
         answer = entities[name][attr]
         gold = tuple(sorted(int(new_id[i]) for i in ids))
         qa = len(ids) > settings.docs_per_fact
-        queries.append(FactQuery(name, attr, answer, _prompt(name, attr), f" {answer}", gold, qa))
+        prompt = _statement_prompt(name, attr) if settings.query_form == "statement" else _prompt(name, attr)
+        queries.append(FactQuery(name, attr, answer, prompt, f" {answer}", gold, qa))
     return FactsCorpus([documents[i] for i in order], [sources[i] for i in order], queries, settings, entities)
 
 
 def _prompt(name: str, attribute: str) -> str:
     return f"Q: {ATTRIBUTES[attribute].question.format(name=name)} A:"
+
+
+def _statement_prompt(name: str, attribute: str) -> str:
+    """The attribute's first template up to its value: ``"<name> was born in"``."""
+    head = ATTRIBUTES[attribute].templates[0].split("{value}")[0]
+    return head.format(name=name).rstrip()
 
 
 def _rotten_tomatoes() -> list[str]:

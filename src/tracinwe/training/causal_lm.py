@@ -21,7 +21,9 @@ from tracinwe.io import write_json_atomic
 from tracinwe.models.causal_lm import CausalLanguageModel, LMExample, as_document, load_causal_lm
 from tracinwe.models.checkpoints import save_checkpoint
 
-__all__ = ["DecoderConfig", "DecoderRun", "gpt2_decoder", "load_causal_lm", "train_bpe_tokenizer", "train_decoder"]
+__all__ = [
+    "DecoderConfig", "DecoderRun", "gpt2_decoder", "learning_rate_at", "load_causal_lm", "train_bpe_tokenizer", "train_decoder",
+]
 
 #: Beginning/end of text, also the padding token (as GPT-2).
 END_OF_TEXT = "<|endoftext|>"
@@ -44,6 +46,36 @@ class DecoderConfig:
     num_checkpoints: int = 3
     max_length: int = 64
     seed: int = 0
+    #: "constant" (default) or "linear" / "cosine": decay from ``learning_rate`` to ``min_lr_ratio`` of it over the
+    #: run (after ``warmup_steps`` of linear warm-up); each checkpoint records the learning rate in force when saved
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    #: also save AdamW's second-moment estimate (``exp_avg_sq`` per parameter name) in every checkpoint folder as
+    #: ``optimizer_second_moment.pt`` (TrackStar-like baselines normalise gradients by it)
+    save_second_moment: bool = False
+
+
+#: The file a checkpoint's AdamW second moment is saved in (``DecoderConfig.save_second_moment``).
+SECOND_MOMENT_FILE = "optimizer_second_moment.pt"
+
+
+def learning_rate_at(config: DecoderConfig, step: int, total: int) -> float:
+    """The learning rate of ``config``'s schedule at optimizer step ``step`` (1-based) of ``total``."""
+    base = config.learning_rate
+    if config.warmup_steps and step <= config.warmup_steps:
+        return base * step / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return base
+    span = max(1, total - config.warmup_steps)
+    progress = min(1.0, max(0.0, (step - config.warmup_steps) / span))
+    if config.lr_schedule == "linear":
+        factor = 1.0 - progress
+    elif config.lr_schedule == "cosine":
+        factor = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        raise ValueError(f"lr_schedule {config.lr_schedule!r} is not 'constant', 'linear' or 'cosine'")
+    return base * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * factor)
 
 
 @dataclass
@@ -127,6 +159,7 @@ def train_decoder(
         opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
     else:
         raise ValueError(f"optimizer {config.optimizer!r} is not 'sgd' or 'adamw'")
+    learning_rate_at(config, 1, total)  # an unknown schedule fails before training
     run = DecoderRun(model, tokenizer, folder)
     model.train()
     order: list[int] = []
@@ -137,6 +170,9 @@ def train_decoder(
         batch = lm.tokenize([examples[i] for i in idx])
         token_losses = lm.token_losses(batch)
         loss = token_losses.sum() / batch["loss_mask"].sum().clamp(min=1)
+        lr = learning_rate_at(config, step, total)
+        for group in opt.param_groups:
+            group["lr"] = lr
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -145,7 +181,11 @@ def train_decoder(
             print(f"step {step}/{total} loss {np.mean(run.losses[-50:]):.3f}", flush=True)
         if folder is not None and step in save_at:
             epoch = step / steps_per_epoch
-            run.checkpoints.append(save_checkpoint(model, tokenizer, folder, step, config.learning_rate, epoch))
-            run.learning_rates.append(config.learning_rate)
+            run.checkpoints.append(save_checkpoint(model, tokenizer, folder, step, lr, epoch))
+            if config.save_second_moment and config.optimizer == "adamw":
+                moments = {name: opt.state[p]["exp_avg_sq"].detach().clone() for name, p in model.named_parameters()
+                           if p in opt.state and "exp_avg_sq" in opt.state[p]}
+                torch.save(moments, run.checkpoints[-1] / SECOND_MOMENT_FILE)
+            run.learning_rates.append(lr)
     model.eval()
     return run
