@@ -122,20 +122,31 @@ def train_decoder(
     tokenizer=None,
     progress: bool = False,
     model: torch.nn.Module | None = None,
+    rows: Sequence[int] | None = None,
 ) -> DecoderRun:
     """Train a GPT-2 decoder from scratch on ``examples`` and save ``num_checkpoints`` evenly spaced checkpoints.
 
     ``tokenizer=None`` learns a byte-level BPE on the examples' texts. Seeded: the same examples and
     config give the same weights. ``folder=None`` trains without saving. ``model`` (a HF causal LM
     with its ``tokenizer``) is fine-tuned instead of a new GPT-2; the config's shape is then unused.
+    ``rows`` trains on those rows of ``examples`` only, in the seeded order of *all* rows restricted to
+    them (as `tracinwe.training.loop.train_classifier`): a retrain without some rows sees the others in
+    the same order as the full run, as the retraining evaluations need (LDS, `tracinwe.evaluate.lm_lds`).
     """
     config = DecoderConfig() if config is None else config
     if not examples:
         raise ValueError("no training examples")
     if model is not None and tokenizer is None:
         raise ValueError("a pretrained model needs its tokenizer: train_decoder(..., tokenizer=, model=)")
+    kept = np.ones(len(examples), dtype=bool)
+    if rows is not None:
+        kept[:] = False
+        kept[np.asarray(list(rows), dtype=np.int64)] = True
+        if not kept.any():
+            raise ValueError("no training rows to train on")
     if tokenizer is None:
-        tokenizer = train_bpe_tokenizer((as_document(e).text for e in examples), vocab_size=config.vocab_size)
+        texts = (as_document(examples[i]).text for i in np.flatnonzero(kept))
+        tokenizer = train_bpe_tokenizer(texts, vocab_size=config.vocab_size)
     if model is None:
         model = gpt2_decoder(config, tokenizer)
         positions = config.n_positions
@@ -150,7 +161,7 @@ def train_decoder(
         write_json_atomic(folder / "train_config.json", {**asdict(config), "task": "causal-lm"})
         tokenizer.save_pretrained(folder)
     rng = np.random.default_rng(config.seed)
-    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
+    steps_per_epoch = math.ceil(int(kept.sum()) / config.batch_size)
     total = max(1, int(round(config.epochs * steps_per_epoch)))
     save_at = {int(round(total * (i + 1) / config.num_checkpoints)) for i in range(config.num_checkpoints)}
     if config.optimizer == "sgd":
@@ -165,7 +176,8 @@ def train_decoder(
     order: list[int] = []
     for step in range(1, total + 1):
         if not order:
-            order = rng.permutation(len(examples)).tolist()
+            permutation = rng.permutation(len(examples))
+            order = permutation[kept[permutation]].tolist()
         idx, order = order[: config.batch_size], order[config.batch_size :]
         batch = lm.tokenize([examples[i] for i in idx])
         token_losses = lm.token_losses(batch)
