@@ -349,6 +349,9 @@ def serve(
 
     The page shows the prediction, the proponents and opponents with highlighted words, and the
     suspicious labels. JSON API: POST /api/explain, GET /api/suspicious?k=20, GET /api/health.
+    On a causal-LM index (index build --run-dir LM_RUN) it explains completions instead: type a
+    prompt, click a completion token to see the training documents that most support it
+    (POST /api/generate).
     A port already in use is reported (exit 2) before the index is opened.
 
     Example: tracinwe serve mr.index --port 8000, then open http://127.0.0.1:8000

@@ -2,8 +2,13 @@
 
     GET  /                 the page (self-contained: inline CSS and vanilla JS)
     POST /api/explain      {"text": "...", "label": optional name or index, "k": 5, "words": 5}
+    POST /api/generate     {"prompt": "...", "completion": optional, "max_new_tokens": 8, "k": 5, "words": 5}
     GET  /api/suspicious   ?k=20: training examples by self-influence, highest first
-    GET  /api/health       index size, labels, checkpoints
+    GET  /api/health       index size, labels, checkpoints (and "task": "causal-lm" on an LM index)
+
+A classifier index serves the classifier page and ``/api/explain``; a causal-LM index
+(manifest ``"task": "causal-lm"``) serves the completion page and ``/api/generate``
+(`tracinwe.web.generation`). The other task's endpoint answers 400 with a one-line message.
 
 Bad requests get a 4xx JSON ``{"detail": "one line"}``; an unexpected failure is
 a 500 with the same shape, and the server keeps serving. Queries run one at a
@@ -31,6 +36,7 @@ from tracinwe.errors import TracInWEError
 from tracinwe.report.html import aligning_tokenizer
 from tracinwe.report.style import CSS
 from tracinwe.report.view import result_view, suspicious_view
+from tracinwe.web.generation import CLASSIFIER_ONLY, LM_ONLY, GenerateRequest, generation_answer
 from tracinwe.web.guards import MAX_BODY_BYTES, RequestGuard
 
 __all__ = ["create_app", "ExplainRequest", "MAX_TEXT_CHARS", "MAX_LABEL_CHARS"]
@@ -62,13 +68,15 @@ def _one_line(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        parts.append(f"{where}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}")
     return "; ".join(parts) or "invalid request"
 
 
-def _page() -> str:
-    template = files("tracinwe.web").joinpath("static/explorer.html").read_text(encoding="utf-8")
-    return template.replace("/*CSS*/", CSS)
+def _page(name: str) -> str:
+    """A page of ``web/static`` with the report's CSS and the shared script inlined (no request leaves the page)."""
+    static = files("tracinwe.web").joinpath("static")
+    template = static.joinpath(name).read_text(encoding="utf-8")
+    return template.replace("/*CSS*/", CSS).replace("/*COMMON_JS*/", static.joinpath("common.js").read_text(encoding="utf-8"))
 
 
 def create_app(index, preload: bool = True, hosts: Iterable[str] = ()) -> FastAPI:
@@ -77,16 +85,22 @@ def create_app(index, preload: bool = True, hosts: Iterable[str] = ()) -> FastAP
     ``preload``: keep its checkpoints in memory and answer one warm-up query, so that each
     request costs one forward and backward pass per checkpoint plus the index lookup.
     ``hosts``: names trusted in the ``Host`` header besides 127.0.0.1, localhost and ::1.
+    A causal-LM index gets the completion view (`tracinwe.web.generation`).
     """
+    lm = index.is_causal_lm
     if preload:
         index.tracin.keep_loaded()
-        index.query(["warm up"], k=1, words=1)  # first-call costs (page cache, allocator) paid before the first user
+        # first-call costs (page cache, allocator) paid before the first user
+        if lm:
+            generation_answer(index, GenerateRequest(prompt="warm", completion=" up", k=1, words=0))
+        else:
+            index.query(["warm up"], k=1, words=1)
     app = FastAPI(title="tracinwe explorer", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.add_middleware(RequestGuard, hosts=list(hosts), max_body=MAX_BODY_BYTES)
     lock = threading.Lock()
     tokenizer, max_length = aligning_tokenizer(index.tracin)
     names = list(index.label_names)
-    page = _page()
+    page = _page("generation.html" if lm else "explorer.html")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError):
@@ -108,7 +122,25 @@ def create_app(index, preload: bool = True, hosts: Iterable[str] = ()) -> FastAP
     @app.get("/api/health")
     def health() -> dict:
         return {"status": "ok", "examples": len(index), "label_names": names,
-                "checkpoints": len(index.tracin.checkpoints), "max_length": max_length}
+                "checkpoints": len(index.tracin.checkpoints), "max_length": max_length, **({"task": "causal-lm"} if lm else {})}
+
+    if lm:
+        _generation_routes(app, index, lock)
+    else:
+        _classifier_routes(app, index, lock, tokenizer, names, max_length)
+
+    @app.get("/api/suspicious")
+    def suspicious(k: int = Query(20, ge=1, le=1000)) -> list[dict]:
+        with lock:
+            found = index.suspicious(k=k, words=0)
+        return suspicious_view(found)
+
+    app.state.index = index
+    return app
+
+
+def _classifier_routes(app: FastAPI, index, lock: threading.Lock, tokenizer, names: list[str], max_length: int) -> None:
+    """``POST /api/explain`` (a classifier's prediction explained); ``/api/generate`` is refused."""
 
     @app.post("/api/explain")
     def explain(request: ExplainRequest) -> dict:
@@ -122,14 +154,25 @@ def create_app(index, preload: bool = True, hosts: Iterable[str] = ()) -> FastAP
         view["seconds"] = time.perf_counter() - started
         return view
 
-    @app.get("/api/suspicious")
-    def suspicious(k: int = Query(20, ge=1, le=1000)) -> list[dict]:
-        with lock:
-            found = index.suspicious(k=k, words=0)
-        return suspicious_view(found)
+    @app.post("/api/generate", include_in_schema=False)
+    def generate_refused() -> dict:  # no body read: the index's task is the problem, whatever was sent
+        raise TracInWEError(LM_ONLY)
 
-    app.state.index = index
-    return app
+
+def _generation_routes(app: FastAPI, index, lock: threading.Lock) -> None:
+    """``POST /api/generate`` (a completion explained token by token); ``/api/explain`` is refused."""
+
+    @app.post("/api/generate")
+    def generate(request: GenerateRequest) -> dict:
+        started = time.perf_counter()
+        with lock:
+            view = generation_answer(index, request)
+        view["seconds"] = time.perf_counter() - started
+        return view
+
+    @app.post("/api/explain", include_in_schema=False)
+    def explain_refused() -> dict:  # no body read: the index's task is the problem, whatever was sent
+        raise TracInWEError(CLASSIFIER_ONLY)
 
 
 def _label_id(label: int | str, names: list[str]) -> int:
