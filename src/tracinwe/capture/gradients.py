@@ -10,6 +10,7 @@ flags, device) afterwards; several threads may capture with one model at once
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tracinwe.capture import prefetch
+from tracinwe.capture.batching import MAX_TOKENIZE_WORKERS, pad_values, tokenize_window, window_batches
 from tracinwe.capture.model_state import LookupOutputTap, prepared_for_capture
 from tracinwe.capture.prefetch import can_overlap, prefetched
 from tracinwe.capture.records import TokenGradients
@@ -213,12 +216,85 @@ def _chunk_batches(classifier: TextClassifier, texts, text_pairs, targets: torch
         batch_cache[(start, stop)] = fresh
 
 
-def _tokenized_batches(classifier: TextClassifier, texts, text_pairs, settings: CaptureSettings, start: int, stop: int):
-    """``(local indices, CPU batch)`` of the chunk ``start:stop``."""
+def _tokenized_batches(classifier: TextClassifier, texts, text_pairs, settings: CaptureSettings, start: int, stop: int,
+                       workers: int = MAX_TOKENIZE_WORKERS):
+    """``(local indices, CPU batch)`` of the chunk ``start:stop``: tokenised once and grouped by token count
+    (`tracinwe.capture.batching`) for the project's adapters, else grouped by characters and tokenised batch by batch."""
+    pads = pad_values(classifier)
+    if pads is not None:
+        window = tokenize_window(classifier, texts[start:stop], None if text_pairs is None else text_pairs[start:stop], pads,
+                                 workers)
+        yield from window_batches(window, settings.batch_size, settings.length_sorted)
+        return
     for local in _batches(stop - start, texts[start:stop], settings, window=stop - start):
         rows = (local + start).tolist()
         pairs = [text_pairs[i] for i in rows] if text_pairs is not None else None
         yield local, classifier.tokenize([texts[i] for i in rows], pairs)
+
+
+class _TokenizedAhead(dict):
+    """A batch cache that a background thread fills chunk by chunk, ahead of the first pass over the texts.
+
+    ``key in cache`` is true for every chunk to come; ``cache.get(key)`` waits for it (and raises the
+    thread's error). The first chunk is tokenised by all cores (the model waits for it), the rest by one
+    thread beside the model.
+    """
+
+    def __init__(self, classifier: TextClassifier, texts, text_pairs, settings: CaptureSettings, chunk: int, pin: bool):
+        super().__init__()
+        self._ready: dict[tuple[int, int], threading.Event] = {}
+        self._error: BaseException | None = None
+        bounds = [(a, min(a + chunk, len(texts))) for a in range(0, len(texts), chunk)]
+        for key in bounds:
+            self._ready[key] = threading.Event()
+
+        def fill() -> None:
+            try:
+                for i, (a, b) in enumerate(bounds):
+                    workers = MAX_TOKENIZE_WORKERS if i == 0 else 1
+                    batches = list(_tokenized_batches(classifier, texts, text_pairs, settings, a, b, workers))
+                    if pin:
+                        batches = [(local, {k: v.pin_memory() for k, v in batch.items()}) for local, batch in batches]
+                    dict.__setitem__(self, (a, b), batches)
+                    self._ready[(a, b)].set()
+            except BaseException as error:  # noqa: BLE001 - re-raised by get
+                self._error = error
+                for event in self._ready.values():
+                    event.set()
+
+        self._thread = threading.Thread(target=fill, name="tracinwe-tokenize", daemon=True)
+        self._thread.start()
+
+    def __contains__(self, key) -> bool:
+        return key in self._ready
+
+    def get(self, key, default=None):
+        event = self._ready.get(key)
+        if event is None:
+            return default
+        event.wait()
+        if self._error is not None and not dict.__contains__(self, key):
+            raise self._error
+        return dict.get(self, key, default)
+
+    def close(self) -> None:
+        """Wait for the thread (it ends after the last chunk, or at an error)."""
+        self._thread.join()
+
+
+def _batch_cache(classifier: TextClassifier, texts, text_pairs, settings: CaptureSettings, device, chunk_size: int | None):
+    """The batch cache of a capture whose checkpoints share a tokenisation: tokenised ahead by a thread where it can
+    overlap the model and batches are grouped by token count, else filled by the first pass."""
+    run_device = torch.device(device) if device is not None else _module_device(classifier.module)
+    if not texts or pad_values(classifier) is None or not can_overlap(run_device) or prefetch.PREFETCH_BATCHES < 1:
+        return {}
+    return _TokenizedAhead(classifier, texts, text_pairs, settings, chunk_size or settings.batch_size * 16,
+                           run_device.type == "cuda")
+
+
+def _closed(cache: dict) -> None:
+    if isinstance(cache, _TokenizedAhead):
+        cache.close()
 
 
 def capture_checkpoints(
@@ -242,12 +318,15 @@ def capture_checkpoints(
     for classifier in classifiers:
         key = classifier.tokenization_key()
         if key is None or key != shared:
-            cache, shared = {}, key
+            _closed(cache)
+            cache = {} if key is None else _batch_cache(classifier, texts, text_pairs, settings, device, chunk_size)
+            shared = key
         parts = [r for _, r in iter_token_gradients(classifier, texts, labels, text_pairs, settings, device, chunk_size, progress,
                                                     batch_cache=cache if key is not None else None)]
         if not parts:
             raise ValueError("no texts to capture")
         out.append(TokenGradients.concat(parts))
+    _closed(cache)
     return out
 
 
@@ -275,7 +354,9 @@ def capture_on_final_predictions(
         clf = classifier(c)
         key = clf.tokenization_key()
         if key is None or key != shared:
-            cache, shared = {}, key
+            _closed(cache)
+            cache = {} if key is None else _batch_cache(clf, texts, text_pairs, settings, device, None)
+            shared = key
         parts = [r for _, r in iter_token_gradients(clf, texts, labels, text_pairs, settings, device, None, progress,
                                                     batch_cache=cache if key is not None else None)]
         if not parts:
@@ -283,6 +364,7 @@ def capture_on_final_predictions(
         out[c] = TokenGradients.concat(parts)
         if labels is None:
             labels = out[c].labels.tolist()
+    _closed(cache)
     return [r for r in out if r is not None]
 
 

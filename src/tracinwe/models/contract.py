@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 import torch
 from torch import nn
 
-from tracinwe.models.prefix import truncated_sources
+from tracinwe.models.prefix import encode_truncated
 
 Batch = dict[str, torch.Tensor]
 
@@ -153,8 +153,9 @@ class TorchTextClassifier(TextClassifier):
     def tokenize(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> Batch:
         if self._tokenize is not None:
             return {k: torch.as_tensor(v) for k, v in self._tokenize(texts, text_pairs).items()}
-        if text_pairs is None and getattr(self.tokenizer, "is_fast", False):  # long texts: from a prefix, same tokens
-            texts = truncated_sources(self.tokenizer, texts, self.max_length)
+        if text_pairs is None:  # long texts from a prefix, in one call: the same ids
+            enc = encode_truncated(self.tokenizer, texts, self.max_length, ("input_ids", "attention_mask"))
+            return {k: torch.from_numpy(v) for k, v in enc.items()}
         enc = self.tokenizer(
             list(texts), list(text_pairs) if text_pairs is not None else None,
             padding=True, truncation=True, max_length=self.max_length, return_tensors="np",  # "np": faster than "pt"

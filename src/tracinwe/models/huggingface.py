@@ -10,7 +10,7 @@ from torch import nn
 
 from tracinwe.errors import LabelError, TokenizerMismatchError
 from tracinwe.models.contract import Batch, TextClassifier, hf_tokenizer_key
-from tracinwe.models.prefix import truncated_sources
+from tracinwe.models.prefix import encode_truncated, truncated_sources
 
 #: A tokenizer whose size differs from the embedding rows by more than this is
 #: a different vocabulary (models pad their tables to a multiple of 64 or 128).
@@ -67,20 +67,19 @@ class HuggingFaceClassifier(TextClassifier):
         return truncated_sources(self.tokenizer, texts, self.max_length)
 
     def tokenize(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> Batch:
-        if self.prefix_tokenization and text_pairs is None:
-            texts = self._truncated_sources(texts)
-        enc = self.tokenizer(
-            list(texts),
-            list(text_pairs) if text_pairs is not None else None,
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="np",  # then torch.from_numpy: faster than "pt"
-        )
-        batch = {"input_ids": torch.from_numpy(enc["input_ids"]), "attention_mask": torch.from_numpy(enc["attention_mask"])}
-        if self._uses_token_types and "token_type_ids" in enc:
-            batch["token_type_ids"] = torch.from_numpy(enc["token_type_ids"])
-        return batch
+        keys = ("input_ids", "attention_mask", "token_type_ids") if self._uses_token_types else ("input_ids", "attention_mask")
+        if self.prefix_tokenization and text_pairs is None:  # long texts from a prefix, in one call: the same ids
+            enc = encode_truncated(self.tokenizer, texts, self.max_length, keys)
+        else:
+            enc = self.tokenizer(
+                list(texts),
+                list(text_pairs) if text_pairs is not None else None,
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="np",  # then torch.from_numpy: faster than "pt"
+            )
+        return {k: torch.from_numpy(enc[k]) for k in keys if k in enc}
 
     def tokenization_key(self):
         return ("huggingface", hf_tokenizer_key(self.tokenizer), self.max_length, self.prefix_tokenization,

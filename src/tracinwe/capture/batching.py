@@ -1,0 +1,122 @@
+"""Batches of a capture grouped by token count: each window of texts is tokenised once, then cut into batches.
+
+A window (a chunk of the capture) is tokenised in one call of the model's own
+`TextClassifier.tokenize` (the fast tokenizer's batch call over many texts:
+no per-batch overhead), its rows are sorted by their number of real tokens
+(stably), and each batch takes its rows and only the columns some of them
+use. Every row is exactly what `tokenize` gives that text, and a batch is
+exactly what `tokenize` gives its texts (padded to the longest of them), so
+the padding is that of sorting by token count, not by characters.
+
+This needs to know how the model pads (the value of each padded cell), which
+the contract does not say: it is used for the project's own adapters
+(`HuggingFaceClassifier`, `TorchTextClassifier` with a HuggingFace tokenizer,
+`CausalLanguageModel`). Any other model keeps texts grouped by character
+length and tokenised batch by batch.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from tracinwe.models.contract import Batch, TextClassifier, TorchTextClassifier
+
+#: Parts a window is split into when it is tokenised while the model waits (threads; fast tokenizers release the GIL).
+MAX_TOKENIZE_WORKERS = 2
+
+
+def pad_values(classifier: TextClassifier) -> dict[str, int] | None:
+    """The value of a padded cell for each batch key of the project's own adapters; None for any other model."""
+    from tracinwe.models.causal_lm import LOSS_MASK, CausalLanguageModel
+    from tracinwe.models.huggingface import HuggingFaceClassifier
+
+    tokenize = type(classifier).tokenize
+    tokenizer = getattr(classifier, "tokenizer", None)
+    if tokenize is CausalLanguageModel.tokenize:
+        return {"input_ids": int(tokenizer.pad_token_id), "attention_mask": 0, LOSS_MASK: 0}
+    known = tokenize is HuggingFaceClassifier.tokenize or (
+        tokenize is TorchTextClassifier.tokenize and getattr(classifier, "_tokenize", None) is None)
+    if not known or tokenizer is None or tokenizer.pad_token_id is None:
+        return None
+    return {"input_ids": int(tokenizer.pad_token_id), "attention_mask": 0,
+            "token_type_ids": int(getattr(tokenizer, "pad_token_type_id", 0))}
+
+
+def tokenize_window(classifier: TextClassifier, texts: Sequence, pairs: Sequence[str] | None, pads: dict[str, int],
+                    workers: int = 1) -> Batch:
+    """``classifier.tokenize`` of a whole window, in ``workers`` parts tokenised at once, joined (padded as the model pads)."""
+    workers = max(1, min(workers, len(texts) // 64))
+    if workers == 1:
+        return classifier.tokenize(texts, pairs)
+    # one short call first, here: the tokenizer's truncation/padding state is then what every part asks for, so no
+    # thread changes it while another encodes (fast tokenizers refuse that: "Already borrowed")
+    classifier.tokenize(texts[:1], None if pairs is None else pairs[:1])
+    bounds = np.linspace(0, len(texts), workers + 1).astype(int)
+    parts: list[Batch | BaseException | None] = [None] * workers
+
+    def run(w: int) -> None:
+        lo, hi = bounds[w], bounds[w + 1]
+        try:
+            parts[w] = classifier.tokenize(texts[lo:hi], None if pairs is None else pairs[lo:hi])
+        except BaseException as error:  # noqa: BLE001 - re-raised below
+            parts[w] = error
+
+    threads = [threading.Thread(target=run, args=(w,), name="tracinwe-tokenize") for w in range(1, workers)]
+    for t in threads:
+        t.start()
+    run(0)
+    for t in threads:
+        t.join()
+    for part in parts:
+        if isinstance(part, BaseException):
+            raise part
+    return _joined([p for p in parts if isinstance(p, dict)], pads)
+
+
+def _joined(parts: list[Batch], pads: dict[str, int]) -> Batch:
+    """Parts of one window stacked row-wise, each right- or left-aligned as it was padded."""
+    width = max(p["input_ids"].shape[1] for p in parts)
+    out = {}
+    for key in parts[0]:
+        blocks = []
+        for p in parts:
+            block = p[key]
+            missing = width - block.shape[1]
+            if missing:
+                left = _left_padded(p["attention_mask"])
+                fill = torch.full((block.shape[0], missing), pads.get(key, 0), dtype=block.dtype)
+                block = torch.cat([fill, block] if left else [block, fill], dim=1)
+            blocks.append(block)
+        out[key] = torch.cat(blocks)
+    return out
+
+
+def _left_padded(mask: torch.Tensor) -> bool:
+    return bool((mask[:, 0] == 0).any()) and bool((mask[:, -1] == 1).all())
+
+
+def window_batches(window: Batch, batch_size: int, sort: bool) -> Iterator[tuple[np.ndarray, Batch]]:
+    """``(rows of the window, batch)``: rows sorted stably by their number of real tokens (``sort``), cut into batches,
+    each keeping only the columns its rows use."""
+    mask = window["attention_mask"]
+    lengths = mask.sum(dim=1).numpy()
+    order = np.argsort(lengths, kind="stable") if sort else np.arange(lengths.size)
+    used = mask.bool().numpy()
+    for b in range(0, order.size, batch_size):
+        rows = order[b : b + batch_size]
+        cols = np.flatnonzero(used[rows].any(axis=0))
+        lo, hi = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 1)
+        index = torch.from_numpy(rows)
+        yield rows, {k: v[index, lo:hi].contiguous() for k, v in window.items()}
+
+
+def spare_cores() -> int:
+    """CPU cores this process may use beyond torch's threads (0 where torch takes them all)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+    return max(0, cores - torch.get_num_threads())
