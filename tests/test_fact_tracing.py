@@ -174,3 +174,114 @@ def test_bad_inputs_get_one_line_errors(bpe):
         with pytest.raises(TracInWEError) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+# -- rank metrics ------------------------------------------------------------------------------------------
+
+
+def test_reciprocal_rank_and_recall_by_hand():
+    from tracinwe.evaluate.fact_tracing import recall_at_k, reciprocal_rank
+
+    scores = [0.9, 0.1, 0.5, 0.7, 0.3]
+    assert reciprocal_rank(scores, [2, 4]) == pytest.approx(1 / 3)  # 0.9 and 0.7 (not gold) rank above 0.5
+    assert recall_at_k(scores, [2, 4], k=2) == 0.0
+    assert recall_at_k(scores, [2, 4], k=3) == 0.5
+    assert recall_at_k(scores, [2, 4], k=5) == 1.0
+    assert reciprocal_rank(scores, [0]) == 1.0
+    # ties are broken in expectation: 1 gold among 5 equal scores sits at position 3 on average
+    assert reciprocal_rank(np.zeros(5), [1]) == pytest.approx(1 / 3)
+    assert recall_at_k(np.zeros(5), [1], k=2) == pytest.approx(2 / 5)
+    # 2 gold among 4 equal scores: the first gold one is expected at (4 + 1) / (2 + 1)
+    assert reciprocal_rank(np.zeros(4), [0, 1]) == pytest.approx(3 / 5)
+    # a tie that straddles the cut: [1, 0.5, 0.5, 0.5], gold 2, k=2: one of three tied slots left
+    assert recall_at_k([1, 0.5, 0.5, 0.5], [2], k=2) == pytest.approx(1 / 3)
+
+
+def test_evaluate_fact_tracing_summarises_and_pairs():
+    from tracinwe.evaluate.fact_tracing import evaluate_fact_tracing
+
+    gold = [[0], [1], [2]]
+    perfect = np.eye(3)
+    reversed_ = 1 - np.eye(3)
+    report = evaluate_fact_tracing({"perfect": perfect, "worst": reversed_}, gold, k=1, subsets={"first two": [1, 1, 0]})
+    summary = report.summary()
+    assert summary["perfect"]["mrr"] == 1.0 and summary["perfect"]["recall@1"] == 1.0
+    assert summary["worst"]["mrr"] == pytest.approx(1 / 3) and summary["worst"]["recall@1"] == 0.0
+    assert report.summary("first two")["worst"]["n"] == 2
+    diff = report.paired("worst")["perfect"]["rr"]
+    assert diff["mean"] == pytest.approx(2 / 3) and diff["n"] == 3
+    assert set(report.to_json(["worst"])["paired"]["all"]["minus worst"]) == {"perfect"}
+
+
+def test_fact_tracing_errors_are_one_line():
+    from tracinwe.evaluate.fact_tracing import evaluate_fact_tracing, recall_at_k, reciprocal_rank
+
+    for call in (
+        lambda: evaluate_fact_tracing({}, [[0]]),
+        lambda: evaluate_fact_tracing({"m": np.zeros((1, 3))}, []),
+        lambda: evaluate_fact_tracing({"m": np.zeros((2, 3))}, [[0]]),
+        lambda: evaluate_fact_tracing({"m": np.zeros((1, 3))}, [[0]], subsets={"s": [True, False]}),
+        lambda: reciprocal_rank([0.1, 0.2], []),
+        lambda: reciprocal_rank([0.1, 0.2], [5]),
+        lambda: reciprocal_rank([0.1, float("nan")], [0]),
+        lambda: recall_at_k([0.1, 0.2], [0], k=0),
+        lambda: evaluate_fact_tracing({"m": np.zeros((1, 3))}, [[0]]).paired("other"),
+    ):
+        with pytest.raises(TracInWEError) as info:
+            call()
+        assert "\n" not in str(info.value)
+
+
+# -- tail patch ----------------------------------------------------------------------------------------------
+
+
+def test_tail_patch_is_one_sgd_step_to_first_order_and_restores_the_weights(bpe):
+    from tracinwe.evaluate.tail_patch import tail_patch
+
+    model = tiny_gpt2(bpe, 0, tied=False)
+    lm = CausalLanguageModel(model, bpe, max_length=64)
+    before = [p.detach().clone() for p in model.parameters()]
+    params = list(model.parameters())
+    lr = 1e-4
+    result = tail_patch(lm, TRAIN, QUERIES, {"a": [[0, 1], [2, 4]], "b": [[3, 4], [1, 2]]}, learning_rate=lr)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    q = per_example_grads(lm, QUERIES, params)
+    x = per_example_grads(lm, TRAIN, params)
+    first_order = lr * (q @ x.T).numpy()  # d log p(query) = -lr grad loss(doc) . grad(-loss(query))
+    for (i, d), change in result.pair_changes.items():
+        assert change == pytest.approx(first_order[i, d], rel=0.05, abs=5e-3 * np.abs(first_order).max())
+    assert result.per_query["a"][1] == pytest.approx(np.mean([result.pair_changes[(1, 2)], result.pair_changes[(1, 4)]]))
+    assert result.k == 2 and len(result.pair_changes) == 7  # (0,0) (0,1) (1,2) (1,4) (0,3) (0,4) (1,1)
+    assert result.summary()["a"]["n"] == 2 and "mean" in result.paired("a", "b")
+
+
+def test_a_step_on_the_document_stating_the_fact_raises_it_more_than_an_unrelated_one(tmp_path):
+    from tracinwe.evaluate.tail_patch import tail_patch
+    from tracinwe.training.causal_lm import DecoderConfig, train_decoder
+
+    docs = CORPUS + ["Osk Brin was born in Oslo .", "the sea was calm and the boats came home ."]
+    run = train_decoder(docs, None, DecoderConfig(n_layer=1, n_embd=32, n_head=2, vocab_size=300, epochs=20, batch_size=4,
+                                                   learning_rate=5e-3, max_length=32, n_positions=32))
+    lm = CausalLanguageModel(run.model.eval(), run.tokenizer, max_length=32)
+    query = [{"prompt": "Varno Teliset was born in", "completion": " Lisbon"}]
+    stating, unrelated = docs.index("Varno Teliset was born in Lisbon ."), docs.index("rain fell on the town all night long .")
+    result = tail_patch(lm, docs, query, {"stating": [[stating]], "unrelated": [[unrelated]]}, learning_rate=1e-3)
+    assert result.per_query["stating"][0] > 0
+    assert result.per_query["stating"][0] > result.per_query["unrelated"][0] + 0.1  # measured: +0.35 against +0.02
+
+
+def test_tail_patch_errors_are_one_line(bpe):
+    from tracinwe.evaluate.tail_patch import tail_patch
+
+    lm = CausalLanguageModel(tiny_gpt2(bpe, 0), bpe, max_length=64)
+    for call in (
+        lambda: tail_patch(lm, TRAIN, [], {"a": []}, 0.1),
+        lambda: tail_patch(lm, TRAIN, QUERIES, {}, 0.1),
+        lambda: tail_patch(lm, TRAIN, QUERIES, {"a": [[0]]}, 0.1),
+        lambda: tail_patch(lm, TRAIN, QUERIES, {"a": [[0], [9]]}, 0.1),
+        lambda: tail_patch(lm, TRAIN, QUERIES, {"a": [[0], [1, 2]]}, 0.1),
+        lambda: tail_patch(lm, TRAIN, QUERIES, {"a": [[0], [1]]}, 0.0),
+    ):
+        with pytest.raises(TracInWEError) as info:
+            call()
+        assert "\n" not in str(info.value)

@@ -81,3 +81,22 @@ def test_bundled_filler_is_real_review_text():
     corpus = synthetic_facts(FactsSettings(num_entities=5, docs_per_fact=2, filler=10, seed=0))
     filler = [d for d, s in zip(corpus.documents, corpus.sources) if s == "filler"]
     assert len(filler) == 10 and all(isinstance(t, str) and t.strip() for t in filler)
+
+
+def test_statement_queries_are_the_first_template_cut_before_the_value():
+    corpus = synthetic_facts(FactsSettings(num_entities=30, docs_per_fact=3, query_form="statement", filler=5, seed=2),
+                             filler_texts=FILLER)
+    assert len(corpus.documents) == 30 * 4 * 3 + 5
+    for q in corpus.queries:
+        first = ATTRIBUTES[q.attribute].templates[0].format(name=q.entity, value=q.answer)
+        assert first.startswith(q.prompt + q.completion)  # "<name> was born in" + " Lisbon" + "."
+        assert q.completion == " " + q.answer and not q.prompt.endswith(" ")
+        gold = [corpus.documents[i] for i in q.gold]
+        assert first in gold and len(set(gold)) == 3  # the query's own sentence is always one of its documents
+        assert all(mentions(d, q.entity) and mentions(d, q.answer) for d in gold)
+    birth = next(q for q in corpus.queries if q.attribute == "birthplace")
+    assert birth.prompt == f"{birth.entity} was born in"
+    question = synthetic_facts(FactsSettings(num_entities=30, docs_per_fact=3, seed=2))
+    assert question.queries[0].prompt.startswith("Q: ")  # the default form is unchanged
+    with pytest.raises(TracInWEError, match="query_form"):
+        FactsSettings(query_form="cloze")
