@@ -120,3 +120,37 @@ def spare_cores() -> int:
     affinity = getattr(os, "sched_getaffinity", None)
     cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
     return max(0, cores - torch.get_num_threads())
+
+
+def example_size(example) -> int:
+    """Characters of an example (a text, a prompt/completion dict or chat messages): the proxy for choosing the lead batch."""
+    if isinstance(example, str):
+        return len(example)
+    if isinstance(example, dict):
+        return sum(len(v) for v in example.values() if isinstance(v, str))
+    if isinstance(example, (list, tuple)):
+        return sum(len(m.get("content", "")) for m in example if isinstance(m, dict))
+    return 0
+
+
+def token_sorted_batches(classifier: TextClassifier, texts: Sequence, pairs: Sequence[str] | None, pads: dict[str, int],
+                         batch_size: int, sort: bool, lead: bool, workers: int,
+                         lead_workers: int = MAX_TOKENIZE_WORKERS) -> Iterator[tuple[np.ndarray, Batch]]:
+    """``(rows of texts, batch)`` of one window grouped by token count.
+
+    ``lead``: the model is waiting, so first one batch of the ``batch_size`` texts with the fewest characters (cheapest
+    to tokenise, and nearly the fewest tokens) is tokenised and handed out alone, then the rest of the window, sorted by
+    token count, while the model runs it.
+    """
+    rows = np.arange(len(texts))
+    windows = [rows]
+    if lead and sort and len(texts) > batch_size:
+        sizes = np.fromiter((example_size(t) for t in texts), dtype=np.int64, count=len(texts))
+        first = np.sort(np.argsort(sizes, kind="stable")[:batch_size])
+        windows = [first, np.setdiff1d(rows, first, assume_unique=True)]
+    for w, window in enumerate(windows):
+        part = [texts[i] for i in window] if len(windows) > 1 else texts
+        part_pairs = None if pairs is None else ([pairs[i] for i in window] if len(windows) > 1 else pairs)
+        tokens = tokenize_window(classifier, part, part_pairs, pads, lead_workers if w == 0 and len(windows) > 1 else workers)
+        for local, batch in window_batches(tokens, batch_size, sort):
+            yield window[local], batch

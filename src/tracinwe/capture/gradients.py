@@ -10,7 +10,6 @@ flags, device) afterwards; several threads may capture with one model at once
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -19,7 +18,8 @@ import torch
 from torch import nn
 
 from tracinwe.capture import prefetch
-from tracinwe.capture.batching import MAX_TOKENIZE_WORKERS, pad_values, tokenize_window, window_batches
+from tracinwe.capture.ahead import TokenizedAhead
+from tracinwe.capture.batching import MAX_TOKENIZE_WORKERS, pad_values, token_sorted_batches
 from tracinwe.capture.model_state import LookupOutputTap, prepared_for_capture
 from tracinwe.capture.prefetch import can_overlap, prefetched
 from tracinwe.capture.records import TokenGradients
@@ -180,7 +180,7 @@ def iter_token_gradients(
             # batches already tokenised (another checkpoint's pass) need no thread
             ahead = 0 if not overlap or (batch_cache is not None and (start, stop) in batch_cache) else None
             for local, batch, y in prefetched(_chunk_batches(classifier, texts, text_pairs, targets, settings, start, stop,
-                                                             batch_cache, pin), ahead):
+                                                             batch_cache, pin, lead=ahead is None), ahead):
                 batch = {k: v.to(run_device, non_blocking=pin) for k, v in batch.items()}
                 y = None if y is None else y.to(run_device, non_blocking=pin)
                 parts.append((local, batch_token_gradients(classifier, batch, y, settings)))
@@ -199,13 +199,16 @@ def _in_input_order(parts: list[tuple[np.ndarray, TokenGradients]]) -> TokenGrad
 
 def _chunk_batches(classifier: TextClassifier, texts, text_pairs, targets: torch.Tensor | None, settings: CaptureSettings,
                    start: int, stop: int, batch_cache: dict | None,
-                   pin: bool) -> Iterator[tuple[np.ndarray, Batch, torch.Tensor | None]]:
+                   pin: bool, lead: bool = False) -> Iterator[tuple[np.ndarray, Batch, torch.Tensor | None]]:
     """``(local indices, CPU batch, labels)`` of every batch of the chunk ``start:stop`` (tokenised, or from ``batch_cache``,
     which a complete pass fills)."""
     cached = batch_cache.get((start, stop)) if batch_cache is not None else None
     fresh: list[tuple[np.ndarray, Batch]] = []
-    for local, batch in cached if cached is not None else _tokenized_batches(classifier, texts, text_pairs, settings,
-                                                                               start, stop):
+    # tokenised here: in the prefetching thread (``lead``: the model waits for the first batch, then runs beside it) or,
+    # without one, in the caller's thread (all cores tokenise; the model waits anyway)
+    made = None if cached is not None else _tokenized_batches(classifier, texts, text_pairs, settings, start, stop,
+                                                              lead=lead, workers=1 if lead else MAX_TOKENIZE_WORKERS)
+    for local, batch in cached if cached is not None else made:
         if cached is None:
             if pin:
                 batch = {k: v.pin_memory() for k, v in batch.items()}
@@ -217,69 +220,21 @@ def _chunk_batches(classifier: TextClassifier, texts, text_pairs, targets: torch
 
 
 def _tokenized_batches(classifier: TextClassifier, texts, text_pairs, settings: CaptureSettings, start: int, stop: int,
-                       workers: int = MAX_TOKENIZE_WORKERS):
+                       lead: bool = False, workers: int = MAX_TOKENIZE_WORKERS):
     """``(local indices, CPU batch)`` of the chunk ``start:stop``: tokenised once and grouped by token count
-    (`tracinwe.capture.batching`) for the project's adapters, else grouped by characters and tokenised batch by batch."""
+    (`tracinwe.capture.batching`; ``lead``: one quick batch first, as the model waits) for the project's adapters,
+    else grouped by characters and tokenised batch by batch."""
     pads = pad_values(classifier)
     if pads is not None:
-        window = tokenize_window(classifier, texts[start:stop], None if text_pairs is None else text_pairs[start:stop], pads,
-                                 workers)
-        yield from window_batches(window, settings.batch_size, settings.length_sorted)
+        window = texts[start:stop]
+        pairs = None if text_pairs is None else text_pairs[start:stop]
+        yield from token_sorted_batches(classifier, window, pairs, pads, settings.batch_size, settings.length_sorted, lead,
+                                        workers)
         return
     for local in _batches(stop - start, texts[start:stop], settings, window=stop - start):
         rows = (local + start).tolist()
         pairs = [text_pairs[i] for i in rows] if text_pairs is not None else None
         yield local, classifier.tokenize([texts[i] for i in rows], pairs)
-
-
-class _TokenizedAhead(dict):
-    """A batch cache that a background thread fills chunk by chunk, ahead of the first pass over the texts.
-
-    ``key in cache`` is true for every chunk to come; ``cache.get(key)`` waits for it (and raises the
-    thread's error). The first chunk is tokenised by all cores (the model waits for it), the rest by one
-    thread beside the model.
-    """
-
-    def __init__(self, classifier: TextClassifier, texts, text_pairs, settings: CaptureSettings, chunk: int, pin: bool):
-        super().__init__()
-        self._ready: dict[tuple[int, int], threading.Event] = {}
-        self._error: BaseException | None = None
-        bounds = [(a, min(a + chunk, len(texts))) for a in range(0, len(texts), chunk)]
-        for key in bounds:
-            self._ready[key] = threading.Event()
-
-        def fill() -> None:
-            try:
-                for i, (a, b) in enumerate(bounds):
-                    workers = MAX_TOKENIZE_WORKERS if i == 0 else 1
-                    batches = list(_tokenized_batches(classifier, texts, text_pairs, settings, a, b, workers))
-                    if pin:
-                        batches = [(local, {k: v.pin_memory() for k, v in batch.items()}) for local, batch in batches]
-                    dict.__setitem__(self, (a, b), batches)
-                    self._ready[(a, b)].set()
-            except BaseException as error:  # noqa: BLE001 - re-raised by get
-                self._error = error
-                for event in self._ready.values():
-                    event.set()
-
-        self._thread = threading.Thread(target=fill, name="tracinwe-tokenize", daemon=True)
-        self._thread.start()
-
-    def __contains__(self, key) -> bool:
-        return key in self._ready
-
-    def get(self, key, default=None):
-        event = self._ready.get(key)
-        if event is None:
-            return default
-        event.wait()
-        if self._error is not None and not dict.__contains__(self, key):
-            raise self._error
-        return dict.get(self, key, default)
-
-    def close(self) -> None:
-        """Wait for the thread (it ends after the last chunk, or at an error)."""
-        self._thread.join()
 
 
 def _batch_cache(classifier: TextClassifier, texts, text_pairs, settings: CaptureSettings, device, chunk_size: int | None):
@@ -288,12 +243,18 @@ def _batch_cache(classifier: TextClassifier, texts, text_pairs, settings: Captur
     run_device = torch.device(device) if device is not None else _module_device(classifier.module)
     if not texts or pad_values(classifier) is None or not can_overlap(run_device) or prefetch.PREFETCH_BATCHES < 1:
         return {}
-    return _TokenizedAhead(classifier, texts, text_pairs, settings, chunk_size or settings.batch_size * 16,
-                           run_device.type == "cuda")
+    pin = run_device.type == "cuda"
+    chunk = chunk_size or settings.batch_size * 16
+
+    def make(i: int, key: tuple[int, int]):
+        for local, batch in _tokenized_batches(classifier, texts, text_pairs, settings, key[0], key[1], lead=i == 0, workers=1):
+            yield local, ({k: v.pin_memory() for k, v in batch.items()} if pin else batch)
+
+    return TokenizedAhead([(a, min(a + chunk, len(texts))) for a in range(0, len(texts), chunk)], make)
 
 
 def _closed(cache: dict) -> None:
-    if isinstance(cache, _TokenizedAhead):
+    if isinstance(cache, TokenizedAhead):
         cache.close()
 
 
