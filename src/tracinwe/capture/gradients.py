@@ -192,9 +192,12 @@ def iter_token_gradients(
 def _in_input_order(parts: list[tuple[np.ndarray, TokenGradients]]) -> TokenGradients:
     """One chunk's records, from its batches (``(local indices, records)``), in input order."""
     order = torch.from_numpy(np.concatenate([local for local, _ in parts]))
+    records = parts[0][1] if len(parts) == 1 else TokenGradients.concat([r for _, r in parts])
+    if bool((order == torch.arange(order.numel())).all()):  # batches already in input order: no reordering copy
+        return records
     inverse = torch.empty(order.numel(), dtype=torch.long)
     inverse[order] = torch.arange(order.numel())
-    return TokenGradients.concat([r for _, r in parts]).select(inverse)
+    return records.select(inverse)
 
 
 def _chunk_batches(classifier: TextClassifier, texts, text_pairs, targets: torch.Tensor | None, settings: CaptureSettings,
@@ -286,7 +289,7 @@ def capture_checkpoints(
                                                     batch_cache=cache if key is not None else None)]
         if not parts:
             raise ValueError("no texts to capture")
-        out.append(TokenGradients.concat(parts))
+        out.append(parts[0] if len(parts) == 1 else TokenGradients.concat(parts))  # one chunk: no copy
     _closed(cache)
     return out
 
@@ -322,7 +325,7 @@ def capture_on_final_predictions(
                                                     batch_cache=cache if key is not None else None)]
         if not parts:
             raise ValueError("no texts to capture")
-        out[c] = TokenGradients.concat(parts)
+        out[c] = parts[0] if len(parts) == 1 else TokenGradients.concat(parts)
         if labels is None:
             labels = out[c].labels.tolist()
     _closed(cache)
