@@ -111,8 +111,8 @@ def test_generate_equals_explain_generate_on_the_same_index(lm_served, capsys, c
                                    rtol=0, atol=1e-9 * scale)
     if completion is None:
         return
-    # and the index's answer is the brute-force one: the full score row over every indexed document
-    full = index.tracin.scores(index.examples(), None, [{"prompt": PROMPT, "completion": v["completion"]}], None)[0]
+    # and the top of the full score row over every indexed document (`Index.scores` equals `tw.scores`: test_lm_index)
+    full = index.scores([{"prompt": PROMPT, "completion": v["completion"]}])[0]
     order = np.argsort(-full, kind="stable")
     assert [n["row"] for n in v["proponents"]] == order[:4].tolist()
     assert [n["row"] for n in v["opponents"]] == order[::-1][:4].tolist()
