@@ -135,7 +135,7 @@ def lm_method_scores(methods: Sequence[str], checkpoints: Sequence[tuple[object,
         elif name == "random":
             out[name] = np.random.default_rng([seed, 7]).standard_normal((len(test_points), len(train_docs)))
         else:
-            from tracinwe.evaluate.baselines import lm_baselines  # lands separately (H1's fact-tracing baselines)
+            from tracinwe.evaluate.baselines import lm_baselines
 
             models = [(m, lr) for m, lr in checkpoints]
             if name == "BM25":
