@@ -145,3 +145,35 @@ def test_unknown_tokenize_keeps_character_batches(tokenizer, monkeypatch):
     padded, records = padded_tokens_of_capture(monkeypatch, clf, TEXTS, LABELS, CaptureSettings(batch_size=3))
     assert padded == grouped_padding([tokens[i] for i in np.argsort([len(t) for t in TEXTS], kind="stable")], 3)
     assert records.labels.tolist() == LABELS
+
+
+def test_a_failing_capture_stops_the_tokenising_thread_and_raises(tokenizer, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(gradients, "can_overlap", lambda device: True)
+    clf = HuggingFaceClassifier(tiny_bert(0, 2), tokenizer, max_length=32)
+
+    def failing(*args):
+        raise RuntimeError("model broke")
+
+    monkeypatch.setattr(gradients, "batch_token_gradients", failing)
+    with pytest.raises(RuntimeError, match="model broke"):
+        capture_checkpoints([clf], TEXTS * 20, LABELS * 20, settings=CaptureSettings(batch_size=4, max_length=32), chunk_size=32)
+    assert not any(t.name == "tracinwe-tokenize" for t in threading.enumerate())
+
+
+def test_a_tokenizer_error_reaches_the_caller(tokenizer, monkeypatch):
+    monkeypatch.setattr(gradients, "can_overlap", lambda device: True)
+    clf = HuggingFaceClassifier(tiny_bert(0, 2), tokenizer, max_length=32)
+    real = clf.tokenize
+
+    def tokenize(texts, pairs=None):
+        if any("boom" in t for t in texts):
+            raise ValueError("bad text")
+        return real(texts, pairs)
+
+    monkeypatch.setattr(clf, "tokenize", tokenize)  # still the adapter's padding: the thread path is used
+    monkeypatch.setattr(gradients, "pad_values", lambda c: {"input_ids": 0, "attention_mask": 0, "token_type_ids": 0})
+    texts = TEXTS * 4 + ["boom"]
+    with pytest.raises(ValueError, match="bad text"):
+        capture_checkpoints([clf], texts, [0] * len(texts), settings=CaptureSettings(batch_size=4, max_length=32), chunk_size=16)

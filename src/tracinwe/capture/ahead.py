@@ -29,11 +29,14 @@ class TokenizedAhead(dict):
         self._done: set[Chunk] = set()
         self._error: BaseException | None = None
         self._changed = threading.Condition()
+        self._stop = threading.Event()
 
         def fill() -> None:
             try:
                 for i, key in enumerate(chunks):
                     for item in make(i, key):
+                        if self._stop.is_set():
+                            return
                         with self._changed:
                             self._lists[key].append(item)
                             self._changed.notify_all()
@@ -71,6 +74,8 @@ class TokenizedAhead(dict):
             i += 1
             yield item
 
-    def close(self) -> None:
-        """Wait for the thread (it ends after the last chunk, or at an error)."""
+    def close(self, stop: bool = False) -> None:
+        """Wait for the thread (it ends after the last chunk, at an error, or, with ``stop``, after the batch it is making)."""
+        if stop:
+            self._stop.set()
         self._thread.join()

@@ -256,9 +256,9 @@ def _batch_cache(classifier: TextClassifier, texts, text_pairs, settings: Captur
     return TokenizedAhead([(a, min(a + chunk, len(texts))) for a in range(0, len(texts), chunk)], make)
 
 
-def _closed(cache: dict) -> None:
+def _closed(cache: dict, stop: bool = False) -> None:
     if isinstance(cache, TokenizedAhead):
-        cache.close()
+        cache.close(stop)
 
 
 def capture_checkpoints(
@@ -279,17 +279,21 @@ def capture_checkpoints(
     out: list[TokenGradients] = []
     cache: dict = {}
     shared = None
-    for classifier in classifiers:
-        key = classifier.tokenization_key()
-        if key is None or key != shared:
-            _closed(cache)
-            cache = {} if key is None else _batch_cache(classifier, texts, text_pairs, settings, device, chunk_size)
-            shared = key
-        parts = [r for _, r in iter_token_gradients(classifier, texts, labels, text_pairs, settings, device, chunk_size, progress,
-                                                    batch_cache=cache if key is not None else None)]
-        if not parts:
-            raise ValueError("no texts to capture")
-        out.append(parts[0] if len(parts) == 1 else TokenGradients.concat(parts))  # one chunk: no copy
+    try:
+        for classifier in classifiers:
+            key = classifier.tokenization_key()
+            if key is None or key != shared:
+                _closed(cache)
+                cache = {} if key is None else _batch_cache(classifier, texts, text_pairs, settings, device, chunk_size)
+                shared = key
+            parts = [r for _, r in iter_token_gradients(classifier, texts, labels, text_pairs, settings, device, chunk_size,
+                                                        progress, batch_cache=cache if key is not None else None)]
+            if not parts:
+                raise ValueError("no texts to capture")
+            out.append(parts[0] if len(parts) == 1 else TokenGradients.concat(parts))  # one chunk: no copy
+    except BaseException:
+        _closed(cache, stop=True)  # no tokenising on behind a failed capture
+        raise
     _closed(cache)
     return out
 
@@ -314,20 +318,24 @@ def capture_on_final_predictions(
     cache: dict = {}
     shared = None
     labels: list[int] | None = None
-    for c in [last, *range(last)]:
-        clf = classifier(c)
-        key = clf.tokenization_key()
-        if key is None or key != shared:
-            _closed(cache)
-            cache = {} if key is None else _batch_cache(clf, texts, text_pairs, settings, device, None)
-            shared = key
-        parts = [r for _, r in iter_token_gradients(clf, texts, labels, text_pairs, settings, device, None, progress,
-                                                    batch_cache=cache if key is not None else None)]
-        if not parts:
-            raise ValueError("no texts to capture")
-        out[c] = parts[0] if len(parts) == 1 else TokenGradients.concat(parts)
-        if labels is None:
-            labels = out[c].labels.tolist()
+    try:
+        for c in [last, *range(last)]:
+            clf = classifier(c)
+            key = clf.tokenization_key()
+            if key is None or key != shared:
+                _closed(cache)
+                cache = {} if key is None else _batch_cache(clf, texts, text_pairs, settings, device, None)
+                shared = key
+            parts = [r for _, r in iter_token_gradients(clf, texts, labels, text_pairs, settings, device, None, progress,
+                                                        batch_cache=cache if key is not None else None)]
+            if not parts:
+                raise ValueError("no texts to capture")
+            out[c] = parts[0] if len(parts) == 1 else TokenGradients.concat(parts)
+            if labels is None:
+                labels = out[c].labels.tolist()
+    except BaseException:
+        _closed(cache, stop=True)
+        raise
     _closed(cache)
     return [r for r in out if r is not None]
 
