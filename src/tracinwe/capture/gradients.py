@@ -160,7 +160,8 @@ def iter_token_gradients(
     Memory is bounded by the chunk (default 16 batches), not by the data set.
     ``batch_cache``: tokenised batches by chunk, filled on the first pass and
     reused by later ones (checkpoints with the same `tokenization_key`).
-    Batches are tokenised by a background thread ahead of the model where it can overlap
+    Each chunk is tokenised once and its batches grouped by token count (`tracinwe.capture.batching`);
+    batches are tokenised by a background thread ahead of the model where it can overlap
     (`tracinwe.capture.prefetch.can_overlap`); on an accelerator they are pinned and copied without blocking.
     """
     from tqdm.auto import tqdm
