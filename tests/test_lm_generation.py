@@ -74,6 +74,9 @@ def test_explain_generation_errors_are_one_line(run, tokenizer):
     with pytest.raises(InputTextError, match=r"completion_texts\[0\]: a completion of \d+ tokens does not fit") as info:
         tw.explain_generation("document 1 :", completion=" the owl flies over the barn and the yak sits", train=documents())
     assert "\n" not in str(info.value)
+    with pytest.raises(InputTextError, match=r"the prompt has \d+ tokens: with 8 new tokens it does not fit") as info:
+        tw.explain_generation("document 1 : the owl flies over the barn", max_new_tokens=8, train=documents())
+    assert "\n" not in str(info.value)
     classifier = TracInWE([(tiny_bert(0), 0.1)], tokenizer=tokenizer)
     with pytest.raises(TracInWEError, match="needs causal language model checkpoints"):
         classifier.explain_generation("a prompt", train=["a text"])

@@ -60,7 +60,11 @@ class GenerationExplanation:
 def generate_completion(lm: CausalLanguageModel, prompt: str, max_new_tokens: int) -> str:
     """The final model's greedy completion of ``prompt`` as text (special tokens dropped)."""
     tokenizer, module = lm.tokenizer, lm.module
-    ids = torch.tensor([tokenizer(prompt)["input_ids"]], device=next(module.parameters()).device)
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    if len(prompt_ids) + max_new_tokens > lm.max_length:
+        raise InputTextError(f"the prompt has {len(prompt_ids)} tokens: with {max_new_tokens} new tokens it does not fit the "
+                             f"model's max_length={lm.max_length}: shorten the prompt or ask for fewer new tokens")
+    ids = torch.tensor([prompt_ids], device=next(module.parameters()).device)
     was_training = module.training
     module.eval()
     try:

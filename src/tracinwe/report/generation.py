@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tracinwe.errors import InputTextError, TracInWEError
+from tracinwe.errors import TracInWEError
 from tracinwe.io import write_text_atomic
 from tracinwe.report.highlight import text_segments
 from tracinwe.report.html import format_score, script_json, segments_html
@@ -191,10 +191,6 @@ def index_generation_view(index, prompt: str, completion: str | None = None, max
     tw = index.tracin
     generated = completion is None
     if generated:
-        n_prompt = len(tw.final.tokenizer(prompt)["input_ids"])
-        if n_prompt + max_new_tokens > tw.max_length:
-            raise InputTextError(f"the prompt has {n_prompt} tokens: with {max_new_tokens} new tokens it does not fit the "
-                                 f"model's max_length={tw.max_length}: shorten the prompt or ask for fewer new tokens")
         completion = generate_completion(tw.final, prompt, max_new_tokens)
     with step(f"searching {len(index)} indexed documents ..."):
         found = index.search([{"prompt": prompt, "completion": completion}], k=k)
