@@ -10,8 +10,11 @@ tokenizer, the seed of the run it is paired with and that run's document order r
 Measured output per test point: the summed NLL (nats) of the completion given the prompt. LDS(x') =
 Spearman over the M subsets of Σ_{i∈S_j} score_i and **minus** that loss (score > 0 = proponent = lowers
 the loss), per seed on that seed's own explained run; mean ± SE over points (each point averaged over seeds),
-paired TracIn-WE − method differences with SE and Wilcoxon p. Retraining noise is measured first (same seed
-without k random documents; the other seed's full run) and reported relative to the spread the subsets cause.
+paired TracIn-WE − method differences with SE and Wilcoxon p. Reference rows (not methods: they read the corpus's
+ground truth) score 1 on the documents that state the queried fact, that contain the answer word (for any entity),
+or that name the entity: how much of the retrains' variation each kind of document alone explains. Retraining
+noise is measured first (same seed without k random documents; the other seed's full run) and reported relative
+to the spread the subsets cause.
 
 Usage::
 
@@ -38,6 +41,23 @@ RESULTS = Path(__file__).parent / "results"
 MAX_LENGTH = 64
 
 
+def reference_rows(facts) -> dict[str, np.ndarray]:
+    """Reference rows, not attribution methods (they read the corpus's ground truth): 1 on the documents that state
+    the queried fact / that contain the answer word (for any entity) / that name the entity, 0 elsewhere."""
+    import re
+
+    rows = {name: np.zeros((len(facts.queries), len(facts.documents))) for name in REFERENCE_ROWS}
+    for t, q in enumerate(facts.queries):
+        rows[REFERENCE_ROWS[0]][t, list(q.gold)] = 1.0
+        for i, doc in enumerate(facts.documents):
+            rows[REFERENCE_ROWS[1]][t, i] = float(re.search(rf"\b{re.escape(q.answer)}\b", doc) is not None)
+            rows[REFERENCE_ROWS[2]][t, i] = float(q.entity in doc)
+    return rows
+
+
+REFERENCE_ROWS = ("ref: gold documents", "ref: documents with the answer word", "ref: documents naming the entity")
+
+
 def corpus(args):
     from tracinwe.data import load_dataset_source
     from tracinwe.data.facts import FactsSettings, synthetic_facts
@@ -62,6 +82,7 @@ def main() -> None:
     parser.add_argument("--noise-repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--methods", default="TracIn-WE,TracIn-WE-Top10,BM25,TracIn-last,TrackStar-like,random")
+    parser.add_argument("--no-reference", action="store_true", help="leave out the reference rows (ref: ...)")
     parser.add_argument("--cache-dir", default="/tmp/bench-lm-lds")
     parser.add_argument("--out", default="lm_lds")
     args = parser.parse_args()
@@ -133,6 +154,8 @@ def main() -> None:
             t0 = time.perf_counter()
             scores[s].update(lm_method_scores([m], checkpoints, tokenizer, docs, points, MAX_LENGTH, seed=s))
             timings["scores_s"][s][m] = time.perf_counter() - t0
+        if not args.no_reference:
+            scores[s].update(reference_rows(facts))
 
     # 4. The subsets, then the noise report relative to their spread.
     t0 = time.perf_counter()
