@@ -10,9 +10,11 @@ tokenizer, the seed of the run it is paired with and that run's document order r
 Measured output per test point: the summed NLL (nats) of the completion given the prompt. LDS(x') =
 Spearman over the M subsets of Σ_{i∈S_j} score_i and **minus** that loss (score > 0 = proponent = lowers
 the loss), per seed on that seed's own explained run; mean ± SE over points (each point averaged over seeds),
-paired TracIn-WE − method differences with SE and Wilcoxon p. Reference rows (not methods: they read the corpus's
-ground truth) score 1 on the documents that state the queried fact, that contain the answer word (for any entity),
-or that name the entity: how much of the retrains' variation each kind of document alone explains. Retraining
+paired TracIn-WE − method and TracIn-WE+out − method differences with SE and Wilcoxon p (``TracIn-WE+out`` /
+``target-rows``: TracIn-WE's sparse output-side extension, `evaluate.baselines.lm_target_rows`).
+Reference rows (not methods: they read the corpus's ground truth) score 1 on the documents that state the queried
+fact, that contain the answer word (for any entity), or that name the entity: how much
+of the retrains' variation each kind of document alone explains. Retraining
 noise is measured first (same seed without k random documents; the other seed's full run) and reported relative
 to the spread the subsets cause.
 
@@ -81,7 +83,8 @@ def main() -> None:
     parser.add_argument("--noise-fraction", type=float, default=0.05, help="k = this share of the documents")
     parser.add_argument("--noise-repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--methods", default="TracIn-WE,TracIn-WE-Top10,BM25,TracIn-last,TrackStar-like,random")
+    parser.add_argument("--methods", default="TracIn-WE,TracIn-WE-Top10,TracIn-WE+out,target-rows,BM25,TracIn-last,"
+                                              "TrackStar-like,random")
     parser.add_argument("--no-reference", action="store_true", help="leave out the reference rows (ref: ...)")
     parser.add_argument("--cache-dir", default="/tmp/bench-lm-lds")
     parser.add_argument("--out", default="lm_lds")

@@ -109,6 +109,33 @@ def test_exact_additive_losses_give_lds_plus_one_for_proponent_scores():
     assert result.summary()[0]["method"] == "exact"
 
 
+
+def test_tracin_we_plus_out_is_a_method_and_a_second_paired_reference(tokenizer):
+    """The sparse output-side methods are wired in (and differ), and the summary compares every method to both
+    TracIn-WE and TracIn-WE+out, paired per point."""
+    model = gpt2_decoder(CONFIG, tokenizer).eval()
+    scores = lm_method_scores(["TracIn-WE", "TracIn-WE+out", "target-rows"], [(model, 0.1)], tokenizer, DOCS, POINTS, 48)
+    assert all(v.shape == (len(POINTS), len(DOCS)) and np.isfinite(v).all() for v in scores.values())
+    assert not np.allclose(scores["TracIn-WE+out"], scores["TracIn-WE"])
+    assert not np.allclose(scores["TracIn-WE+out"], scores["target-rows"])
+    n_train, n_points = 12, 5
+    a = np.random.default_rng(4).standard_normal((n_points, n_train))
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        def eval_fn(kept, rows):
+            return (10.0 - a[:, kept].sum(axis=1))[list(rows), None]
+
+        runner = RetrainRunner(lambda kept, seed: sorted(kept), eval_fn, n_train, range(n_points), folder,
+                               {"test": "additive two references"})
+        result = run_lm_lds(runner, {0: {"TracIn-WE": -a, "TracIn-WE+out": a, "random": 0 * a + np.arange(n_train)}},
+                            n_subsets=10, progress=False)
+    rows = {r["method"]: r for r in result.summary()}
+    assert rows["TracIn-WE"]["TracIn-WE+out minus this"]["mean"] == pytest.approx(2.0)  # +1 minus -1
+    assert rows["random"]["TracIn-WE minus this"]["mean"] < 0 < rows["random"]["TracIn-WE+out minus this"]["mean"]
+    assert "TracIn-WE minus this" not in rows["TracIn-WE"] and "TracIn-WE+out minus this" not in rows["TracIn-WE+out"]
+    assert "| TracIn-WE+out − method" in result.markdown().splitlines()[0]
+
 @pytest.mark.slow
 def test_removing_top_proponents_raises_the_completion_loss_more_than_removing_top_opponents(tmp_path):
     """Sign on a real decoder (facts stated in two documents each): retrained with the explained run's seed and

@@ -35,6 +35,8 @@ from tracinwe.training.causal_lm import DecoderConfig, train_decoder
 
 #: The method every other one is compared against (paired, per point).
 REFERENCE = "TracIn-WE"
+#: Further paired comparisons, made when the method was scored (its sparse output-side extension).
+COMPARED = (REFERENCE, "TracIn-WE+out")
 #: Gate: same-seed noise (median |Δ loss| / subset spread, over points) must stay under this ratio.
 NOISE_RATIO_GATE = 0.5
 
@@ -109,7 +111,9 @@ def lm_noise_retrains(n_train: int, seeds: Sequence[int], k: int, repeats: int) 
 
 
 #: Methods `lm_method_scores` knows; the baselines other than random come from `evaluate.baselines.lm_baselines`.
-LM_METHODS = ("TracIn-WE", "TracIn-WE-Top10", "BM25", "TracIn-last", "TrackStar-like", "random")
+#: ``target-rows`` / ``TracIn-WE+out`` come from `evaluate.baselines.lm_target_rows`.
+LM_METHODS = ("TracIn-WE", "TracIn-WE-Top10", "TracIn-WE+out", "target-rows", "BM25", "TracIn-last", "TrackStar-like",
+              "random")
 
 
 def example_text(example: LMExample) -> str:
@@ -126,7 +130,12 @@ def lm_method_scores(methods: Sequence[str], checkpoints: Sequence[tuple[object,
         raise TracInWEError(f"unknown LM LDS methods {unknown}: pick from {list(LM_METHODS)}")
     out: dict[str, np.ndarray] = {}
     for name in methods:
-        if name.startswith("TracIn-WE"):
+        if name in ("TracIn-WE+out", "target-rows"):
+            from tracinwe.evaluate.baselines.lm_target_rows import lm_target_row_scores
+
+            out[name] = lm_target_row_scores(list(checkpoints), list(train_docs), list(test_points), max_length=max_length,
+                                             include_input=name == "TracIn-WE+out", tokenizer=tokenizer)
+        elif name in ("TracIn-WE", "TracIn-WE-Top10"):
             from tracinwe.tracin import TracInWE
 
             tw = TracInWE(list(checkpoints), tokenizer=tokenizer, max_length=max_length, task="causal-lm",
@@ -228,24 +237,34 @@ class LMLDSResult:
         """Each test point's LDS, averaged over seeds."""
         return self.lds[method].mean(axis=0)
 
+    def compared(self) -> list[str]:
+        """The methods others are compared against (paired): those of `COMPARED` that were scored."""
+        return [name for name in COMPARED if name in self.lds]
+
     def summary(self) -> list[dict]:
-        """Methods ranked by mean LDS, with SE over points, per-seed means and TracIn-WE minus the method (paired)."""
+        """Methods ranked by mean LDS, with SE over points, per-seed means and, paired, TracIn-WE (and TracIn-WE+out,
+        when scored) minus the method."""
         rows = []
         for name in self.methods:
             mean, se = mean_and_se(self.per_point(name))
             row = {"method": name, "lds": mean, "lds_se": se, "lds_by_seed": self.lds[name].mean(axis=1).tolist()}
-            if REFERENCE in self.lds and name != REFERENCE:
-                row[f"{REFERENCE} minus this"] = paired_comparison(self.per_point(REFERENCE), self.per_point(name)).to_json()
+            for ref in self.compared():
+                if name != ref:
+                    row[f"{ref} minus this"] = paired_comparison(self.per_point(ref), self.per_point(name)).to_json()
             rows.append(row)
         return sorted(rows, key=lambda r: -r["lds"])
 
     def markdown(self) -> str:
-        lines = [f"| method | LDS ± SE | per seed | {REFERENCE} − method (paired, Wilcoxon p) |", "|---|---|---|---|"]
+        refs = self.compared()
+        head = "".join(f" {ref} − method (paired, Wilcoxon p) |" for ref in refs)
+        lines = [f"| method | LDS ± SE | per seed |{head}", "|---|---|---|" + "---|" * len(refs)]
         for row in self.summary():
-            p = row.get(f"{REFERENCE} minus this")
-            paired = f"{p['mean']:+.3f} ± {p['se']:.3f} (p={p['wilcoxon_p']:.2g})" if p else ""
+            cells = []
+            for ref in refs:
+                p = row.get(f"{ref} minus this")
+                cells.append(f" {p['mean']:+.3f} ± {p['se']:.3f} (p={p['wilcoxon_p']:.2g}) |" if p else " |")
             seeds = ", ".join(f"{v:+.3f}" for v in row["lds_by_seed"])
-            lines.append(f"| {row['method']} | {row['lds']:+.3f} ± {row['lds_se']:.3f} | {seeds} | {paired} |")
+            lines.append(f"| {row['method']} | {row['lds']:+.3f} ± {row['lds_se']:.3f} | {seeds} |" + "".join(cells))
         return "\n".join(lines)
 
     def to_json(self) -> dict:
