@@ -9,12 +9,12 @@ characters, de-duplicated (case- and space-insensitive), shuffled with the seed;
 ``--n-train`` documents (`train_decoder`, 2 checkpoints), max_length ``--max-length``; indexes of ``--n-docs``
 documents: TracIn-WE-Top10 float16, and full TracIn-WE float16 with a PCA projection of ``--pca-dim`` (the same
 index searched without the projection is the exact full-float16 index: the same segment files, less the projected
-ones; ``--modes top10,float16,pca`` also builds that one on its own; modes can run in parallel processes). Per mode: build time, build / capture (capture rate
-measured on a 5,000-document slice), bytes per document on disk, and, in a fresh process that opens the index
-(`Index.open` reloads the checkpoints), the search latency of 1 and 20 captured queries, ``index.search`` of the
-20 query documents (capture included), ``index.query(words=5)``, and that process's peak RSS. Exactness: the
-projected search against the exact one over all documents (recall@10, ties counted), and on an index of a random
-5,000-document subset every mode against brute-force ``TracInWE.scores``.
+ones; ``--modes top10,float16,pca`` also builds that one on its own; modes can run in parallel processes). Per
+mode: build time, build / capture (capture rate measured on a 2,000-document slice), bytes per document on disk,
+and, in a fresh process that opens the index (`Index.open` reloads the checkpoints), the search latency of 1 and 20
+captured queries, ``index.search`` of the 20 query documents (capture included), ``index.query(words=5)``, and that
+process's peak RSS. Exactness: the projected search against the exact one over all documents (recall@10, ties
+counted), and on an index of a random 5,000-document subset every mode against brute-force ``TracInWE.scores``.
 
 ``--part wide``: per ``--wide WIDTH:N_DOCS``, a 1-layer GPT-2 of that width trained for 8 AdamW steps on 256
 documents (2 checkpoints, max_length 32), full TracIn-WE rows of C x d stored float16 with a PCA of ``--wide-pca``
@@ -278,7 +278,7 @@ def part_scale(args, work: Path) -> dict:
         shutil.rmtree(work / f"{name}-subset", ignore_errors=True)
         row["load_average"], row["process_s"] = dict(loads), time.perf_counter() - started
         rows.append(row)
-        merge(RESULTS / f"{args.out}.json", "scale", {**common, "rows": [row]}, command(), by_mode=True)  # a row at a time
+        merge(RESULTS / f"{args.out}.json", "scale", {**common, "rows": [row]}, command(), by="mode")  # a row at a time
         print(f"{name}: built in {build_s:.0f} s; load {load()}", file=sys.stderr, flush=True)
         if not args.keep:
             shutil.rmtree(work / name, ignore_errors=True)
@@ -316,8 +316,11 @@ def part_wide(args, work: Path) -> dict:
     from tracinwe.training.causal_lm import DecoderConfig, train_bpe_tokenizer, train_decoder
 
     started, rows = time.perf_counter(), []
+    common = {"n_test": args.n_test, "k": args.k, "max_length": 32, "n_layer": 1,
+              "training": "8 AdamW steps (lr 3e-3, batch 32) on 256 of the documents, checkpoints after steps 4 and 8"}
     sizes = [tuple(int(x) for x in spec.split(":")) for spec in args.wide.split(",")]
     pool, sources = snippets(int((max(n for _, n in sizes) + args.n_test) * 1.2), args.seed + 1)
+    common["sources"] = sources
     for width, n_docs in sizes:
         loads = {"start": load()}
         tokenizer = train_bpe_tokenizer(pool[: n_docs + args.n_test], 2000)
@@ -354,11 +357,10 @@ def part_wide(args, work: Path) -> dict:
                "worker": report, "load_average": loads,
                "projected_vs_exact": {n: compare(f, found["exact"]) for n, f in found.items() if n != "exact"}}
         rows.append(row)
+        merge(RESULTS / f"{args.out}.json", "wide", {**common, "rows": [row]}, command(), by="width")  # a width at a time
         print(f"{name}: built in {build_s:.0f} s; load {load()}", file=sys.stderr, flush=True)
         shutil.rmtree(work / name, ignore_errors=True)
-    return {"n_test": args.n_test, "k": args.k, "sources": sources, "max_length": 32, "n_layer": 1,
-            "training": "8 AdamW steps (lr 3e-3, batch 32) on 256 of the documents, checkpoints after steps 4 and 8",
-            "total_s": time.perf_counter() - started, "rows": rows}
+    return {**common, "total_s": time.perf_counter() - started, "rows": rows}
 
 
 def print_wide(part: dict) -> None:
@@ -389,18 +391,18 @@ def command() -> dict:
         "cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine()}}
 
 
-def merge(out: Path, key: str, value: dict, common: dict, by_mode: bool = False) -> dict:
-    """Read-modify-write ``out`` under a lock, so that parts (and modes, ``by_mode``) can run side by side."""
+def merge(out: Path, key: str, value: dict, common: dict, by: str | None = None) -> dict:
+    """Read-modify-write ``out`` under a lock, so that parts (and rows keyed by ``by``) can run side by side."""
     from tracinwe.io import write_json_atomic
 
     with open(out.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.loads(out.read_text()) if out.exists() else {"benchmark": "bench_lm_index_scale"}
         old = data.get(key, {})
-        if by_mode:
-            rows = {r["mode"]: r for r in old.get("rows", [])}
-            rows.update({r["mode"]: r for r in value["rows"]})
-            value = {**value, "rows": sorted(rows.values(), key=lambda r: r["mode"], reverse=True)}
+        if by:
+            rows = {r[by]: r for r in old.get("rows", [])}
+            rows.update({r[by]: r for r in value["rows"]})
+            value = {**value, "rows": sorted(rows.values(), key=lambda r: r[by], reverse=by == "mode")}
             common = {**common, "commands": sorted(set(old.get("commands", [])) | {common["command"]})}
         data[key] = {**common, **value}
         write_json_atomic(out, data)
@@ -446,7 +448,7 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     out = RESULTS / f"{args.out}.json"
-    merged = merge(out, args.part, part, command(), by_mode=args.part == "scale")
+    merged = merge(out, args.part, part, command(), by="mode" if args.part == "scale" else "width")
     (print_scale if args.part == "scale" else print_wide)(merged)
     print(f"wrote {out}")
 
