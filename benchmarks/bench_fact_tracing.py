@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300, help="queried facts (a seeded subset)")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--epochs", type=float, default=20)
+    parser.add_argument("--epochs", type=float, default=26)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--checkpoints", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=40)
