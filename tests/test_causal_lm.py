@@ -38,11 +38,11 @@ def bpe():
     return train_bpe_tokenizer(CORPUS * 3, vocab_size=400, min_frequency=1)
 
 
-def tiny_gpt2(tokenizer, seed: int, tied: bool = True):
+def tiny_gpt2(tokenizer, seed: int, tied: bool = True, n_embd: int = 32):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=len(tokenizer), n_positions=64,
+    config = GPT2Config(n_layer=2, n_embd=n_embd, n_head=2, vocab_size=len(tokenizer), n_positions=64,
                         tie_word_embeddings=tied, pad_token_id=tokenizer.pad_token_id,
                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     return GPT2LMHeadModel(config).eval()

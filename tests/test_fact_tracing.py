@@ -45,13 +45,9 @@ def bpe():
 
 
 def tiny_gpt2(tokenizer, seed: int, tied: bool = True):
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from test_causal_lm import tiny_gpt2 as gpt2
 
-    torch.manual_seed(seed)
-    config = GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=len(tokenizer), n_positions=64,
-                        tie_word_embeddings=tied, pad_token_id=tokenizer.pad_token_id,
-                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    return GPT2LMHeadModel(config).eval()
+    return gpt2(tokenizer, seed, tied, n_embd=16)
 
 
 def summed_loss(lm: CausalLanguageModel, example) -> torch.Tensor:

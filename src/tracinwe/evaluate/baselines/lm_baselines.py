@@ -97,8 +97,8 @@ def _batches(lm: CausalLanguageModel, examples: Sequence[LMExample], batch_size:
 # -- last layer ----------------------------------------------------------------------------------
 
 
-def _output_side(lm: CausalLanguageModel, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per target token: the output layer's input ``h`` (with 1 appended for a bias), ``softmax - onehot``, owner row."""
+def head_inputs_and_logits(lm: CausalLanguageModel, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The output layer's input ``h`` (B, T, d) and the logits (B, T, V) of a batch, without gradients."""
     head = lm.module.get_output_embeddings()
     seen: list[torch.Tensor] = []
     handle = head.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
@@ -108,8 +108,16 @@ def _output_side(lm: CausalLanguageModel, batch) -> tuple[torch.Tensor, torch.Te
             logits = lm.module(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
     finally:
         handle.remove()
+    return seen[-1], logits
+
+
+def _output_side(lm: CausalLanguageModel, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per target token: the output layer's input ``h`` (with 1 appended for a bias), ``softmax - onehot``, owner row."""
+    head = lm.module.get_output_embeddings()
+    device = head.weight.device
+    head_inputs, logits = head_inputs_and_logits(lm, batch)
     mask = batch[LOSS_MASK][:, 1:].to(device)
-    hidden = seen[-1][:, :-1][mask].double()
+    hidden = head_inputs[:, :-1][mask].double()
     if getattr(head, "bias", None) is not None:
         hidden = torch.cat([hidden, torch.ones(hidden.shape[0], 1, dtype=hidden.dtype, device=device)], dim=1)
     error = torch.softmax(logits[:, :-1][mask].double(), dim=-1)

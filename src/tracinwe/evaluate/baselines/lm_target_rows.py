@@ -30,25 +30,11 @@ import torch
 from tracinwe.capture.gradients import CaptureSettings
 from tracinwe.capture.records import TokenGradients
 from tracinwe.errors import TracInWEError
-from tracinwe.evaluate.baselines.lm_baselines import _batches, _check, _models
+from tracinwe.evaluate.baselines.lm_baselines import _batches, _check, _models, head_inputs_and_logits
 from tracinwe.models.causal_lm import LOSS_MASK, CausalLanguageModel, LMExample
 from tracinwe.scoring.influence import tracin_matrix
 
 __all__ = ["lm_target_row_scores", "output_row_gradients", "merged_records"]
-
-
-def _forward(lm: CausalLanguageModel, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """The output layer's input ``h`` (B, T, d) and the logits (B, T, V), without gradients."""
-    head = lm.module.get_output_embeddings()
-    seen: list[torch.Tensor] = []
-    handle = head.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
-    device = head.weight.device
-    try:
-        with torch.no_grad():
-            logits = lm.module(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
-    finally:
-        handle.remove()
-    return seen[-1], logits
 
 
 def output_row_gradients(lm: CausalLanguageModel, examples: Sequence[LMExample], batch_size: int = 32,
@@ -57,7 +43,7 @@ def output_row_gradients(lm: CausalLanguageModel, examples: Sequence[LMExample],
     lm.module.eval()
     offsets, ids_out, rows_out = [0], [], []
     for _, batch in _batches(lm, examples, batch_size):
-        hidden, logits = _forward(lm, batch)
+        hidden, logits = head_inputs_and_logits(lm, batch)
         device = hidden.device
         mask = batch[LOSS_MASK][:, 1:].to(device)
         input_ids = batch["input_ids"].to(device)
