@@ -230,7 +230,7 @@ def part_scale(args, work: Path) -> dict:
     from tracinwe.training.causal_lm import DecoderConfig, train_decoder
 
     started, loads = time.perf_counter(), {"start": load()}
-    pool, sources = snippets(int((args.n_docs + args.n_test) * 1.06), args.seed)
+    pool, sources = snippets(int((args.n_docs + args.n_test) * 2.0), args.seed)
     config = DecoderConfig(n_layer=2, n_embd=args.width, n_head=2, n_positions=args.max_length, vocab_size=2000,
                            epochs=1.0, batch_size=32, num_checkpoints=2, max_length=args.max_length, seed=args.seed)
     t0 = time.perf_counter()
