@@ -11,10 +11,11 @@ as training cut them.
 
 Methods ranking the training documents of each fact query (loss on the completion): TracIn-WE and
 TracIn-WE-Top10 (the `TracInWE` facade), BM25 (``bm25s``; query = prompt + completion, and prompt only),
-last-layer TracIn (output side of ``lm_head``), a TrackStar-like projected whole-model gradient cosine (Linear /
+last-layer TracIn (output side of ``lm_head``), target-rows and TracIn-WE+out (sparse output-side rows,
+`lm_target_row_scores`), a TrackStar-like projected whole-model gradient cosine (Linear /
 Conv1D weights, factored AdamW second-moment normalisation, ``--proj-dim`` dims), random. Metrics: MRR and
 recall@10 of the gold documents over ``--queries`` queried facts (a seeded subset), all of them and those the
-decoder recalls (greedy completion == answer); paired differences against BM25 and TracIn-WE.
+decoder recalls (greedy completion == answer); paired differences against BM25, TracIn-WE and TrackStar-like.
 
 Tail patch: on ``--tail-queries`` recalled facts, one plain SGD step (``--tail-lr``) from the final checkpoint on
 each of a method's top ``--tail-k`` proponents separately; mean change of log p(completion | prompt).
@@ -145,6 +146,7 @@ def main() -> None:
         lm_projected_gradient_scores,
         load_second_moment,
     )
+    from tracinwe.evaluate.baselines.lm_target_rows import lm_target_row_scores
     from tracinwe.evaluate.fact_tracing import evaluate_fact_tracing
     from tracinwe.evaluate.statistics import mean_and_se
     from tracinwe.evaluate.tail_patch import tail_patch
@@ -188,6 +190,9 @@ def main() -> None:
     scores[name] = timed(name, timings, lambda: lm_projected_gradient_scores(
         models, train, examples, dim=args.proj_dim, seed=args.seed, max_length=args.max_length, batch_size=64,
         second_moments=moments))
+    for label, with_input in (("target-rows", False), ("TracIn-WE+out", True)):
+        scores[label] = timed(label, timings, lambda with_input=with_input: lm_target_row_scores(
+            models, train, examples, max_length=args.max_length, batch_size=64, include_input=with_input))
     scores["random"] = np.random.default_rng(args.seed + 1).random((len(queries), len(train)))
     report = evaluate_fact_tracing(scores, gold, k=args.k, subsets={"recalled": is_recalled, "not recalled": ~is_recalled})
 
@@ -215,7 +220,8 @@ def main() -> None:
                      f"{fmt(s_rec[m], key):>15} {timings.get(m, 0.0):>7.1f}")
     for subset in ("all", "recalled"):
         for m, r in (("TracIn-WE", "BM25"), ("TracIn-WE-Top10", "BM25"), ("TracIn-WE", "TracIn-last (lm_head)"),
-                     ("TracIn-WE", name)):
+                     ("TracIn-WE", name), ("TracIn-WE+out", "BM25"), ("TracIn-WE+out", "TracIn-WE"),
+                     ("TracIn-WE+out", name)):
             d = report.paired(r, subset).get(m)
             if d:
                 lines.append(f"  {subset:>8}: {m} - {r}: MRR {d['rr']['mean']:+.3f} ± {d['rr']['se']:.3f} "
@@ -230,7 +236,8 @@ def main() -> None:
     for m, d in summary.items():
         lines.append(f"{m:<26} {d['mean']:>+10.4f} ± {d['se']:.4f} {d['share_positive']:>10.2f}")
     tail_pairs = {f"{a} - {b}": patched.paired(a, b) for a, b in (("TracIn-WE", "BM25"), ("TracIn-WE", "random"),
-                  ("TracIn-WE-Top10", "BM25"), (name, "TracIn-WE"), ("TracIn-last (lm_head)", "TracIn-WE"))}
+                  ("TracIn-WE-Top10", "BM25"), (name, "TracIn-WE"), ("TracIn-last (lm_head)", "TracIn-WE"),
+                  ("TracIn-WE+out", "BM25"), ("TracIn-WE+out", "TracIn-WE"), ("TracIn-WE+out", name))}
     for label, d in tail_pairs.items():
         lines.append(f"  {label}: {d['mean']:+.4f} ± {d['se']:.4f} (p={d['wilcoxon_p']:.2g})")
     total_s = time.perf_counter() - started
@@ -249,7 +256,7 @@ def main() -> None:
         "recall_by_attribute": {a: float(recall_all[[q.attribute == a for q in corpus.queries]].mean())
                                 for a in settings.attributes},
         "second_moment_normalisation": moments is not None,
-        "fact_tracing": report.to_json(["BM25", "TracIn-WE"]),
+        "fact_tracing": report.to_json(["BM25", "TracIn-WE", name]),
         "tail_patch": {"optimizer": "plain SGD, one step, no momentum", "learning_rate": args.tail_lr, "k": args.tail_k,
                        "queries": [int(chosen[i]) for i in tail_ids], "summary": summary, "paired": tail_pairs,
                        "log_p_before": mean_and_se(patched.before),
