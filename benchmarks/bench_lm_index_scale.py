@@ -395,7 +395,7 @@ def merge(out: Path, key: str, value: dict, common: dict, by: str | None = None)
     """Read-modify-write ``out`` under a lock, so that parts (and rows keyed by ``by``) can run side by side."""
     from tracinwe.io import write_json_atomic
 
-    with open(out.with_suffix(".lock"), "w") as lock:
+    with open(Path(tempfile.gettempdir()) / f"{out.name}.lock", "w") as lock:  # never removed: a lock must stay put
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.loads(out.read_text()) if out.exists() else {"benchmark": "bench_lm_index_scale"}
         old = data.get(key, {})
