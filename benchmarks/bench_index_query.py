@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=20)
     parser.add_argument("--brute-queries", type=int, default=5, help="test texts scored by brute-force tw.scores")
     parser.add_argument("--brute-rows", type=int, default=1000, help="training rows (a seeded sample) scored by tw.scores")
-    parser.add_argument("--indexes", default="full,top10", help="which indexes: full, top10 or both")
+    parser.add_argument("--indexes", default="full,top10", help="comma-separated index kinds to build and query: full, top10 (default: both)")
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -196,6 +196,9 @@ def main() -> None:
     console.print(f"BERT-small: {time.perf_counter() - t:.1f} s (loss {np.mean(losses[:20]):.3f} -> {np.mean(losses[-20:]):.3f})")
     lrs = [0.05, 0.05]
     figures, builds = {}, {}
+    unknown = set(args.indexes.split(",")) - {"full", "top10"}
+    if unknown:
+        parser.error(f"--indexes: unknown kinds {sorted(unknown)}; pass full, top10 or full,top10")
     for name, top_k in [(n, t) for n, t in (("full", None), ("top10", 10)) if n in args.indexes.split(",")]:
         tw = TracInWE.from_checkpoints([str(f) for f in folders], lrs, top_k=top_k, max_length=64, batch_size=128)
         tw.keep_loaded()  # a server's set-up: queries do not reload the checkpoint folders
