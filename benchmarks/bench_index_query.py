@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=20)
     parser.add_argument("--brute-queries", type=int, default=5, help="test texts scored by brute-force tw.scores")
     parser.add_argument("--brute-rows", type=int, default=1000, help="training rows (a seeded sample) scored by tw.scores")
-    parser.add_argument("--indexes", default="full,top10", help="comma-separated index kinds to build and query: full, top10 (default: both)")
+    parser.add_argument("--indexes", default="full,top10", help="comma-separated: full, top10")
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
