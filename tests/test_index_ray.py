@@ -135,3 +135,29 @@ def test_cli_ray_build_equals_local_build(ray_instance, tokenizer, tmp_path):
     assert len(remote.manifest.segments) == 3 and replace(remote.manifest, segments=None) == replace(here.manifest, segments=None)
     queries = ["a charming , funny film", "a dull mess"]
     np.testing.assert_allclose(remote.scores(queries), here.scores(queries), rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_ray_build_of_lm_documents_equals_the_local_build(ray_instance, tmp_path):
+    """Ray actors load decoder checkpoint folders and build the index a local build does: brute-force scores and top-k."""
+    from tracinwe.index import RayBuild
+    from tracinwe.training.causal_lm import DecoderConfig, train_decoder
+
+    texts = [t for t in load_dataset_source("bundled:rotten-tomatoes").sample(300, seed=5).texts if 20 <= len(t) <= 100][:80]
+    pairs = [{"prompt": " ".join(t.split()[:3]), "completion": " " + " ".join(t.split()[3:])} for t in texts[70:]]
+    docs: list = texts[:70] + pairs
+    config = DecoderConfig(n_layer=2, n_embd=32, n_head=2, n_positions=96, vocab_size=400, epochs=2, batch_size=16,
+                           num_checkpoints=2, max_length=96, seed=0)
+    run = train_decoder(docs, tmp_path / "run", config)
+    tw = TracInWE.from_checkpoints(run.checkpoints, max_length=96)
+    queries = [docs[72], "a movie that is sharp and funny ."]
+    brute = tw.scores(docs, None, queries, None)
+    local = Index.build(tmp_path / "local", tw, docs, None, chunk_size=30, progress=False)
+    remote = Index.build(tmp_path / "ray", tw, docs, None, chunk_size=30, strategy=RayBuild(num_workers=2), progress=False)
+    assert remote.manifest.task == "causal-lm" and len(remote.manifest.segments) == 3 and remote.examples() == docs
+    tol = 1e-6 * np.abs(brute).max()
+    np.testing.assert_allclose(remote.scores(queries), brute, rtol=0, atol=tol)
+    np.testing.assert_allclose(remote.scores(queries), local.scores(queries), rtol=0, atol=tol)
+    found = remote.search(queries, k=5)
+    np.testing.assert_allclose(found.proponent_scores, -np.sort(-brute, axis=1)[:, :5], rtol=0, atol=tol)
+    np.testing.assert_allclose(found.opponent_scores, np.sort(brute, axis=1)[:, :5], rtol=0, atol=tol)

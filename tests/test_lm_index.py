@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from conftest import LABELS, TEXTS, tiny_bert
-from test_index_ray import ray_instance  # noqa: F401 - the local Ray fixture
 from tracinwe import TracInWE
 from tracinwe.errors import LabelError
 from tracinwe.index import Index, IndexBuildError, IndexMismatchError
@@ -208,16 +207,3 @@ def test_failed_build_resumes_to_the_fresh_index(tw, corpus, queries, brute, tmp
     fresh = Index.build(tmp_path / "fresh", tw, corpus, None, chunk_size=32, progress=False)
     assert resumed.manifest == fresh.manifest and resumed.examples() == corpus
     assert_same_top(resumed.search(queries, k=8), brute(), 8)
-
-
-@pytest.mark.slow
-@pytest.mark.usefixtures("ray_instance")
-def test_ray_build_of_lm_documents_equals_the_local_build(tw, corpus, queries, brute, tmp_path):
-    """Ray actors load the decoder checkpoints from their folders and write the same segments as a local build."""
-    from tracinwe.index import RayBuild
-
-    local = Index.build(tmp_path / "local", tw, corpus, None, chunk_size=40, progress=False)
-    remote = Index.build(tmp_path / "ray", tw, corpus, None, chunk_size=40, strategy=RayBuild(num_workers=2), progress=False)
-    assert remote.manifest.task == "causal-lm" and len(remote) == len(local) and remote.examples() == corpus
-    np.testing.assert_allclose(remote.scores(queries), local.scores(queries), rtol=0, atol=1e-6 * np.abs(brute()).max())
-    assert_same_top(remote.search(queries, k=8), brute(), 8)
