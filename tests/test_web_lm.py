@@ -255,6 +255,13 @@ def test_clicking_a_token_shows_its_supporters_in_the_browser(lm_served, tmp_pat
             assert top.text_content() == HOSTILE  # the markup and escapes are text, not elements
             assert page.locator("#result script, #result b, #result a").count() == 0
             assert top.locator("mark.w").count() > 0
+            page.click("#load-suspicious")  # the self-influence table (shared with the classifier page)
+            page.wait_for_selector("#suspicious table.susp tbody tr")
+            want = client.get("/api/suspicious", params={"k": 20}).json()
+            assert page.locator("#suspicious tbody tr").evaluate_all("els => els.map(e => Number(e.dataset.row))") == [
+                r["row"] for r in want]
+            assert page.locator("#suspicious th").all_text_contents() == ["#", "self-influence", "document", "id"]
+            assert page.locator("#suspicious script, #suspicious b, #suspicious a").count() == 0
             shot = tmp_path / "explorer-lm.png"
             page.screenshot(path=str(shot), full_page=True)
             if os.environ.get("TRACINWE_SCREENSHOTS"):  # as tests/test_browser.py: keep the picture

@@ -51,3 +51,19 @@ async function call(url, options) {
 function showError(where, message) {
   document.getElementById(where).replaceChildren(el("p", {class: "error", text: message}));
 }
+
+function bindSuspicious(columns) {         // "show the top 20" by self-influence; columns: [[header, row => text], ...]
+  document.getElementById("load-suspicious").addEventListener("click", async () => {
+    try {
+      const rows = await call("/api/suspicious?k=20");
+      const body = el("tbody", {}, ...rows.map((r, i) => el("tr", {"data-row": String(r.row), "data-id": r.id},
+        el("td", {class: "num", text: String(i + 1)}), el("td", {class: "num si", text: r.self_influence.toPrecision(4)}),
+        ...columns.map(([, cell]) => el("td", {text: cell(r)})), el("td", {class: "num", text: r.id}))));
+      const headers = ["#", "self-influence", ...columns.map(([header]) => header), "id"];
+      const head = el("thead", {}, el("tr", {}, ...headers.map(t => el("th", {text: t}))));
+      document.getElementById("suspicious").replaceChildren(el("table", {class: "susp"}, head, body));
+    } catch (err) {
+      showError("suspicious", err.message);
+    }
+  });
+}
