@@ -60,15 +60,9 @@ def assert_same(a: TopInfluences, b: TopInfluences, scale: float, rows: bool = T
 
 
 def assert_exact(hits: TopInfluences, brute: np.ndarray, k: int) -> None:
-    """Rows are the top k of ``brute`` (lower row first among ties) and carry their scores.
-
-    With the dense block scored in float32 (`pruning.DENSE_UP_FRONT`), rows within float32 rounding may swap.
-    """
+    """Rows are the top k of ``brute`` (lower row first among ties) and carry their float64 scores."""
     pro, opp = lowest_rows_top(brute, k)
     rows = np.arange(brute.shape[0])[:, None]
-    if pruning.DENSE_UP_FRONT:
-        assert_same(hits, TopInfluences(pro, brute[rows, pro], opp, brute[rows, opp]), np.abs(brute).max())
-        return
     np.testing.assert_array_equal(hits.proponent_indices, pro)
     np.testing.assert_array_equal(hits.opponent_indices, opp)
     scale = np.abs(brute).max()
@@ -76,10 +70,12 @@ def assert_exact(hits: TopInfluences, brute: np.ndarray, k: int) -> None:
     np.testing.assert_allclose(hits.opponent_scores, brute[rows, opp], rtol=1e-6, atol=1e-9 * scale)
 
 
-@pytest.fixture(autouse=True, params=[True, False], ids=["dense-up-front", "dense-bounded"])
+@pytest.fixture(autouse=True, params=["sketch", "up-front", "bounded"])
 def dense_mode(request, monkeypatch):
-    """Every test runs with the dense block scored up front in float32 (the default) and bounded like a token (float64)."""
-    monkeypatch.setattr(pruning, "DENSE_UP_FRONT", request.param)
+    """Every test runs with the dense block ranked by its sketch (the default), and, as for segments without one,
+    scored up front in float32 then rescored in float64, or bounded like a token."""
+    monkeypatch.setattr(pruning, "DENSE_SKETCH", request.param == "sketch")
+    monkeypatch.setattr(pruning, "DENSE_UP_FRONT", request.param == "up-front")
     return request.param
 
 
@@ -151,7 +147,9 @@ def test_batched_queries_equal_one_at_a_time(tmp_path):
     ones = [index.search([r.select([i]) for r in test], k=6, prune=True) for i in range(8)]
     stacked = TopInfluences(*(np.concatenate([getattr(o, f) for o in ones]) for f in
                               ("proponent_indices", "proponent_scores", "opponent_indices", "opponent_scores")))
-    assert_same(batch, stacked, np.abs(batch.proponent_scores).max(), rows=True)  # float32 dense: near-ties may swap
+    np.testing.assert_array_equal(batch.proponent_indices, stacked.proponent_indices)  # float64 scores: no swaps
+    np.testing.assert_array_equal(batch.opponent_indices, stacked.opponent_indices)
+    assert_same(batch, stacked, np.abs(batch.proponent_scores).max())
 
 
 def test_index_without_norms_searches_exactly_without_pruning(tmp_path):

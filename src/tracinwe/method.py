@@ -206,15 +206,15 @@ class CheckpointMethod(InfluenceMethod):
             raise TracInWEError("a causal language model has no class probabilities: score documents with labels=None")
         texts = check_texts(texts)
         clf = self.final
-        probs = []
+        probs = np.empty((len(texts), clf.num_classes), dtype=np.float32)  # filled in place: no small blocks pile up
         with torch.no_grad(), prepared_for_capture(clf.module, self.device):
             dev = next(clf.module.parameters()).device
             for b in range(0, len(texts), self.batch_size):
                 sl = slice(b, b + self.batch_size)
                 batch = clf.tokenize(texts[sl], text_pairs[sl] if text_pairs is not None else None)
                 logits = clf.logits({k: v.to(dev) for k, v in batch.items()})
-                probs.append(torch.softmax(logits.float(), -1).cpu())
-        return torch.cat(probs).numpy()
+                probs[sl] = torch.softmax(logits.float(), -1).cpu().numpy()
+        return probs
 
     def predicted_labels(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> list[int]:
         """The final checkpoint's predicted class per text."""

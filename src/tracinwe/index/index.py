@@ -212,6 +212,10 @@ class Index:
         if "row_norms.npy" in record.files:  # older indexes have none: they search without pruning
             seg.row_norms = open_array(self.path, record, "row_norms")
             seg.dense_norms = open_array(self.path, record, "dense_norms")
+        if "dense_sketch.npy" in record.files:  # indexes built before the sketch bound the dense block less tightly
+            seg.dense_basis = open_array(self.path, record, "dense_basis", mmap=False)
+            seg.dense_sketch = open_array(self.path, record, "dense_sketch")
+            seg.dense_residual = open_array(self.path, record, "dense_residual")
         if projected:
             seg.rows_proj = open_array(self.path, record, "rows_proj")
             seg.dense_proj = open_array(self.path, record, "dense_proj")

@@ -8,8 +8,10 @@ per-checkpoint norms ``||g_c||`` of every row (``row_norms.npy``,
 segment and batch of queries:
 
 1. terms with short postings (rare tokens) are read and scored exactly; the
-   long ones (frequent tokens, the dense block) only get their bounds, read
-   from the norms: every example has ``exact - bound <= score <= exact + bound``;
+   long ones (frequent tokens) only get their bounds, read from the norms; the
+   dense block gets the estimate of the segment's low-rank sketch and its
+   residual bound (`tracinwe.index.sketch`): every example has
+   ``exact - bound <= score <= exact + bound``;
 2. per query and direction the threshold is the k-th largest lower bound among
    the segment's examples and the exact scores already kept from earlier
    segments: an example whose upper bound falls below it has k examples
@@ -19,8 +21,10 @@ segment and batch of queries:
 
 Bounds are inflated by `BOUND_SLACK` (norms are stored in float32), so rounding
 cannot drop an example that belongs in the top k: the result is the unpruned
-search's, ties included. Frequent tokens and the dense block take the same path;
-a query whose every token is frequent just bounds every term.
+search's, ties included, in float64. Frequent tokens and the dense block take the
+same path; a query whose every token is frequent just bounds every term. Segments
+without a sketch (indexes built before it) score the dense block up front in
+float32 (`DENSE_UP_FRONT`) and rescore the survivors' dense rows in float64.
 """
 
 from __future__ import annotations
@@ -31,10 +35,14 @@ import numpy as np
 import torch
 
 from tracinwe.index.search import QueryBlock, SegmentArrays
+from tracinwe.index.sketch import dense_estimate
 
 #: Relative inflation of every bound: covers float32 norms and float64 sums.
 BOUND_SLACK = 1e-5
-#: Score the dense block of every example with one float32 matrix product (True) or bound it like a token (False).
+#: Rank the dense block by the segment's low-rank sketch and read it only where needed (when the segment has one).
+DENSE_SKETCH = True
+#: Without a sketch: score the dense block of every example with one float32 matrix product (True), rescored in
+#: float64 where it stays a candidate, or bound it like a token (False).
 DENSE_UP_FRONT = True
 #: Relative error bound of one float32 product per summed term (unit roundoff, with a margin).
 FLOAT32_EPS = 1.2 * 2.0**-24
@@ -91,17 +99,29 @@ def pruned_screen(seg: SegmentArrays, q: QueryBlock, kept: tuple[np.ndarray, np.
     exact = np.zeros((n_seg, n))
     bound = np.zeros((n_seg, n))
     steps = []  # (largest bound of one posting, lo, hi, qlo, qhi); lo = -1: the dense block
+    dense_fix = None  # rows scored up front in float32: rescored in float64 where they stay candidates
     if num_dense and n_seg:
-        dense_bound = seg.scale * (np.asarray(seg.dense_norms, dtype=np.float64).reshape(n_seg, -1) @ q_dense_norms.T)
+        dense_norms = np.asarray(seg.dense_norms, dtype=np.float64).reshape(n_seg, -1)
         count.dense_total += n_seg
-        if DENSE_UP_FRONT:  # one float32 product, as in the plain screen; its rounding error joins the bound
+        if DENSE_SKETCH and seg.dense_sketch is not None:  # the low-rank sketch's estimate, within a tight bound
+            norms = np.sqrt(np.einsum("nt,nt->n", dense_norms, dense_norms)) * (1.0 + BOUND_SLACK)
+            estimate, dense_bound = dense_estimate(seg.dense_basis, seg.dense_sketch, seg.dense_residual, norms, q.dense)
+            estimate *= seg.scale
+            dense_bound *= seg.scale * (1.0 + BOUND_SLACK)
+            exact += estimate
+            bound += dense_bound
+            steps.append((float(dense_bound.max(initial=0.0)), -1, -1, -1, -1))
+        elif DENSE_UP_FRONT:  # one float32 product, as in the plain screen; its rounding error joins the bound
             stored = seg.dense.reshape(n_seg, -1)
-            product = torch.from_numpy(stored).float() @ torch.from_numpy(np.ascontiguousarray(q.dense.T))
-            exact += seg.scale * product.double().numpy()
-            bound += dense_bound * (stored.shape[1] * FLOAT32_EPS)
+            estimate = seg.scale * (torch.from_numpy(stored).float() @ torch.from_numpy(np.ascontiguousarray(q.dense.T))
+                                    ).double().numpy()
+            exact += estimate
+            bound += seg.scale * (dense_norms @ q_dense_norms.T) * (stored.shape[1] * FLOAT32_EPS)
             count.dense_read += n_seg
+            dense_fix = estimate
         else:
-            dense_bound *= 1.0 + BOUND_SLACK
+            estimate = np.zeros((n_seg, n))
+            dense_bound = seg.scale * (1.0 + BOUND_SLACK) * (dense_norms @ q_dense_norms.T)
             bound += dense_bound
             steps.append((float(dense_bound.max(initial=0.0)), -1, -1, -1, -1))
     for lo, hi, qlo, qhi in shared_terms(seg, q):
@@ -115,7 +135,8 @@ def pruned_screen(seg: SegmentArrays, q: QueryBlock, kept: tuple[np.ndarray, np.
             exact[_grid(examples, queries, n)] += _products(seg, q, lo, hi, qlo, qhi, None)
             count.rows_read += hi - lo
     if not steps:
-        return exact, np.ones((n_seg, n), bool)
+        candidate = np.ones((n_seg, n), bool)
+        return _dense_in_float64(seg, q, exact, candidate, dense_fix), candidate
     tol = 1e-9 * (bound.max(axis=0) + np.abs(exact).max(axis=0, initial=0.0))  # float64 sums, per query
     rows = np.arange(n_seg)
     candidate = _candidates(exact, bound, kept, k, tol)
@@ -124,7 +145,7 @@ def pruned_screen(seg: SegmentArrays, q: QueryBlock, kept: tuple[np.ndarray, np.
         if lo < 0:
             if rows.size:
                 stored = np.asarray(seg.dense[rows], dtype=np.float64).reshape(rows.size, -1)
-                exact[rows] += seg.scale * (stored @ q.dense.T.astype(np.float64))
+                exact[rows] += seg.scale * (stored @ q.dense.T.astype(np.float64)) - estimate[rows]
                 bound[rows] = np.maximum(bound[rows] - dense_bound[rows], 0.0)
                 count.dense_read += rows.size
         else:
@@ -136,7 +157,17 @@ def pruned_screen(seg: SegmentArrays, q: QueryBlock, kept: tuple[np.ndarray, np.
                 bound[grid] = np.maximum(bound[grid] - _term_bound(seg, q_row_norms, lo, hi, qlo, qhi, at), 0.0)
                 count.rows_read += at.size
         candidate[rows] = _candidates(exact[rows], bound[rows], kept, k, tol)
-    return exact, candidate
+    return _dense_in_float64(seg, q, exact, candidate, dense_fix), candidate
+
+
+def _dense_in_float64(seg: SegmentArrays, q: QueryBlock, exact: np.ndarray, candidate: np.ndarray,
+                      up_front: np.ndarray | None) -> np.ndarray:
+    """``exact`` with the float32 dense products ``up_front`` replaced by float64 ones at the candidates."""
+    rows = np.flatnonzero(candidate.any(axis=1)) if up_front is not None else np.zeros(0, np.int64)
+    if rows.size:
+        stored = np.asarray(seg.dense[rows], dtype=np.float64).reshape(rows.size, -1)
+        exact[rows] += seg.scale * (stored @ q.dense.T.astype(np.float64)) - up_front[rows]
+    return exact
 
 
 def _candidates(exact: np.ndarray, bound: np.ndarray, kept: tuple[np.ndarray, np.ndarray], k: int,

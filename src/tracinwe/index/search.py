@@ -77,6 +77,9 @@ class SegmentArrays:
     scale: float = 1.0  # stored arrays hold value / scale
     row_norms: np.ndarray | None = None  # (nnz, C) norms of the stored rows (None: an index without them)
     dense_norms: np.ndarray | None = None  # (n, C, T)
+    dense_basis: np.ndarray | None = None  # (C*T*d, p) the dense block's sketch (`tracinwe.index.sketch`; None: none)
+    dense_sketch: np.ndarray | None = None  # (n, p)
+    dense_residual: np.ndarray | None = None  # (n,)
 
 
 def _matmul(stored: np.ndarray, queries_t: np.ndarray, fast_half: bool) -> np.ndarray:

@@ -21,6 +21,7 @@ from tracinwe.index.errors import IndexBuildError
 from tracinwe.index.layout import combine_checkpoints, float16_scale, self_influence
 from tracinwe.index.manifest import IndexManifest, SegmentRecord
 from tracinwe.index.projection import Projection
+from tracinwe.index.sketch import dense_sketch
 from tracinwe.index.storage import write_segment
 
 DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -135,7 +136,8 @@ class SegmentBuilder:
                   for key, value in full.items()}
         arrays.update(tokens=block.tokens, offsets=block.offsets, postings=block.postings,
                       self_influence=self_influence(records, self.plan.learning_rates),
-                      row_norms=row_norms(arrays["rows"]), dense_norms=row_norms(arrays["dense"]))
+                      row_norms=row_norms(arrays["rows"]), dense_norms=row_norms(arrays["dense"]),
+                      **dense_sketch(arrays["dense"]))
         return arrays, scale
 
     def build(self, root: Path, number: int, start: int, stop: int, examples: Examples, offset: int = 0) -> SegmentRecord:

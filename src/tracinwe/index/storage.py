@@ -19,6 +19,10 @@ Layout::
         self_influence.npy   (n,) float64     sum_c lr_c ||G_c||^2 at full precision
         row_norms.npy        (nnz, C) float32 ||row|| per checkpoint (of the stored values), and
         dense_norms.npy      (n, C, T)        of the dense rows: search bounds (absent in older indexes)
+        dense_basis.npy      (C*T*d, p) f64   the dense rows' principal directions (p <= 16), and per example
+        dense_sketch.npy     (n, p) float32   their coordinates and
+        dense_residual.npy   (n,) float32     the norm of the rest: tight dense bounds (`tracinwe.index.sketch`;
+                                              absent in older indexes)
         rows_proj.npy        (nnz, p)         optional projection (PCA or seeded Gaussian)
         dense_proj.npy       (n, p)           of the rows above
       projection/            rows.npy (C*d, p), dense.npy (C*T*d, p): the projection's basis
