@@ -241,3 +241,32 @@ def assert_results_match(a, b, scale: float, words_rtol: float) -> None:
                 [(w.token, w.token_id, w.train_positions, w.test_positions) for w in nb.words]
             np.testing.assert_allclose([w.contribution for w in na.words], [w.contribution for w in nb.words],
                                        rtol=words_rtol, atol=1e-7 * scale if words_rtol else 0)
+
+
+@pytest.mark.parametrize("group", [1, 3, 5])
+def test_queries_in_groups_equal_one_group(tmp_path, monkeypatch, group):
+    """A pruned screen takes the queries a group at a time: the result is the same as all in one group."""
+    from tracinwe.index import searcher
+
+    train, test = integer_rows(random_records(300, 14, 1.0)), integer_rows(random_records(11, 15, 1.0))
+    index = write_index(tmp_path / "ix", train, "float32", 64)
+    whole = index.search(test, k=4, prune=True)
+    monkeypatch.setattr(searcher, "PRUNE_GROUP", group)
+    grouped = index.search(test, k=4, prune=True)
+    np.testing.assert_array_equal(grouped.proponent_indices, whole.proponent_indices)
+    np.testing.assert_array_equal(grouped.opponent_indices, whole.opponent_indices)
+    scale = np.abs(whole.proponent_scores).max()  # float64 sums in another order: equal to rounding
+    np.testing.assert_allclose(grouped.proponent_scores, whole.proponent_scores, rtol=1e-12, atol=1e-12 * scale)
+    np.testing.assert_allclose(grouped.opponent_scores, whole.opponent_scores, rtol=1e-12, atol=1e-12 * scale)
+    assert_exact(grouped, float64_scores(test, train), 4)
+
+
+def test_query_block_part_equals_the_block_of_those_queries(tmp_path):
+    train, test = random_records(50, 16, 1.0), random_records(7, 17, 1.0)
+    index = write_index(tmp_path / "ix", train, "float32", 64)
+    block = index.query_block(test)
+    part = block.part(2, 5)
+    alone = index.query_block([r.select([2, 3, 4]) for r in test])
+    for name in ("dense", "tokens", "offsets", "examples", "rows"):
+        np.testing.assert_array_equal(getattr(part, name), getattr(alone, name))
+    assert part.n == 3

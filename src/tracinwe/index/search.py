@@ -20,6 +20,7 @@ records with dense tokens and Top-k drops, and tests/test_index.py on real text.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,18 @@ class QueryBlock:
             q.rows_proj = rows @ projection.rows
             q.dense_proj = dense @ projection.dense
         return q
+
+    def part(self, lo: int, hi: int) -> "QueryBlock":
+        """The block of queries ``lo:hi`` alone (renumbered from 0), in the same layout."""
+        keep = (self.examples >= lo) & (self.examples < hi)
+        entry_token = np.repeat(np.arange(self.tokens.size), np.diff(self.offsets))[keep]
+        used, counts = np.unique(entry_token, return_counts=True)
+        return QueryBlock(
+            hi - lo, self.dense[lo:hi], self.tokens[used], np.concatenate([[0], np.cumsum(counts)]).astype(self.offsets.dtype),
+            self.examples[keep] - lo, self.rows[keep],
+            None if self.dense_proj is None else self.dense_proj[lo:hi],
+            None if self.rows_proj is None else self.rows_proj[keep],
+        )
 
     def own_entries(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Sorted token ids of query ``i`` and its (C*d) rows."""
@@ -184,6 +197,18 @@ class TopCandidates:
         for d, sign in enumerate((1.0, -1.0)):
             s = sign * scores_t if keep is None else np.where(keep.T, sign * scores_t, -np.inf)
             self._merge(d, *_select(s, rows, self.m))
+
+    @classmethod
+    def stack(cls, parts: Sequence["TopCandidates"]) -> "TopCandidates":
+        """The candidates of consecutive groups of queries, as one (widths padded with -inf scores, which never rank)."""
+        out = cls(0, parts[0].m)
+        for d in (0, 1):
+            width = max(p.scores[d].shape[1] for p in parts)
+            out.scores[d] = np.concatenate([np.pad(p.scores[d], ((0, 0), (0, width - p.scores[d].shape[1])),
+                                                   constant_values=-np.inf) for p in parts])
+            out.rows[d] = np.concatenate([np.pad(p.rows[d], ((0, 0), (0, width - p.rows[d].shape[1])),
+                                                 constant_values=np.iinfo(np.int64).max) for p in parts])
+        return out
 
     def merge(self, other: "TopCandidates") -> None:
         """Merge the candidates kept by another screen (e.g. of other segments)."""

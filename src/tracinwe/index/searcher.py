@@ -30,6 +30,8 @@ from tracinwe.results import TopInfluences
 
 #: Candidates rescored exactly per query and direction when the screen is approximate.
 MIN_CANDIDATES = 1000
+#: Queries a pruned screen takes together (`SegmentSearcher.screen`).
+PRUNE_GROUP = 16
 
 
 @dataclass
@@ -99,15 +101,27 @@ class SegmentSearcher:
         return projected or (self.manifest.dtype == "float16" and not pruned)
 
     def screen(self, search: Search, numbers: Iterable[int] | None = None) -> TopCandidates:
-        """Screen the segments ``numbers`` (default all) and keep the top candidates per query and direction."""
-        top = TopCandidates(search.query.n, search.candidates)
-        for number in range(self.num_segments) if numbers is None else numbers:
+        """Screen the segments ``numbers`` (default all) and keep the top candidates per query and direction.
+
+        A pruned screen takes the queries `PRUNE_GROUP` at a time: a group shares each segment's postings reads,
+        while its bounds, thresholds and candidate sets stay (segment x group) arrays.
+        """
+        numbers = list(range(self.num_segments) if numbers is None else numbers)
+        q = search.query
+        if search.prune and q.n > PRUNE_GROUP:
+            return TopCandidates.stack([self._screen(search, q.part(lo, min(lo + PRUNE_GROUP, q.n)), numbers)
+                                        for lo in range(0, q.n, PRUNE_GROUP)])
+        return self._screen(search, q, numbers)
+
+    def _screen(self, search: Search, q: QueryBlock, numbers: list[int]) -> TopCandidates:
+        top = TopCandidates(q.n, search.candidates)
+        for number in numbers:
             seg = self.segment(number, search.projected)
             if search.prune and can_prune(seg):
-                scores, keep = pruned_screen(seg, search.query, (top.scores[0], top.scores[1]), search.k, search.count)
+                scores, keep = pruned_screen(seg, q, (top.scores[0], top.scores[1]), search.k, search.count)
                 top.update(scores, int(self.starts[number]), keep)
             else:
-                top.update(screen(seg, search.query, search.projected), int(self.starts[number]))
+                top.update(screen(seg, q, search.projected), int(self.starts[number]))
         return top
 
     def rank(self, search: Search, top: TopCandidates) -> TopInfluences:
