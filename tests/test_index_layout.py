@@ -170,3 +170,18 @@ def test_unordered_top_k_selects_the_same_columns():
         ordered = top_k_indices(scores, k)
         assert (np.diff(np.take_along_axis(scores, ordered, 1), axis=1) <= 0).all()
         np.testing.assert_array_equal(np.sort(top_k_indices(scores, k, ordered=False), 1), np.sort(ordered, 1))
+
+
+def test_example_tables_keep_the_recently_read_within_the_byte_budget(tmp_path):
+    from tracinwe.index.examples import ExampleTables
+
+    index = write_index(tmp_path / "ix", random_records(100, 3, 1.0), "float32", 25)
+    segments = index.manifest.segments
+    one = ExampleTables(index.path, segments).table(0).nbytes
+    tables = ExampleTables(index.path, segments, cached=int(2.5 * one))  # room for two tables
+    assert tables.column("text", [99, 0, 30]) == ["t99", "t0", "t30"]  # segments read in order 0, 1, 3: 0 evicted
+    assert list(tables._tables) == ["seg-000001", "seg-000003"]
+    tables.table(1)  # a hit makes it the most recent
+    tables.table(2)
+    assert list(tables._tables) == ["seg-000001", "seg-000002"]
+    assert tables.column("id") == [str(i) for i in range(100)]

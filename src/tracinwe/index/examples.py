@@ -11,33 +11,40 @@ from tracinwe.index.manifest import SegmentRecord
 from tracinwe.index.storage import read_examples
 
 
-class ExampleTables:
-    """Row access across segments; the last few tables read are kept (thread-safe)."""
+#: Bytes of example tables kept in memory (the least recently read go first): 1M short texts take ~120 MB.
+CACHE_BYTES = 512 << 20
 
-    def __init__(self, path, segments: Sequence[SegmentRecord], cached: int = 16,
+
+class ExampleTables:
+    """Row access across segments; the tables read last are kept, up to `CACHE_BYTES` (thread-safe)."""
+
+    def __init__(self, path, segments: Sequence[SegmentRecord], cached: int | None = None,
                  before_read: Callable[[SegmentRecord], None] | None = None) -> None:
-        """``before_read(record)``: called before a segment's table is read (its checksum check)."""
+        """``cached``: bytes of tables kept (default `CACHE_BYTES`); ``before_read(record)``: called before a segment's
+        table is read (its checksum check)."""
         self.path = path
         self.before_read = before_read
         self.segments = segments
         self.starts = np.array([s.start for s in segments], dtype=np.int64)
         self.total = sum(s.num_examples for s in segments)
-        self.cached = cached
+        self.cached = CACHE_BYTES if cached is None else cached
         self._tables: dict[str, object] = {}
         self._lock = threading.Lock()
 
     def table(self, number: int):
         name = self.segments[number].name
         with self._lock:
-            table = self._tables.get(name)
+            table = self._tables.pop(name, None)
+            if table is not None:
+                self._tables[name] = table  # now the most recently used
         if table is None:
             if self.before_read is not None:
                 self.before_read(self.segments[number])
             table = read_examples(self.path, self.segments[number])
             with self._lock:
-                if len(self._tables) >= self.cached:
-                    self._tables.pop(next(iter(self._tables)))
                 self._tables[name] = table
+                while len(self._tables) > 1 and sum(t.nbytes for t in self._tables.values()) > self.cached:
+                    self._tables.pop(next(iter(self._tables)))
         return table
 
     def column_names(self) -> list[str]:
