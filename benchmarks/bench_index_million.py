@@ -107,10 +107,15 @@ def timed(fn, repeats: int):
     return min(times), out
 
 
-def same_hits(a, b, scale: float) -> bool:
-    return bool((a.proponent_indices == b.proponent_indices).all() and (a.opponent_indices == b.opponent_indices).all()
-                and np.allclose(a.proponent_scores, b.proponent_scores, rtol=1e-6, atol=1e-9 * scale)
-                and np.allclose(a.opponent_scores, b.opponent_scores, rtol=1e-6, atol=1e-9 * scale))
+def same_hits(a, b, scale: float) -> tuple[bool, int]:
+    """(same top k, rows that differ): scores equal to float64 rounding (1e-12 of the largest, the sums run in
+    another order), so a row may differ only where its score ties another's (either order breaks the tie)."""
+    same, swapped = True, 0
+    for ra, rb, sa, sb in ((a.proponent_indices, b.proponent_indices, a.proponent_scores, b.proponent_scores),
+                           (a.opponent_indices, b.opponent_indices, a.opponent_scores, b.opponent_scores)):
+        same &= bool(np.allclose(sa, sb, rtol=0, atol=1e-12 * scale))
+        swapped += int((ra != rb).sum())
+    return same, swapped
 
 
 def build(args, folders, train_texts: list[str]) -> float:
@@ -165,7 +170,7 @@ def measure(args, folders, train_texts: list[str], test: list[str], batch: list[
     out["dense_read_on"], out["dense_total"] = search.count.dense_read, search.count.dense_total
     on, off = out.pop("hits_on"), out.pop("hits_off")
     scale = float(np.abs(off.proponent_scores).max())
-    out["pruned_equals_unpruned"] = same_hits(on, off, scale)
+    out["pruned_equals_unpruned"], out["rows_swapped_in_ties"] = same_hits(on, off, scale)
     sample = np.sort(np.random.default_rng(args.seed + 1).choice(len(train_texts), 1000, replace=False))
     labels = predicted(args, tw, train_texts)
     brute = tw.scores([train_texts[i] for i in sample], [labels[i] for i in sample], test[:5])

@@ -10,7 +10,6 @@ import numpy as np
 from tracinwe.index.manifest import SegmentRecord
 from tracinwe.index.storage import read_examples
 
-
 #: Bytes of example tables kept in memory (the least recently read go first): 1M short texts take ~120 MB.
 CACHE_BYTES = 512 << 20
 

@@ -12,6 +12,7 @@ hashed on its first touch (`tracinwe.index.integrity`).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,6 +38,9 @@ from tracinwe.models.tasks import CAUSAL_LM
 from tracinwe.results import Neighbor, QueryResult, TopInfluences
 from tracinwe.scoring.words import word_contributions
 
+#: Segments whose memory maps an open index keeps (least recently used closed first).
+OPEN_SEGMENTS = 1024
+
 
 class Index:
     """A TracIn-WE index on disk. Create with `Index.build`, load with `Index.open`."""
@@ -47,7 +51,7 @@ class Index:
         self.tracin = tracin
         self._checks = checks if checks is not None else LazyChecksums(self.path, "none")
         self._lock = threading.Lock()
-        self._postings_index: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._open: dict[str, SegmentArrays] = {}  # by segment, least recently used first
         self._refresh()
 
     def _refresh(self) -> None:
@@ -195,19 +199,34 @@ class Index:
     # -- search ------------------------------------------------------------------------------
 
     def segment(self, number: int, projected: bool = False) -> SegmentArrays:
-        """Segment ``number``'s arrays, memory-mapped (its large files are hashed on the first touch)."""
+        """Segment ``number``'s arrays, memory-mapped (its large files are hashed on the first touch).
+
+        The bounds, postings and sketch of the last `OPEN_SEGMENTS` segments used stay open (a query touches every
+        segment: opening ten memory maps per segment cost a 1M-example index ~30 ms per query); the gradient rows
+        are mapped afresh on every call, so the pages a search reads from them are not held after it.
+        """
         record = self._segments[number]
         self._checks.ensure(record)
+        key = record.name
         with self._lock:
-            small = self._postings_index.get(record.name)
-        if small is None:
-            small = (open_array(self.path, record, "tokens", mmap=False), open_array(self.path, record, "offsets", mmap=False))
+            seg = self._open.pop(key, None)
+            if seg is not None:
+                self._open[key] = seg  # now the most recently used
+        if seg is None:
+            seg = self._open_segment(record)
             with self._lock:
-                self._postings_index[record.name] = small
+                self._open[key] = seg
+                while len(self._open) > OPEN_SEGMENTS:
+                    self._open.pop(next(iter(self._open)))
+        fresh = ("rows", "dense", "rows_proj", "dense_proj") if projected else ("rows", "dense")
+        return dataclasses.replace(seg, **{name: open_array(self.path, record, name) for name in fresh})
+
+    def _open_segment(self, record) -> SegmentArrays:
+        """The segment's arrays that stay open (the gradient rows are left empty)."""
+        small = (open_array(self.path, record, "tokens", mmap=False), open_array(self.path, record, "offsets", mmap=False))
         seg = SegmentArrays(
             record.start, record.num_examples, small[0], small[1],
-            open_array(self.path, record, "postings"), open_array(self.path, record, "rows"),
-            open_array(self.path, record, "dense"), scale=record.scale,
+            open_array(self.path, record, "postings"), rows=np.zeros(0), dense=np.zeros(0), scale=record.scale,
         )
         if "row_norms.npy" in record.files:  # older indexes have none: they search without pruning
             seg.row_norms = open_array(self.path, record, "row_norms")
@@ -216,9 +235,6 @@ class Index:
             seg.dense_basis = open_array(self.path, record, "dense_basis", mmap=False)
             seg.dense_sketch = open_array(self.path, record, "dense_sketch")
             seg.dense_residual = open_array(self.path, record, "dense_residual")
-        if projected:
-            seg.rows_proj = open_array(self.path, record, "rows_proj")
-            seg.dense_proj = open_array(self.path, record, "dense_proj")
         return seg
 
     def query_block(self, records: Sequence[TokenGradients], projected: bool = False) -> QueryBlock:

@@ -36,6 +36,7 @@ import torch
 
 from tracinwe.index.search import QueryBlock, SegmentArrays
 from tracinwe.index.sketch import dense_estimate
+from tracinwe.index.words import find_sorted
 
 #: Relative inflation of every bound: covers float32 norms and float64 sums.
 BOUND_SLACK = 1e-5
@@ -47,7 +48,10 @@ DENSE_UP_FRONT = True
 #: Relative error bound of one float32 product per summed term (unit roundoff, with a margin).
 FLOAT32_EPS = 1.2 * 2.0**-24
 #: A token whose postings in a segment are longer than this share of the segment is bounded, not read.
-LONG_POSTINGS = 1 / 64
+LONG_POSTINGS = 1 / 1024
+#: Share of a segment's (example, query) pairs at or below which the candidates get every pending term in one pass
+#: (`_finish`) instead of term by term.
+FINISH_SHARE = 1 / 64
 
 
 @dataclass
@@ -101,10 +105,9 @@ def pruned_screen(seg: SegmentArrays, q: QueryBlock, kept: tuple[np.ndarray, np.
     steps = []  # (largest bound of one posting, lo, hi, qlo, qhi); lo = -1: the dense block
     dense_fix = None  # rows scored up front in float32: rescored in float64 where they stay candidates
     if num_dense and n_seg:
-        dense_norms = np.asarray(seg.dense_norms, dtype=np.float64).reshape(n_seg, -1)
+        dense_norms, norms = _dense_norms(seg)
         count.dense_total += n_seg
         if DENSE_SKETCH and seg.dense_sketch is not None:  # the low-rank sketch's estimate, within a tight bound
-            norms = np.sqrt(np.einsum("nt,nt->n", dense_norms, dense_norms)) * (1.0 + BOUND_SLACK)
             estimate, dense_bound = dense_estimate(seg.dense_basis, seg.dense_sketch, seg.dense_residual, norms, q.dense)
             estimate *= seg.scale
             dense_bound *= seg.scale * (1.0 + BOUND_SLACK)
@@ -140,7 +143,12 @@ def pruned_screen(seg: SegmentArrays, q: QueryBlock, kept: tuple[np.ndarray, np.
     tol = 1e-9 * (bound.max(axis=0) + np.abs(exact).max(axis=0, initial=0.0))  # float64 sums, per query
     rows = np.arange(n_seg)
     candidate = _candidates(exact, bound, kept, k, tol)
-    for _, lo, hi, qlo, qhi in sorted(steps, key=lambda s: -s[0]):  # the heaviest terms first: the bounds shrink fastest
+    pending = sorted(steps, key=lambda s: -s[0])  # the heaviest terms first: the bounds shrink fastest
+    while pending:
+        if candidate.sum() <= FINISH_SHARE * candidate.size:  # few pairs left: every pending term at them at once
+            _finish(seg, q, exact, candidate, pending, estimate, count)
+            break
+        _, lo, hi, qlo, qhi = pending.pop(0)
         rows = rows[candidate[rows].any(axis=1)]
         if lo < 0:
             if rows.size:
@@ -160,6 +168,34 @@ def pruned_screen(seg: SegmentArrays, q: QueryBlock, kept: tuple[np.ndarray, np.
     return _dense_in_float64(seg, q, exact, candidate, dense_fix), candidate
 
 
+def _finish(seg: SegmentArrays, q: QueryBlock, exact: np.ndarray, candidate: np.ndarray, pending: list,
+            estimate: np.ndarray | None, count: PostingsCount) -> None:
+    """Add the ``pending`` terms (``(bound, lo, hi, qlo, qhi)``; ``lo = -1``: the dense block) to ``exact`` at every
+    candidate (example, query) pair, in one vectorised pass: their scores become exact (float64)."""
+    examples, queries = np.nonzero(candidate)
+    if not examples.size:
+        return
+    values = np.zeros(examples.size)
+    terms = np.array([s[1:] for s in pending if s[1] >= 0], dtype=np.int64).reshape(-1, 4)
+    if len(terms) < len(pending):  # the dense block: its rows in float64, less the sketch's estimate
+        stored = np.asarray(seg.dense[examples], dtype=np.float64).reshape(examples.size, int(np.prod(seg.dense.shape[1:])))
+        values += np.einsum("pd,pd->p", stored, q.dense[queries].astype(np.float64)) * seg.scale
+        values -= estimate[examples, queries]
+        count.dense_read += np.unique(examples).size
+    if terms.size:
+        pair = np.repeat(np.arange(examples.size), len(terms))
+        term = np.tile(np.arange(len(terms)), examples.size)
+        q_at, has = find_sorted(q.examples, terms[term, 2], terms[term, 3], queries[pair])  # the query has the token
+        pair, term, q_at = pair[has], term[has], q_at[has]
+        at, found = find_sorted(seg.postings, terms[term, 0], terms[term, 1], examples[pair])  # so does the example
+        pair, at, q_at = pair[found], at[found], q_at[found]
+        stored = np.asarray(seg.rows[at], dtype=np.float64).reshape(at.size, int(np.prod(seg.rows.shape[1:])))
+        products = np.einsum("pd,pd->p", stored, q.rows[q_at].astype(np.float64)) * seg.scale
+        values += np.bincount(pair, weights=products, minlength=examples.size)
+        count.rows_read += np.unique(at).size
+    exact[examples, queries] += values
+
+
 def _dense_in_float64(seg: SegmentArrays, q: QueryBlock, exact: np.ndarray, candidate: np.ndarray,
                       up_front: np.ndarray | None) -> np.ndarray:
     """``exact`` with the float32 dense products ``up_front`` replaced by float64 ones at the candidates."""
@@ -168,6 +204,15 @@ def _dense_in_float64(seg: SegmentArrays, q: QueryBlock, exact: np.ndarray, cand
         stored = np.asarray(seg.dense[rows], dtype=np.float64).reshape(rows.size, -1)
         exact[rows] += seg.scale * (stored @ q.dense.T.astype(np.float64)) - up_front[rows]
     return exact
+
+
+def _dense_norms(seg: SegmentArrays) -> tuple[np.ndarray, np.ndarray]:
+    """The dense rows' norms per (checkpoint, token) (n, C*T) and in full (n,), float64, the latter inflated
+    (computed once per open segment)."""
+    if "dense_norms" not in seg.derived:
+        per_token = np.asarray(seg.dense_norms, dtype=np.float64).reshape(seg.num_examples, -1)
+        seg.derived["dense_norms"] = (per_token, np.sqrt(np.einsum("nt,nt->n", per_token, per_token)) * (1.0 + BOUND_SLACK))
+    return seg.derived["dense_norms"]
 
 
 def _candidates(exact: np.ndarray, bound: np.ndarray, kept: tuple[np.ndarray, np.ndarray], k: int,

@@ -21,7 +21,7 @@ records with dense tokens and Top-k drops, and tests/test_index.py on real text.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -93,6 +93,7 @@ class SegmentArrays:
     dense_basis: np.ndarray | None = None  # (C*T*d, p) the dense block's sketch (`tracinwe.index.sketch`; None: none)
     dense_sketch: np.ndarray | None = None  # (n, p)
     dense_residual: np.ndarray | None = None  # (n,)
+    derived: dict = field(default_factory=dict)  # arrays computed from these once per open segment (`pruning`)
 
 
 def _matmul(stored: np.ndarray, queries_t: np.ndarray, fast_half: bool) -> np.ndarray:

@@ -34,7 +34,7 @@ def pair_token_values(seg: SegmentArrays, q: QueryBlock, queries: np.ndarray, lo
         pos = np.searchsorted(seg.tokens, token).clip(max=seg.tokens.size - 1)
         present = seg.tokens[pos] == token
         entry_pair, entry, token, pos = entry_pair[present], entry[present], token[present], pos[present]
-        at, found = _find(seg.postings, seg.offsets[pos], seg.offsets[pos + 1], local[entry_pair])
+        at, found = find_sorted(seg.postings, seg.offsets[pos], seg.offsets[pos + 1], local[entry_pair])
         if found.any():
             stored = np.asarray(seg.rows[at[found]], dtype=np.float64).reshape(int(found.sum()), -1) * seg.scale
             pairs.append(entry_pair[found])
@@ -56,8 +56,9 @@ def _expand(q: QueryBlock, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return pair, by_query[starts[queries][pair] + within]
 
 
-def _find(postings: np.ndarray, lo: np.ndarray, hi: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per entry, the position of ``rows`` in the ascending ``postings[lo:hi]`` and whether it is there."""
+def find_sorted(postings: np.ndarray, lo: np.ndarray, hi: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per entry, the position of ``rows`` in the ascending run ``postings[lo:hi]`` and whether it is there (a vectorised
+    binary search)."""
     a, b = lo.astype(np.int64), hi.astype(np.int64)
     last = max(int(postings.shape[0]) - 1, 0)
     while (a < b).any():
