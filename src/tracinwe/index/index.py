@@ -222,19 +222,21 @@ class Index:
         return dataclasses.replace(seg, **{name: open_array(self.path, record, name) for name in fresh})
 
     def _open_segment(self, record) -> SegmentArrays:
-        """The segment's arrays that stay open (the gradient rows are left empty)."""
-        small = (open_array(self.path, record, "tokens", mmap=False), open_array(self.path, record, "offsets", mmap=False))
+        """The segment's arrays that stay open (the gradient rows are left empty); plain array views of the maps,
+        which slice faster than `np.memmap` objects."""
+        def mapped(name: str) -> np.ndarray:
+            return np.asarray(open_array(self.path, record, name))
+
         seg = SegmentArrays(
-            record.start, record.num_examples, small[0], small[1],
-            open_array(self.path, record, "postings"), rows=np.zeros(0), dense=np.zeros(0), scale=record.scale,
+            record.start, record.num_examples, open_array(self.path, record, "tokens", mmap=False),
+            open_array(self.path, record, "offsets", mmap=False), mapped("postings"), rows=np.zeros(0), dense=np.zeros(0),
+            scale=record.scale,
         )
         if "row_norms.npy" in record.files:  # older indexes have none: they search without pruning
-            seg.row_norms = open_array(self.path, record, "row_norms")
-            seg.dense_norms = open_array(self.path, record, "dense_norms")
+            seg.row_norms, seg.dense_norms = mapped("row_norms"), mapped("dense_norms")
         if "dense_sketch.npy" in record.files:  # indexes built before the sketch bound the dense block less tightly
             seg.dense_basis = open_array(self.path, record, "dense_basis", mmap=False)
-            seg.dense_sketch = open_array(self.path, record, "dense_sketch")
-            seg.dense_residual = open_array(self.path, record, "dense_residual")
+            seg.dense_sketch, seg.dense_residual = mapped("dense_sketch"), mapped("dense_residual")
         return seg
 
     def query_block(self, records: Sequence[TokenGradients], projected: bool = False) -> QueryBlock:
