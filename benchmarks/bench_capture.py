@@ -164,8 +164,10 @@ def synchronize(device: str) -> None:
 # -- 1. capture against the bare forward + activation-only backward ---------------------------
 
 
-def bare_pass_seconds(classifier, batches: Sequence[dict], labels: Sequence[torch.Tensor], device: str) -> float:
-    """Forward + gradient w.r.t. the lookup output only (weights frozen, eval mode), nothing else."""
+def bare_pass_seconds(classifier, batches: Sequence[dict], labels: Sequence[torch.Tensor], device: str,
+                      precision: str = "float32") -> float:
+    """Forward + gradient w.r.t. the lookup output only (weights frozen, eval mode), nothing else (the forward under
+    bfloat16 autocast with ``precision="bfloat16"``, as the capture runs it)."""
     from tracinwe.capture.gradients import prepared_for_capture
 
     module, embedding = classifier.module, classifier.embedding
@@ -182,7 +184,8 @@ def bare_pass_seconds(classifier, batches: Sequence[dict], labels: Sequence[torc
             synchronize(device)
             start = time.perf_counter()
             for batch, y in zip(batches, labels):
-                logits = classifier.logits(batch)  # HuggingFace: module(**batch).logits
+                with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+                    logits = classifier.logits(batch)  # HuggingFace: module(**batch).logits
                 loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
                 torch.autograd.grad(loss, taken.pop())
             synchronize(device)
@@ -201,12 +204,15 @@ def capture_seconds(tw, texts: Sequence[str], labels: Sequence[int]) -> float:
     return elapsed
 
 
-def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_size: int, repeats: int, device: str) -> dict:
+def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_size: int, repeats: int, device: str,
+               precision: str = "float32") -> dict:
     """Examples (x checkpoints) per second: bare pass and TracInWE capture, alternating runs."""
     from tracinwe import TracInWE
+    from tracinwe.capture.batching import background_workers
     from tracinwe.capture.prefetch import can_overlap
 
-    tw = TracInWE(checkpoints, tokenizer=tokenizer, max_length=max_length, batch_size=batch_size, device=device)
+    tw = TracInWE(checkpoints, tokenizer=tokenizer, max_length=max_length, batch_size=batch_size, device=device,
+                  precision=precision)
     per_checkpoint = []
     for c in range(len(checkpoints)):
         clf = tw.classifier(c)
@@ -220,7 +226,7 @@ def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_siz
         per_checkpoint.append((clf, batches, ys))
 
     def bare() -> float:
-        return sum(bare_pass_seconds(clf, batches, ys, device) for clf, batches, ys in per_checkpoint)
+        return sum(bare_pass_seconds(clf, batches, ys, device, precision) for clf, batches, ys in per_checkpoint)
 
     def ours() -> float:
         return capture_seconds(tw, texts, labels)
@@ -247,8 +253,8 @@ def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_siz
 
     ran: list[int] = []  # padded tokens of the batches the capture runs (recorded once): equal to the bare batches'
     real = gradients.batch_token_gradients
-    gradients.batch_token_gradients = lambda clf, batch, y, s: (ran.append(int(batch["input_ids"].numel())),
-                                                                real(clf, batch, y, s))[1]
+    gradients.batch_token_gradients = lambda clf, batch, y, s, **kw: (ran.append(int(batch["input_ids"].numel())),
+                                                                real(clf, batch, y, s, **kw))[1]
     try:
         ours()
     finally:
@@ -267,7 +273,10 @@ def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_siz
     ours_rate = work / statistics.median(times["capture"])
     return {
         "device": device, "max_length": max_length, "texts": len(texts), "checkpoints": len(checkpoints),
-        "batch_size": batch_size, "repeats": repeats, "seconds": times, "torch_threads": torch.get_num_threads(),
+        "batch_size": batch_size, "precision": precision,
+        "deferred_records": device.startswith("cuda") and gradients.DEFER_ON_CUDA,
+        "tokenize_workers": background_workers(torch.device(device)), "repeats": repeats, "seconds": times,
+        "torch_threads": torch.get_num_threads(),
         "load_average_1min_per_round": loads,
         "padded_tokens_capture_batches": sum(ran), "padded_tokens_bare_batches": sum(
             int(b["input_ids"].numel()) for _, batches, _ in per_checkpoint for b in batches),
@@ -393,6 +402,32 @@ def against_captum(checkpoints, tokenizer, texts, labels, n_train: int, test_siz
         }
 
 
+# -- 3. bfloat16 capture against float32 ------------------------------------------------------
+
+
+def precision_agreement(checkpoints, tokenizer, texts, labels, n_train: int, n_test: int, max_length: int, batch_size: int,
+                        device: str, k: int = 10) -> dict:
+    """Scores of a bfloat16 capture against the exact float32 ones on the same texts: error and ranking agreement."""
+    from tracinwe import TracInWE
+
+    train, train_labels = texts[:n_train], labels[:n_train]
+    test, test_labels = texts[n_train : n_train + n_test], labels[n_train : n_train + n_test]
+    got = {}
+    for precision in ("float32", "bfloat16"):
+        tw = TracInWE(checkpoints, tokenizer=tokenizer, max_length=max_length, batch_size=batch_size, device=device,
+                      precision=precision)
+        got[precision] = np.asarray(tw.scores(train, train_labels, test, test_labels), dtype=np.float64)
+    exact, fast = got["float32"], got["bfloat16"]
+    scale = np.abs(exact).max(axis=1, keepdims=True)
+    clear = np.abs(exact) > 0.01 * scale
+    top = [len(set(np.argsort(-e)[:k]) & set(np.argsort(-f)[:k])) / k for e, f in zip(exact, fast)]
+    return {"n_train": n_train, "n_test": n_test, "max_length": max_length, "device": device,
+            "max_abs_error_over_max_abs_score": float((np.abs(fast - exact) / scale).max()),
+            "median_abs_error_over_max_abs_score": float(np.median(np.abs(fast - exact) / scale)),
+            "sign_agreement_above_1pct": float((np.sign(fast) == np.sign(exact))[clear].mean()),
+            f"top{k}_overlap_mean": float(np.mean(top)), f"top{k}_overlap_min": float(np.min(top))}
+
+
 # -- report -----------------------------------------------------------------------------------
 
 
@@ -445,6 +480,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="seed of the text sample")
     parser.add_argument("--models", nargs="+", default=["minilm"], choices=["minilm", "bert-small", "cnn"],
                         help="throughput models: MiniLM-L6, the paper's BERT-small shape (hidden 128), the TokenCNN")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                        help="capture (and bare pass) precision: bfloat16 runs the forward under autocast")
+    parser.add_argument("--no-defer", action="store_true",
+                        help="CUDA: each batch waits for its records (the capture before deferred host copies)")
+    parser.add_argument("--tokenize-workers", type=int, default=None,
+                        help="accelerator: threads tokenising ahead of the model (default 1, tracinwe.capture.batching)")
+    parser.add_argument("--precision-check", type=int, nargs=2, default=None, metavar=("TRAIN", "TEST"),
+                        help="also score TRAIN x TEST texts in float32 and bfloat16 (MiniLM) and report their agreement")
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run (results in capture-quick.json)")
     parser.add_argument("--autogroup-nice", type=int, default=None,
                         help="write this niceness to /proc/self/autogroup (e.g. -15 on a machine shared with other jobs)")
@@ -458,7 +501,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    needed = max(max(args.throughput_texts), args.captum_train + max(args.captum_test))
+    if args.tokenize_workers is not None:
+        from tracinwe.capture import batching
+
+        batching.ACCELERATOR_TOKENIZE_WORKERS = args.tokenize_workers
+    if args.no_defer:
+        from tracinwe.capture import gradients
+
+        gradients.DEFER_ON_CUDA = False
+    needed = max(max(args.throughput_texts), args.captum_train + max(args.captum_test), sum(args.precision_check or [0]))
     texts, labels, label_names = long_texts(needed, seed=args.seed)
     checkpoints, tokenizer = (minilm_checkpoints(len(label_names), args.model, args.device)
                               if "minilm" in args.models or not args.skip_captum else (None, None))
@@ -476,7 +527,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for max_length, n in zip(args.lengths, args.throughput_texts):
             ckpts, tok = (checkpoints, tokenizer) if model == "minilm" else small_checkpoints(
                 model, len(label_names), max(args.lengths), args.device)
-            row = throughput(ckpts, tok, texts[:n], labels[:n], max_length, args.batch_size, args.repeats, args.device)
+            row = throughput(ckpts, tok, texts[:n], labels[:n], max_length, args.batch_size, args.repeats, args.device,
+                             args.precision)
             result["throughput"].append({"model": model, **row})
             write_result(name, result)  # partial results survive an interrupted run
     if not args.skip_captum:
@@ -487,6 +539,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ):
             result["captum"].append(row)
             write_result(name, result)
+    if args.precision_check:
+        result["precision"] = precision_agreement(checkpoints, tokenizer, texts, labels, *args.precision_check,
+                                                  max_length=min(args.lengths), batch_size=args.batch_size, device=args.device)
+        print(json.dumps(result["precision"], indent=1))
     path = write_result(name, result)
     print_tables(result)
     print(f"wrote {path}", file=sys.stderr)

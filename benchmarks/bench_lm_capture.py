@@ -145,8 +145,8 @@ def throughput(checkpoints, tokenizer, texts: list[str], batch_size: int, repeat
     # the batches the capture really runs (recorded once), to check they are the token-sorted ones
     ran: list[int] = []
     real = gradients.batch_token_gradients
-    gradients.batch_token_gradients = lambda clf, batch, y, s: (ran.append(int(batch["input_ids"].numel())),
-                                                                real(clf, batch, y, s))[1]
+    gradients.batch_token_gradients = lambda clf, batch, y, s, **kw: (ran.append(int(batch["input_ids"].numel())),
+                                                                real(clf, batch, y, s, **kw))[1]
     try:
         capture()
     finally:

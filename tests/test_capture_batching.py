@@ -10,8 +10,8 @@ from conftest import tiny_bert
 from test_causal_lm import TEST, TRAIN, bpe, brute_force_scores, tiny_gpt2  # noqa: F401 - bpe is a fixture
 from test_exactness import LRS, dense_tracin
 from tracinwe import TracInWE
-from tracinwe.capture import gradients
-from tracinwe.capture.batching import pad_values, tokenize_window, window_batches
+from tracinwe.capture import batching, gradients
+from tracinwe.capture.batching import pad_values, token_windows, tokenize_window, window_batches
 from tracinwe.capture.gradients import CaptureSettings, capture_checkpoints
 from tracinwe.lm import lm_tracin_scores
 from tracinwe.models.causal_lm import CausalLanguageModel
@@ -33,9 +33,9 @@ def padded_tokens_of_capture(monkeypatch, classifier, texts, labels, settings, c
     seen: list[int] = []
     real = gradients.batch_token_gradients
 
-    def recording(clf, batch, y, s):
+    def recording(clf, batch, y, s, **options):
         seen.append(int(batch["input_ids"].numel()))
-        return real(clf, batch, y, s)
+        return real(clf, batch, y, s, **options)
 
     monkeypatch.setattr(gradients, "batch_token_gradients", recording)
     records = capture_checkpoints([classifier], texts, labels, settings=settings, chunk_size=chunk_size)[0]
@@ -56,10 +56,14 @@ def test_batches_are_grouped_by_token_count_and_records_come_back_in_input_order
     by_chars = grouped_padding([tokens[i] for i in np.argsort([len(t) for t in TEXTS], kind="stable")], 3)
     assert by_tokens < by_chars  # the texts tell the two groupings apart
     padded, records = padded_tokens_of_capture(monkeypatch, clf, TEXTS, LABELS, settings)
-    if overlap:  # the model waits for the first batch: the 3 texts with the fewest characters, then the rest by tokens
-        first = set(np.argsort([len(t) for t in TEXTS], kind="stable")[:3].tolist())
-        rest = sorted(tokens[i] for i in range(len(TEXTS)) if i not in first)
-        assert padded == 3 * max(tokens[i] for i in first) + grouped_padding(rest, 3)
+    if overlap:  # the model waits: texts 0-2 alone, then 3-5, then 6-11, each piece sorted by tokens
+        pieces = [range(0, 3), range(3, 6), range(6, 12)]
+        assert [w.tolist() for w in token_windows(len(TEXTS), 3, lead=True)] == [list(p) for p in pieces]
+        assert padded == sum(grouped_padding(sorted(tokens[i] for i in piece), 3) for piece in pieces)
+        assert [w.tolist() for w in token_windows(10, 2, lead=True)] == [[0, 1], [2, 3], [4, 5, 6, 7], [8, 9]]
+        monkeypatch.setattr(batching, "MAX_WINDOW_BATCHES", 2)  # at most 2 batches tokenised (and sorted) together
+        assert [w.tolist() for w in token_windows(10, 2, lead=False)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+        assert [w.tolist() for w in token_windows(10, 2, lead=True)] == [[0, 1], [2, 3], [4, 5, 6, 7], [8, 9]]
     else:
         assert padded == by_tokens
     assert records.labels.tolist() == LABELS  # input order
@@ -153,7 +157,7 @@ def test_a_failing_capture_stops_the_tokenising_thread_and_raises(tokenizer, mon
     monkeypatch.setattr(gradients, "can_overlap", lambda device: True)
     clf = HuggingFaceClassifier(tiny_bert(0, 2), tokenizer, max_length=32)
 
-    def failing(*args):
+    def failing(*args, **options):
         raise RuntimeError("model broke")
 
     monkeypatch.setattr(gradients, "batch_token_gradients", failing)

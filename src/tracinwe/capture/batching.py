@@ -115,6 +115,17 @@ def window_batches(window: Batch, batch_size: int, sort: bool) -> Iterator[tuple
         yield rows, {k: v[index, lo:hi].contiguous() for k, v in window.items()}
 
 
+#: Threads that tokenise ahead of a model on an accelerator. One: the fast tokenizer already spreads a call over the
+#: cores, and on a 16-core H200 host 4 threads were no faster (capture / bare 0.80 against 0.81 with one,
+#: benchmarks/results/capture-h200-b256*.json). On a CPU one thread tokenises ahead (`tracinwe.capture.prefetch`).
+ACCELERATOR_TOKENIZE_WORKERS = 1
+
+
+def background_workers(device: torch.device) -> int:
+    """Threads that tokenise ahead of the model on ``device`` (one beside a CPU model)."""
+    return 1 if device.type == "cpu" else max(1, ACCELERATOR_TOKENIZE_WORKERS)
+
+
 def spare_cores() -> int:
     """CPU cores this process may use beyond torch's threads (0 where torch takes them all)."""
     affinity = getattr(os, "sched_getaffinity", None)
@@ -122,15 +133,25 @@ def spare_cores() -> int:
     return max(0, cores - torch.get_num_threads())
 
 
-def example_size(example) -> int:
-    """Characters of an example (a text, a prompt/completion dict or chat messages): the proxy for choosing the lead batch."""
-    if isinstance(example, str):
-        return len(example)
-    if isinstance(example, dict):
-        return sum(len(v) for v in example.values() if isinstance(v, str))
-    if isinstance(example, (list, tuple)):
-        return sum(len(m.get("content", "")) for m in example if isinstance(m, dict))
-    return 0
+#: The most batches tokenised in one call (and sorted by token count together): bounds the tokenizer's lists in memory.
+MAX_WINDOW_BATCHES = 64
+
+
+def token_windows(count: int, batch_size: int, lead: bool) -> list[np.ndarray]:
+    """The pieces of a chunk tokenised at once, in input order, each at most `MAX_WINDOW_BATCHES` batches.
+
+    ``lead`` (the model waits): one batch, then pieces of 1, 2, 4, ... batches, each tokenised while the model runs the
+    ones before. Input order, not shortest first: where sorting by tokens changes nothing (texts truncated to the same
+    length), the records need no reordering.
+    """
+    largest = MAX_WINDOW_BATCHES * batch_size
+    windows, start, span = [], 0, batch_size if lead else largest
+    while start < count:
+        windows.append(np.arange(start, min(start + span, count)))
+        start += span
+        if len(windows) > 1:
+            span = min(2 * span, largest)
+    return windows
 
 
 def token_sorted_batches(classifier: TextClassifier, texts: Sequence, pairs: Sequence[str] | None, pads: dict[str, int],
@@ -138,16 +159,10 @@ def token_sorted_batches(classifier: TextClassifier, texts: Sequence, pairs: Seq
                          lead_workers: int = MAX_TOKENIZE_WORKERS) -> Iterator[tuple[np.ndarray, Batch]]:
     """``(rows of texts, batch)`` of one window grouped by token count.
 
-    ``lead``: the model is waiting, so first one batch of the ``batch_size`` texts with the fewest characters (cheapest
-    to tokenise, and nearly the fewest tokens) is tokenised and handed out alone, then the rest of the window, sorted by
-    token count, while the model runs it.
+    The window is tokenised in pieces (`token_windows`; ``lead``: the model is waiting, so growing pieces, the first one
+    batch, handed out alone); each piece is sorted by token count.
     """
-    rows = np.arange(len(texts))
-    windows = [rows]
-    if lead and sort and len(texts) > batch_size:
-        sizes = np.fromiter((example_size(t) for t in texts), dtype=np.int64, count=len(texts))
-        first = np.sort(np.argsort(sizes, kind="stable")[:batch_size])
-        windows = [first, np.setdiff1d(rows, first, assume_unique=True)]
+    windows = token_windows(len(texts), batch_size, lead and sort)
     for w, window in enumerate(windows):
         part = [texts[i] for i in window] if len(windows) > 1 else texts
         part_pairs = None if pairs is None else ([pairs[i] for i in window] if len(windows) > 1 else pairs)

@@ -18,12 +18,20 @@ import torch
 from torch import nn
 
 from tracinwe.capture import prefetch
+from tracinwe.capture.aggregate import DeferredRecords, aggregate_by_token, assemble_in_input_order, deferred_aggregate
 from tracinwe.capture.ahead import TokenizedAhead
-from tracinwe.capture.batching import MAX_TOKENIZE_WORKERS, pad_values, token_sorted_batches
+from tracinwe.capture.batching import MAX_TOKENIZE_WORKERS, background_workers, pad_values, token_sorted_batches
 from tracinwe.capture.model_state import LookupOutputTap, prepared_for_capture
 from tracinwe.capture.prefetch import can_overlap, prefetched
 from tracinwe.capture.records import TokenGradients
 from tracinwe.models.contract import Batch, TextClassifier
+
+#: Capture precisions: "float32" (exact) or "bfloat16" (autocast forward, `CaptureSettings.precision`).
+PRECISIONS = ("float32", "bfloat16")
+
+#: On CUDA, records are aggregated without waiting for the device and put in input order there, one copy to the host per
+#: chunk (`tracinwe.capture.aggregate`); False: each batch waits, and the host orders the chunk (as on the CPU).
+DEFER_ON_CUDA = True
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,11 @@ class CaptureSettings:
         batch_size: examples per forward/backward pass.
         max_length: tokens per text (longer texts are truncated); applied by
             the tokenizer of each checkpoint the facade loads.
+        precision: "float32" (exact) or "bfloat16": the forward pass under
+            ``torch.autocast`` in bfloat16 (fast on a GPU). The gradients are then
+            those of a bfloat16 model, not the float32 one: scores agree to about
+            1e-2 relative, and the top of a ranking mostly (measured in
+            benchmarks/bench_capture.py); float32 is the method's exact answer.
     """
 
     top_k: int | None = None
@@ -46,8 +59,11 @@ class CaptureSettings:
     batch_size: int = 32
     length_sorted: bool = field(default=True, metadata={"help": "batch texts of similar length together"})
     max_length: int = 128
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be at least 1 or None, got {self.top_k}")
         if self.batch_size < 1:
@@ -63,11 +79,14 @@ class CaptureSettings:
     def identity(self) -> dict:
         """The settings that decide the gradients (batch size and batching order do not), as JSON."""
         keep = self.keep_special_tokens
-        return {
+        identity = {
             "top_k": self.top_k,
             "keep_special_tokens": keep if isinstance(keep, bool) else sorted(map(str, keep)),
             "max_length": self.max_length,
         }
+        if self.precision != "float32":  # named only when not the default: earlier artefacts keep their identity
+            identity["precision"] = self.precision
+        return identity
 
 
 def _kept_positions(batch: Batch, classifier: TextClassifier, keep_special: bool | frozenset) -> torch.Tensor:
@@ -91,17 +110,21 @@ def batch_token_gradients(
     batch: Batch,
     labels: torch.Tensor | None,
     settings: CaptureSettings,
-) -> TokenGradients:
+    deferred: bool = False,
+) -> TokenGradients | DeferredRecords:
     """TokenGradients of one batch; ``labels=None`` differentiates the predicted label.
 
-    The model must already be prepared (`prepared_for_capture`).
+    The model must already be prepared (`prepared_for_capture`). ``deferred``: the records
+    without waiting for the device (`tracinwe.capture.aggregate.deferred_aggregate`).
     """
     tap = LookupOutputTap(classifier.embedding)
     try:
         with torch.enable_grad():
-            losses, logits, target = classifier.batch_losses(batch, labels)
+            device_type = batch["input_ids"].device.type
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=settings.precision == "bfloat16"):
+                losses, logits, target = classifier.batch_losses(batch, labels)
             lookup = tap.take()
-            (grad,) = torch.autograd.grad(losses.sum(), lookup)
+            (grad,) = torch.autograd.grad(losses.float().sum(), lookup)
     finally:
         tap.close()
     kept = _kept_positions(batch, classifier, settings.keep_special_tokens)
@@ -110,26 +133,8 @@ def batch_token_gradients(
         top = norms.topk(settings.top_k, dim=1).indices
         in_top = torch.zeros_like(kept).scatter_(1, top, True)
         kept = kept & in_top
-    return aggregate_by_token(batch["input_ids"], grad, kept, classifier.vocab_size, target, logits.detach())
-
-
-def aggregate_by_token(
-    input_ids: torch.Tensor, grad: torch.Tensor, kept: torch.Tensor, vocab_size: int,
-    labels: torch.Tensor, logits: torch.Tensor,
-) -> TokenGradients:
-    """Sum the kept positions' gradient rows per (example, token): G(x)[w]."""
-    n = input_ids.shape[0]
-    ex, pos = kept.nonzero(as_tuple=True)
-    keys = ex * vocab_size + input_ids[ex, pos].long()
-    unique_keys, inverse = torch.unique(keys, sorted=True, return_inverse=True)
-    rows = torch.zeros(unique_keys.numel(), grad.shape[-1], dtype=torch.float32, device=grad.device)
-    rows.index_add_(0, inverse, grad[ex, pos].float())
-    counts = torch.bincount(unique_keys // vocab_size, minlength=n)
-    offsets = torch.zeros(n + 1, dtype=torch.long, device=grad.device)
-    offsets[1:] = torch.cumsum(counts, 0)
-    return TokenGradients(
-        offsets.cpu(), (unique_keys % vocab_size).cpu(), rows.cpu(), labels.long().cpu(), logits.float().cpu()
-    )
+    aggregate = deferred_aggregate if deferred else aggregate_by_token
+    return aggregate(batch["input_ids"], grad, kept, classifier.vocab_size, target, logits.detach())
 
 
 def _batches(n: int, texts: Sequence[str], settings: CaptureSettings, window: int) -> Iterator[np.ndarray]:
@@ -170,40 +175,58 @@ def iter_token_gradients(
     chunk = chunk_size or settings.batch_size * 16
     run_device = torch.device(device) if device is not None else _module_device(classifier.module)
     pin = run_device.type == "cuda"
+    defer = pin and DEFER_ON_CUDA
     overlap = can_overlap(run_device)
     targets = None if labels is None else torch.as_tensor(np.asarray(labels, dtype=np.int64))
     bar = tqdm(total=n, desc=description, unit="ex", disable=not progress, leave=False)
     with prepared_for_capture(classifier.module, device), torch.inference_mode(False):
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
-            parts: list[tuple[np.ndarray, TokenGradients]] = []
+            parts: list[tuple[np.ndarray, TokenGradients | DeferredRecords]] = []
             # the producer ends with the chunk: nothing tokenises behind the caller's back while it holds the records;
             # batches already tokenised (another checkpoint's pass) need no thread
             ahead = 0 if not overlap or (batch_cache is not None and (start, stop) in batch_cache) else None
             for local, batch, y in prefetched(_chunk_batches(classifier, texts, text_pairs, targets, settings, start, stop,
-                                                             batch_cache, pin, lead=ahead is None), ahead):
+                                                             batch_cache, pin, lead=ahead is None,
+                                                             background=background_workers(run_device)), ahead):
                 batch = {k: v.to(run_device, non_blocking=pin) for k, v in batch.items()}
                 y = None if y is None else y.to(run_device, non_blocking=pin)
-                parts.append((local, batch_token_gradients(classifier, batch, y, settings)))
+                parts.append((local, batch_token_gradients(classifier, batch, y, settings, deferred=defer)))
                 bar.update(local.size)
-            yield start, _in_input_order(parts)
+            yield start, assemble_in_input_order(parts) if defer else _in_input_order(parts)
     bar.close()
 
 
 def _in_input_order(parts: list[tuple[np.ndarray, TokenGradients]]) -> TokenGradients:
-    """One chunk's records, from its batches (``(local indices, records)``), in input order."""
-    order = torch.from_numpy(np.concatenate([local for local, _ in parts]))
-    records = parts[0][1] if len(parts) == 1 else TokenGradients.concat([r for _, r in parts])
-    if bool((order == torch.arange(order.numel())).all()):  # batches already in input order: no reordering copy
-        return records
-    inverse = torch.empty(order.numel(), dtype=torch.long)
-    inverse[order] = torch.arange(order.numel())
-    return records.select(inverse)
+    """One chunk's records, from its batches (``(local indices, records)``), in input order: each batch's entries written
+    once to their place (no concatenation, then reordering, of the rows)."""
+    order = np.concatenate([local for local, _ in parts])
+    if np.array_equal(order, np.arange(order.size)):  # batches already in input order
+        return parts[0][1] if len(parts) == 1 else TokenGradients.concat([r for _, r in parts])
+    counts = torch.cat([r.offsets[1:] - r.offsets[:-1] for _, r in parts])  # per example, in batch order
+    in_input_order = torch.empty_like(counts)
+    in_input_order[torch.from_numpy(order)] = counts
+    offsets = torch.zeros(order.size + 1, dtype=torch.long)
+    offsets[1:] = torch.cumsum(in_input_order, 0)
+    first = parts[0][1]
+    token_ids = torch.empty(int(offsets[-1]), dtype=first.token_ids.dtype)
+    rows = torch.empty(int(offsets[-1]), first.dim, dtype=first.rows.dtype)
+    labels = torch.empty(order.size, dtype=first.labels.dtype)
+    logits = torch.empty(order.size, first.logits.shape[1], dtype=first.logits.dtype)
+    for local, records in parts:
+        where = torch.from_numpy(local)
+        sizes = records.offsets[1:] - records.offsets[:-1]
+        shift = torch.repeat_interleave(offsets[:-1][where] - records.offsets[:-1], sizes)
+        entries = shift + torch.arange(int(records.offsets[-1]))
+        token_ids[entries] = records.token_ids
+        rows.index_copy_(0, entries, records.rows)
+        labels[where], logits[where] = records.labels, records.logits
+    return TokenGradients(offsets, token_ids, rows, labels, logits)
 
 
 def _chunk_batches(classifier: TextClassifier, texts, text_pairs, targets: torch.Tensor | None, settings: CaptureSettings,
                    start: int, stop: int, batch_cache: dict | None,
-                   pin: bool, lead: bool = False) -> Iterator[tuple[np.ndarray, Batch, torch.Tensor | None]]:
+                   pin: bool, lead: bool = False, background: int = 1) -> Iterator[tuple[np.ndarray, Batch, torch.Tensor | None]]:
     """``(local indices, CPU batch, labels)`` of every batch of the chunk ``start:stop`` (tokenised, or from ``batch_cache``,
     which a complete pass fills)."""
     cached = batch_cache.get((start, stop)) if batch_cache is not None else None
@@ -211,7 +234,7 @@ def _chunk_batches(classifier: TextClassifier, texts, text_pairs, targets: torch
     # tokenised here: in the prefetching thread (``lead``: the model waits for the first batch, then runs beside it) or,
     # without one, in the caller's thread (all cores tokenise; the model waits anyway)
     made = None if cached is not None else _tokenized_batches(classifier, texts, text_pairs, settings, start, stop,
-                                                              lead=lead, workers=1 if lead else MAX_TOKENIZE_WORKERS)
+                                                              lead=lead, workers=background if lead else MAX_TOKENIZE_WORKERS)
     for local, batch in cached if cached is not None else made:
         if cached is None:
             if pin:
@@ -251,7 +274,8 @@ def _batch_cache(classifier: TextClassifier, texts, text_pairs, settings: Captur
     chunk = chunk_size or settings.batch_size * 16
 
     def make(i: int, key: tuple[int, int]):
-        for local, batch in _tokenized_batches(classifier, texts, text_pairs, settings, key[0], key[1], lead=i == 0, workers=1):
+        for local, batch in _tokenized_batches(classifier, texts, text_pairs, settings, key[0], key[1], lead=i == 0,
+                                               workers=background_workers(run_device)):
             yield local, ({k: v.pin_memory() for k, v in batch.items()} if pin else batch)
 
     return TokenizedAhead([(a, min(a + chunk, len(texts))) for a in range(0, len(texts), chunk)], make)
@@ -260,6 +284,14 @@ def _batch_cache(classifier: TextClassifier, texts, text_pairs, settings: Captur
 def _closed(cache: dict, stop: bool = False) -> None:
     if isinstance(cache, TokenizedAhead):
         cache.close(stop)
+
+
+def _in_memory_chunk(count: int, settings: CaptureSettings, device: str | torch.device | None,
+                     classifier: TextClassifier) -> int:
+    """The chunk of a capture held in memory: on a CPU all the texts (the records are put in order once, not chunk by
+    chunk and then again), on an accelerator 16 batches (their records wait on the device until the chunk ends)."""
+    run_device = torch.device(device) if device is not None else _module_device(classifier.module)
+    return max(count, 1) if run_device.type == "cpu" else settings.batch_size * 16
 
 
 def capture_checkpoints(
@@ -282,12 +314,13 @@ def capture_checkpoints(
     shared = None
     try:
         for classifier in classifiers:
+            chunk = chunk_size or _in_memory_chunk(len(texts), settings, device, classifier)
             key = classifier.tokenization_key()
             if key is None or key != shared:
                 _closed(cache)
-                cache = {} if key is None else _batch_cache(classifier, texts, text_pairs, settings, device, chunk_size)
+                cache = {} if key is None else _batch_cache(classifier, texts, text_pairs, settings, device, chunk)
                 shared = key
-            parts = [r for _, r in iter_token_gradients(classifier, texts, labels, text_pairs, settings, device, chunk_size,
+            parts = [r for _, r in iter_token_gradients(classifier, texts, labels, text_pairs, settings, device, chunk,
                                                         progress, batch_cache=cache if key is not None else None)]
             if not parts:
                 raise ValueError("no texts to capture")
@@ -322,12 +355,13 @@ def capture_on_final_predictions(
     try:
         for c in [last, *range(last)]:
             clf = classifier(c)
+            chunk = _in_memory_chunk(len(texts), settings, device, clf)
             key = clf.tokenization_key()
             if key is None or key != shared:
                 _closed(cache)
-                cache = {} if key is None else _batch_cache(clf, texts, text_pairs, settings, device, None)
+                cache = {} if key is None else _batch_cache(clf, texts, text_pairs, settings, device, chunk)
                 shared = key
-            parts = [r for _, r in iter_token_gradients(clf, texts, labels, text_pairs, settings, device, None, progress,
+            parts = [r for _, r in iter_token_gradients(clf, texts, labels, text_pairs, settings, device, chunk, progress,
                                                         batch_cache=cache if key is not None else None)]
             if not parts:
                 raise ValueError("no texts to capture")

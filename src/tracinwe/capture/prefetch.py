@@ -2,8 +2,10 @@
 
 Fast (Rust) tokenizers release the GIL, so the next batches are tokenised (and,
 for an accelerator, copied into pinned memory) while the model runs the
-current one. The batches and their order are exactly those of the plain loop;
-only when they are made changes, so the captured records are the same bits.
+current one. Where the model waits for a chunk, it is tokenised in growing
+pieces (`tracinwe.capture.batching.token_windows`), so its batches may group
+other texts than a chunk tokenised whole; each text's records are its own
+whichever batch it ran in (equal to float rounding where padding differs).
 """
 
 from __future__ import annotations

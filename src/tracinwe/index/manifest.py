@@ -104,7 +104,8 @@ class IndexSettings:
     def from_json(cls, raw: dict) -> "IndexSettings":
         keep = raw.get("keep_special_tokens", True)
         capture = CaptureSettings(top_k=raw.get("top_k"), keep_special_tokens=keep if isinstance(keep, bool) else frozenset(keep),
-                                  batch_size=int(raw.get("batch_size", 32)), max_length=int(raw.get("max_length", 128)))
+                                  batch_size=int(raw.get("batch_size", 32)), max_length=int(raw.get("max_length", 128)),
+                                  precision=str(raw.get("precision", "float32")))
         return cls(capture, str(raw.get("dtype", "float32")), int(raw.get("segment_size", 4096)))
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 import torch
 from torch import nn
 
-from tracinwe.models.prefix import encode_truncated
+from tracinwe.models.prefix import encode_truncated, padded_arrays
 
 Batch = dict[str, torch.Tensor]
 
@@ -156,11 +156,8 @@ class TorchTextClassifier(TextClassifier):
         if text_pairs is None:  # long texts from a prefix, in one call: the same ids
             enc = encode_truncated(self.tokenizer, texts, self.max_length, ("input_ids", "attention_mask"))
             return {k: torch.from_numpy(v) for k, v in enc.items()}
-        enc = self.tokenizer(
-            list(texts), list(text_pairs) if text_pairs is not None else None,
-            padding=True, truncation=True, max_length=self.max_length, return_tensors="np",  # "np": faster than "pt"
-        )
-        return {"input_ids": torch.from_numpy(enc["input_ids"]), "attention_mask": torch.from_numpy(enc["attention_mask"])}
+        enc = padded_arrays(self.tokenizer, texts, text_pairs, self.max_length, ("input_ids", "attention_mask"))
+        return {k: torch.from_numpy(v) for k, v in enc.items()}
 
     def tokenization_key(self) -> Hashable | None:
         if self._tokenize is not None:

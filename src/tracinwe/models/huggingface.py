@@ -10,7 +10,7 @@ from torch import nn
 
 from tracinwe.errors import LabelError, TokenizerMismatchError
 from tracinwe.models.contract import Batch, TextClassifier, hf_tokenizer_key
-from tracinwe.models.prefix import encode_truncated, truncated_sources
+from tracinwe.models.prefix import encode_truncated, padded_arrays, truncated_sources
 
 #: A tokenizer whose size differs from the embedding rows by more than this is
 #: a different vocabulary (models pad their tables to a multiple of 64 or 128).
@@ -71,14 +71,7 @@ class HuggingFaceClassifier(TextClassifier):
         if self.prefix_tokenization and text_pairs is None:  # long texts from a prefix, in one call: the same ids
             enc = encode_truncated(self.tokenizer, texts, self.max_length, keys)
         else:
-            enc = self.tokenizer(
-                list(texts),
-                list(text_pairs) if text_pairs is not None else None,
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="np",  # then torch.from_numpy: faster than "pt"
-            )
+            enc = padded_arrays(self.tokenizer, texts, text_pairs, self.max_length, keys)  # then torch.from_numpy
         return {k: torch.from_numpy(enc[k]) for k in keys if k in enc}
 
     def tokenization_key(self):
