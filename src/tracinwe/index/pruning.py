@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tracinwe.index.products import product64
 from tracinwe.index.search import QueryBlock, SegmentArrays
 from tracinwe.index.sketch import dense_estimate
 from tracinwe.index.words import find_sorted
@@ -119,12 +120,12 @@ def pruned_screen(seg: SegmentArrays, q: QueryBlock, kept: tuple[np.ndarray, np.
             estimate = seg.scale * (torch.from_numpy(stored).float() @ torch.from_numpy(np.ascontiguousarray(q.dense.T))
                                     ).double().numpy()
             exact += estimate
-            bound += seg.scale * (dense_norms @ q_dense_norms.T) * (stored.shape[1] * FLOAT32_EPS)
+            bound += seg.scale * product64(dense_norms, q_dense_norms.T) * (stored.shape[1] * FLOAT32_EPS)
             count.dense_read += n_seg
             dense_fix = estimate
         else:
             estimate = np.zeros((n_seg, n))
-            dense_bound = seg.scale * (1.0 + BOUND_SLACK) * (dense_norms @ q_dense_norms.T)
+            dense_bound = seg.scale * (1.0 + BOUND_SLACK) * product64(dense_norms, q_dense_norms.T)
             bound += dense_bound
             steps.append((float(dense_bound.max(initial=0.0)), -1, -1, -1, -1))
     for lo, hi, qlo, qhi in shared_terms(seg, q):
@@ -153,7 +154,7 @@ def pruned_screen(seg: SegmentArrays, q: QueryBlock, kept: tuple[np.ndarray, np.
         if lo < 0:
             if rows.size:
                 stored = np.asarray(seg.dense[rows], dtype=np.float64).reshape(rows.size, -1)
-                exact[rows] += seg.scale * (stored @ q.dense.T.astype(np.float64)) - estimate[rows]
+                exact[rows] += seg.scale * product64(stored, q.dense.T) - estimate[rows]
                 bound[rows] = np.maximum(bound[rows] - dense_bound[rows], 0.0)
                 count.dense_read += rows.size
         else:
@@ -202,7 +203,7 @@ def _dense_in_float64(seg: SegmentArrays, q: QueryBlock, exact: np.ndarray, cand
     rows = np.flatnonzero(candidate.any(axis=1)) if up_front is not None else np.zeros(0, np.int64)
     if rows.size:
         stored = np.asarray(seg.dense[rows], dtype=np.float64).reshape(rows.size, -1)
-        exact[rows] += seg.scale * (stored @ q.dense.T.astype(np.float64)) - up_front[rows]
+        exact[rows] += seg.scale * product64(stored, q.dense.T) - up_front[rows]
     return exact
 
 
@@ -227,7 +228,7 @@ def _term_bound(seg: SegmentArrays, q_row_norms: np.ndarray, lo: int, hi: int, q
                 at: np.ndarray | None = None) -> np.ndarray:
     """``sum_c ||g_c|| ||q_c||`` (inflated) of the postings ``lo:hi`` (at ``at``) with the query entries ``qlo:qhi``."""
     norms = seg.row_norms[lo:hi] if at is None else seg.row_norms[lo + at]
-    return (1.0 + BOUND_SLACK) * seg.scale * (np.asarray(norms, dtype=np.float64) @ q_row_norms[qlo:qhi].T)
+    return (1.0 + BOUND_SLACK) * seg.scale * product64(norms, q_row_norms[qlo:qhi].T)
 
 
 def _grid(examples: np.ndarray, queries: np.ndarray, n: int):
@@ -249,4 +250,4 @@ def _products(seg: SegmentArrays, q: QueryBlock, lo: int, hi: int, qlo: int, qhi
     """Exact float64 products of the postings ``lo:hi`` (at ``at``) with the query entries ``qlo:qhi``."""
     stored = np.asarray(seg.rows[lo:hi] if at is None else seg.rows[lo + at], dtype=np.float64)
     stored = stored.reshape(stored.shape[0], -1)
-    return seg.scale * (stored @ q.rows[qlo:qhi].T.astype(np.float64))
+    return seg.scale * product64(stored, q.rows[qlo:qhi].T)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from tracinwe.index.layout import TokenBlock
+from tracinwe.index.products import product64
 from tracinwe.index.projection import Projection
 
 
@@ -173,7 +174,7 @@ def contributions(seg: SegmentArrays, q: QueryBlock, i: int, local: np.ndarray, 
                 stored = np.asarray(seg.rows[lo + at[hit]], dtype=np.float64).reshape(hit.size, -1) * seg.scale
                 cand.append(hit)
                 toks.append(np.full(hit.size, q_tokens[a], dtype=np.int64))
-                vals.append(stored @ q_rows[a].astype(np.float64))
+                vals.append(product64(stored, q_rows[a]))
     if not cand:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     return np.concatenate(cand), np.concatenate(toks), np.concatenate(vals)

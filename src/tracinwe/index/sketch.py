@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tracinwe.index.products import product64
+
 #: Sketch directions per segment (64 bytes per example in float32).
 SKETCH_DIM = 16
 #: Rows (evenly spaced) the basis is fitted on.
@@ -64,9 +66,9 @@ def dense_estimate(basis: np.ndarray, sketch: np.ndarray, residual: np.ndarray, 
     ``queries``: (n_q, D) the queries' dense rows.
     """
     q = queries.astype(np.float64)
-    q_sketch = q @ basis
-    q_residual = np.linalg.norm(q - q_sketch @ basis.T, axis=1)
+    q_sketch = product64(q, basis)
+    q_residual = np.linalg.norm(q - product64(q_sketch, basis.T), axis=1)
     q_norm = np.linalg.norm(q, axis=1)
-    estimate = np.asarray(sketch, dtype=np.float64) @ q_sketch.T
+    estimate = product64(sketch, q_sketch.T)
     rounding = (FLOAT32_UNIT + FLOAT64_SLACK) * np.outer(norms, q_norm)
     return estimate, np.outer(np.asarray(residual, dtype=np.float64), q_residual) + rounding
