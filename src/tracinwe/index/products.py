@@ -13,10 +13,17 @@ import numpy as np
 import torch
 
 
+#: Multiply-adds below which NumPy multiplies (OpenBLAS runs such products on the calling thread; torch's call costs
+#: more than the product).
+SMALL_PRODUCT = 1 << 16
+
+
 def product64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` in float64 (a matrix times a matrix or a vector)."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
+    if a.shape[0] * a.shape[1] * (b.shape[1] if b.ndim == 2 else 1) < SMALL_PRODUCT:
+        return a @ b
     if not a.flags.writeable:  # torch.from_numpy warns on read-only memory (a float64 memory map)
         a = a.copy()
     if not b.flags.writeable:
