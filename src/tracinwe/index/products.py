@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-
 #: Multiply-adds below which NumPy multiplies (OpenBLAS runs such products on the calling thread; torch's call costs
 #: more than the product).
 SMALL_PRODUCT = 1 << 16
