@@ -87,6 +87,24 @@ def index_path(trained):
     return root / "index"
 
 
+def test_index_build_in_bfloat16_names_it_and_queries_close_to_float32(trained, index_path):
+    from tracinwe.index import Index
+
+    root, _, test_csv, _ = trained
+    bad = invoke("index", "build", "--run-dir", root / "run", "--out", root / "bad", "--precision", "float16")
+    assert bad.exit_code == 2 and "--precision float16: not one of float32, bfloat16" in bad.output
+    result = invoke("index", "build", "--run-dir", root / "run", "--out", root / "index-bf16", "--precision", "bfloat16",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    fast, exact = Index.open(root / "index-bf16"), Index.open(index_path)
+    assert fast.manifest.settings.capture.precision == "bfloat16" and fast.tracin.settings.precision == "bfloat16"
+    assert exact.manifest.settings.capture.precision == "float32"
+    texts = ["a witty , gorgeous film with a boring script .", "dull and lifeless"]
+    got, want = fast.scores(texts), exact.scores(texts)  # each captures its queries as it was built
+    assert not np.array_equal(got, want)
+    np.testing.assert_allclose(got, want, rtol=0, atol=0.05 * np.abs(want).max())
+
+
 def test_index_build_indexes_the_run_rows_and_query_matches_the_library(trained, index_path):
     from tracinwe.data import load_dataset_source
     from tracinwe.index import Index

@@ -196,7 +196,7 @@ def lm_training_examples(tw, run_dir: Path | None, data: str | None, text_column
 
 def build_lm_index(out: Path, folders: list[Path], run_dir: Path | None, data: str | None, text_column: str | None,
                    learning_rates: list[float] | None, max_length: int | None, top_k: int | None, batch_size: int,
-                   build_options: dict):
+                   build_options: dict, precision: str = "float32"):
     """`tracinwe index build` over an LM run's training documents (those `explain --generate` scores); the `Index`."""
     from tracinwe.index import Index
     from tracinwe.lm_run import explain_max_length
@@ -204,7 +204,7 @@ def build_lm_index(out: Path, folders: list[Path], run_dir: Path | None, data: s
 
     with stderr.status(literal(f"loading {len(folders)} checkpoint(s) ...")):
         tw = TracInWE.from_checkpoints(folders, learning_rates, task="causal-lm", max_length=explain_max_length(folders[-1]),
-                                       top_k=top_k, batch_size=batch_size)
+                                       top_k=top_k, batch_size=batch_size, precision=precision)
     examples, ids, _ = lm_training_examples(tw, run_dir, data, text_column, max_length)
     return Index.build(out, tw, examples, None, ids=ids, progress=True, **build_options)
 
