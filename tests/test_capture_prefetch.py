@@ -1,4 +1,5 @@
-"""Capture with batches tokenised ahead by a background thread equals the plain capture bit for bit."""
+"""Capture with batches tokenised ahead by a background thread equals the plain capture: the same tokens and labels,
+rows and logits to float rounding (the first chunk may group its texts into other batches)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ from tracinwe.data import load_dataset_source
 from tracinwe.models.contract import TorchTextClassifier
 from tracinwe.models.huggingface import HuggingFaceClassifier
 from tracinwe.models.small import TokenCNN
-
-FIELDS = ("offsets", "token_ids", "rows", "labels", "logits")
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def aggregate_by_token(
     input_ids: torch.Tensor, grad: torch.Tensor, kept: torch.Tensor, vocab_size: int,
     labels: torch.Tensor, logits: torch.Tensor,
 ) -> TokenGradients:
-    """Sum the kept positions' gradient rows per (example, token): G(x)[w], on the CPU."""
+    """Sum the kept positions' gradient rows per (example, token): G(x)[w], returned on the CPU."""
     n = input_ids.shape[0]
     ex, pos = kept.nonzero(as_tuple=True)
     keys = ex * vocab_size + input_ids[ex, pos].long()
@@ -105,8 +105,9 @@ def assemble_in_input_order(parts: list[tuple[np.ndarray, DeferredRecords]]) -> 
 
 
 def _on_host(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor.cpu()``; from CUDA through pinned memory, then ordinary memory (measured on an H200 host: a 173 MB
-    copy to ordinary memory took 130 ms, to pinned memory 3 ms and on from there 20 ms), so no pinned memory is kept."""
+    """``tensor.cpu()``; from CUDA through pinned memory, then ordinary memory, so no pinned memory is kept (a one-off
+    profile on an H200 host, not rerun by a script: 173 MB took 130 ms to ordinary memory, 3 ms to pinned memory; the
+    capture benchmarks before and after, benchmarks/results/capture-h200-b256*.json, show the whole rework's effect)."""
     if tensor.device.type != "cuda":
         return tensor.cpu()
     staged = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)

@@ -2,9 +2,10 @@
 
 A query's capture has just run torch's threads; NumPy's ``@`` would start
 OpenBLAS's own pool beside them, and on a machine with few cores the two
-contend (measured on 2 cores, 20 queries over 50,000 texts: the pruned search
-right after its capture took 1.7x its time alone). torch's BLAS runs on torch's
-threads, so the search and the capture share one pool.
+contend (on 2 cores, 20 queries over 50,000 texts, `bench_index_query.py`:
+``index.query`` took 0.21 s with NumPy's products, 0.12 s with these).
+torch's BLAS runs on torch's threads, so the search and the capture share one
+pool.
 """
 
 from __future__ import annotations
