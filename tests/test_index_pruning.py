@@ -281,3 +281,34 @@ def test_finishing_the_candidates_at_once_equals_term_by_term(tmp_path, monkeypa
     brute = float64_scores(test, [with_rows(train, lambda rows: rows.half().float())[c] for c in range(2)])
     for k in (1, 4, 12):
         assert_exact(searched(index, test, k, prune=True)[0], brute, k)
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 15], ids=["many-chunks", "one-chunk"])
+def test_first_pass_equals_term_by_term_products_and_bounds(tmp_path, monkeypatch, chunk):
+    """The vectorised first pass: short terms' scores equal each term's products, long terms' bounds each term's
+    Cauchy-Schwarz bounds, scattered one by one (and every bound covers its term's true products)."""
+    monkeypatch.setattr(pruning, "PAIR_CHUNK", chunk)
+    train, test = random_records(300, 20, 1.0), random_records(6, 21, 1.0)
+    index = write_index(tmp_path / "ix", train, "float16", 128)
+    q = index.query_block(test)
+    seg = index.searcher.segment(0, False)
+    q_norms, _ = pruning.query_norms(q, seg.rows.shape[1], seg.dense.shape[2])
+    terms = pruning.shared_term_array(seg, q)
+    long = terms[:, 1] - terms[:, 0] > 8
+    assert long.any() and (~long).any()
+    scores = np.zeros((seg.num_examples, q.n))
+    bounds, largest = np.zeros_like(scores), []
+    products = np.zeros_like(scores)
+    for (lo, hi, qlo, qhi), is_long in zip(terms.tolist(), long):
+        grid = np.ix_(np.asarray(seg.postings[lo:hi]), q.examples[qlo:qhi])
+        if is_long:
+            bounds[grid] += pruning._term_bound(seg, q_norms, lo, hi, qlo, qhi)
+            largest.append(pruning._term_bound(seg, q_norms, lo, hi, qlo, qhi).max())
+            products[grid] += np.abs(pruning._products(seg, q, lo, hi, qlo, qhi, None))
+        else:
+            scores[grid] += pruning._products(seg, q, lo, hi, qlo, qhi, None)
+    scale = np.abs(scores).max()
+    np.testing.assert_allclose(pruning._short_term_scores(seg, q, terms[~long]), scores, rtol=1e-12, atol=1e-12 * scale)
+    got, got_largest = pruning._long_term_bounds(seg, q, q_norms, terms[long])
+    np.testing.assert_allclose(got, bounds, rtol=1e-12, atol=1e-12 * bounds.max())
+    assert (got >= products).all() and (got_largest >= np.array(largest) * (1 - 1e-12)).all()

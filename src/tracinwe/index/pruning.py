@@ -7,8 +7,10 @@ per-checkpoint norms ``||g_c||`` of every row (``row_norms.npy``,
 ``dense_norms.npy``), 4 bytes per checkpoint against ``4 d`` for the row. Per
 segment and batch of queries:
 
-1. terms with short postings (rare tokens) are read and scored exactly; the
-   long ones (frequent tokens) only get their bounds, read from the norms; the
+1. terms with short postings (rare tokens) are read and scored exactly, all in
+   one vectorised pass; the long ones (frequent tokens) only get their bounds,
+   read from the norms, as one sparse product per checkpoint (the postings are
+   a CSC matrix as they lie); the
    dense block gets the estimate of the segment's low-rank sketch and its
    residual bound (`tracinwe.index.sketch`): every example has
    ``exact - bound <= score <= exact + bound``;
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import sparse
 
 from tracinwe.index.products import product64
 from tracinwe.index.search import QueryBlock, SegmentArrays
@@ -53,6 +56,8 @@ LONG_POSTINGS = 1 / 1024
 #: Share of a segment's (example, query) pairs at or below which the candidates get every pending term in one pass
 #: (`_finish`) instead of term by term.
 FINISH_SHARE = 1 / 64
+#: (posting, query entry) pairs of short terms scored per vectorised step.
+PAIR_CHUNK = 1 << 15
 
 
 @dataclass
@@ -132,16 +137,16 @@ def pruned_screen(seg: SegmentArrays, q: QueryBlock, kept: tuple[np.ndarray, np.
             dense_bound = seg.scale * (1.0 + BOUND_SLACK) * product64(dense_norms, q_dense_norms.T)
             bound += dense_bound
             steps.append((float(dense_bound.max(initial=0.0)), -1, -1, -1, -1))
-    for lo, hi, qlo, qhi in shared_terms(seg, q):
-        examples, queries = np.asarray(seg.postings[lo:hi]), q.examples[qlo:qhi]
-        count.rows_total += hi - lo
-        if hi - lo > LONG_POSTINGS * n_seg:
-            term = _term_bound(seg, q_row_norms, lo, hi, qlo, qhi)
-            bound[_grid(examples, queries, n)] += term
-            steps.append((float(term.max(initial=0.0)), lo, hi, qlo, qhi))
-        else:
-            exact[_grid(examples, queries, n)] += _products(seg, q, lo, hi, qlo, qhi, None)
-            count.rows_read += hi - lo
+    terms = shared_term_array(seg, q)
+    count.rows_total += int((terms[:, 1] - terms[:, 0]).sum())
+    long = terms[:, 1] - terms[:, 0] > LONG_POSTINGS * n_seg
+    if long.any():
+        term_bounds, largest = _long_term_bounds(seg, q, q_row_norms, terms[long])
+        bound += term_bounds
+        steps += [(peak, lo, hi, qlo, qhi) for peak, (lo, hi, qlo, qhi) in zip(largest.tolist(), terms[long].tolist())]
+    if not long.all():
+        exact += _short_term_scores(seg, q, terms[~long])
+        count.rows_read += int((terms[~long, 1] - terms[~long, 0]).sum())
     if not steps:
         candidate = np.ones((n_seg, n), bool)
         return _dense_in_float64(seg, q, exact, candidate, dense_fix), candidate
@@ -240,14 +245,68 @@ def _grid(examples: np.ndarray, queries: np.ndarray, n: int):
     return examples if queries.size == n else np.ix_(examples, queries)
 
 
-def shared_terms(seg: SegmentArrays, q: QueryBlock):
-    """``(lo, hi, qlo, qhi)`` per token the segment shares with the queries: its postings and query entries."""
+def shared_term_array(seg: SegmentArrays, q: QueryBlock) -> np.ndarray:
+    """(T, 4) int64 ``(lo, hi, qlo, qhi)`` per token the segment shares with the queries: its postings and query entries."""
     if seg.tokens.size == 0 or q.tokens.size == 0:
-        return
+        return np.zeros((0, 4), np.int64)
     pos = np.searchsorted(seg.tokens, q.tokens).clip(max=seg.tokens.size - 1)
-    for u in np.flatnonzero(seg.tokens[pos] == q.tokens):
-        s = pos[u]
-        yield int(seg.offsets[s]), int(seg.offsets[s + 1]), int(q.offsets[u]), int(q.offsets[u + 1])
+    u = np.flatnonzero(seg.tokens[pos] == q.tokens)
+    s = pos[u]
+    return np.stack([seg.offsets[s], seg.offsets[s + 1], q.offsets[u], q.offsets[u + 1]], axis=1).astype(np.int64)
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The concatenated ranges ``lo[i]:hi[i]``."""
+    lengths = hi - lo
+    firsts = np.cumsum(lengths) - lengths
+    return np.repeat(lo - firsts, lengths) + np.arange(int(lengths.sum()))
+
+
+def _long_term_bounds(seg: SegmentArrays, q: QueryBlock, q_row_norms: np.ndarray,
+                      terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The summed bounds (n_seg, n_q) of the ``terms`` (rows of `shared_term_array`) and an upper estimate of each
+    term's largest bound (to order them).
+
+    Per checkpoint c the bounds are one sparse product: the postings' norms ``||g_c||`` as a (segment x term) matrix,
+    which is the postings' own layout (CSC), times the query entries' norms ``||q_c||`` as a (term x query) matrix.
+    """
+    lo, hi, qlo, qhi = terms.T
+    n_terms, num_ckpt = len(terms), q_row_norms.shape[1]
+    at = _ranges(lo, hi)
+    examples = np.asarray(seg.postings[at])
+    norms = np.asarray(seg.row_norms[at], dtype=np.float64)  # (P, C)
+    indptr = np.concatenate([[0], np.cumsum(hi - lo)])
+    entries = _ranges(qlo, qhi)
+    entry_term = np.repeat(np.arange(n_terms), qhi - qlo)
+    per_query = np.zeros((num_ckpt, n_terms, q.n))
+    per_query[:, entry_term, q.examples[entries]] = q_row_norms[entries].T
+    out = np.zeros((seg.num_examples, q.n))
+    for c in range(num_ckpt):
+        out += sparse.csc_matrix((norms[:, c], examples, indptr), shape=(seg.num_examples, n_terms)) @ per_query[c]
+    scale = (1.0 + BOUND_SLACK) * seg.scale
+    largest = (np.maximum.reduceat(norms, indptr[:-1], axis=0) * per_query.max(axis=2).T).sum(axis=1)
+    return out * scale, largest * scale
+
+
+def _short_term_scores(seg: SegmentArrays, q: QueryBlock, terms: np.ndarray) -> np.ndarray:
+    """Exact float64 scores (n_seg, n_q) of the ``terms`` (rows of `shared_term_array`): every (posting, query entry)
+    pair of a term is one dot product, summed per (example, query) by one ``bincount``."""
+    lo, hi, qlo, qhi = terms.T
+    length, width = hi - lo, qhi - qlo
+    per_term = length * width
+    first_row = np.cumsum(length) - length  # each term's first row in ``stored``
+    stored = np.asarray(seg.rows[_ranges(lo, hi)], dtype=np.float64).reshape(int(length.sum()), -1)
+    flat = np.zeros(seg.num_examples * q.n)
+    ends = np.cumsum(per_term)
+    for start in range(0, int(ends[-1]) if ends.size else 0, PAIR_CHUNK):
+        pair = np.arange(start, min(start + PAIR_CHUNK, int(ends[-1])))
+        term = np.searchsorted(ends, pair, side="right")
+        k = pair - (ends - per_term)[term]
+        posting, entry = k // width[term], qlo[term] + k % width[term]
+        values = np.einsum("pd,pd->p", stored[first_row[term] + posting], q.rows[entry].astype(np.float64))
+        where = np.asarray(seg.postings[lo[term] + posting], dtype=np.int64) * q.n + q.examples[entry]
+        flat += np.bincount(where, weights=values, minlength=flat.size)
+    return flat.reshape(seg.num_examples, q.n) * seg.scale
 
 
 def _products(seg: SegmentArrays, q: QueryBlock, lo: int, hi: int, qlo: int, qhi: int, at: np.ndarray | None) -> np.ndarray:
