@@ -312,3 +312,21 @@ def test_first_pass_equals_term_by_term_products_and_bounds(tmp_path, monkeypatc
     got, got_largest = pruning._long_term_bounds(seg, q, q_norms, terms[long])
     np.testing.assert_allclose(got, bounds, rtol=1e-12, atol=1e-12 * bounds.max())
     assert (got >= products).all() and (got_largest >= np.array(largest) * (1 - 1e-12)).all()
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_segments_screened_by_several_threads_equal_one(tmp_path, monkeypatch, threads):
+    """Threads screen every so-many-th segment with their own thresholds; the merged top k is one thread's, exactly."""
+    from tracinwe.index import searcher
+
+    train, test = integer_rows(random_records(500, 22, 1.0)), integer_rows(random_records(7, 23, 1.0))
+    index = write_index(tmp_path / "ix", train, "float32", 48)
+    monkeypatch.setattr(searcher, "SEARCH_THREADS", 1)
+    one = index.search(test, k=5, prune=True)
+    monkeypatch.setattr(searcher, "SEARCH_THREADS", threads)
+    assert searcher.search_threads() == threads
+    several, count = searched(index, test, 5, prune=True)
+    for field in ("proponent_indices", "proponent_scores", "opponent_indices", "opponent_scores"):
+        np.testing.assert_array_equal(getattr(several, field), getattr(one, field))
+    assert_exact(several, float64_scores(test, train), 5)
+    assert 0 < count.rows_read <= count.rows_total

@@ -40,7 +40,7 @@ from scipy import sparse
 from tracinwe.index.products import product64
 from tracinwe.index.search import QueryBlock, SegmentArrays
 from tracinwe.index.sketch import dense_estimate
-from tracinwe.index.words import find_sorted
+from tracinwe.index.words import expand_pairs, find_sorted
 
 #: Relative inflation of every bound: covers float32 norms and float64 sums.
 BOUND_SLACK = 1e-5
@@ -114,6 +114,7 @@ def pruned_screen(seg: SegmentArrays, q: QueryBlock, kept: tuple[np.ndarray, np.
     bound = np.zeros((n_seg, n))
     steps = []  # (largest bound of one posting, lo, hi, qlo, qhi); lo = -1: the dense block
     dense_fix = None  # rows scored up front in float32: rescored in float64 where they stay candidates
+    estimate = None  # the dense block's estimate (sketch) that its exact products replace
     if num_dense and n_seg:
         dense_norms, norms = _dense_norms(seg)
         count.dense_total += n_seg
@@ -140,13 +141,18 @@ def pruned_screen(seg: SegmentArrays, q: QueryBlock, kept: tuple[np.ndarray, np.
     terms = shared_term_array(seg, q)
     count.rows_total += int((terms[:, 1] - terms[:, 0]).sum())
     long = terms[:, 1] - terms[:, 0] > LONG_POSTINGS * n_seg
-    if long.any():
-        term_bounds, largest = _long_term_bounds(seg, q, q_row_norms, terms[long])
-        bound += term_bounds
-        steps += [(peak, lo, hi, qlo, qhi) for peak, (lo, hi, qlo, qhi) in zip(largest.tolist(), terms[long].tolist())]
     if not long.all():
         exact += _short_term_scores(seg, q, terms[~long])
         count.rows_read += int((terms[~long, 1] - terms[~long, 0]).sum())
+    if long.any():
+        coarse = bound + _coarse_long_bounds(seg, q, q_row_norms, terms[long])
+        candidate = _coarse_candidates(exact, coarse, kept, k)
+        if candidate.sum() <= FINISH_SHARE * candidate.size:  # the coarse bound suffices: read the long terms there
+            _finish(seg, q, exact, candidate, steps + [(0.0, *t) for t in terms[long].tolist()], estimate, count)
+            return _dense_in_float64(seg, q, exact, candidate, dense_fix), candidate
+        term_bounds, largest = _long_term_bounds(seg, q, q_row_norms, terms[long])
+        bound += term_bounds
+        steps += [(peak, lo, hi, qlo, qhi) for peak, (lo, hi, qlo, qhi) in zip(largest.tolist(), terms[long].tolist())]
     if not steps:
         candidate = np.ones((n_seg, n), bool)
         return _dense_in_float64(seg, q, exact, candidate, dense_fix), candidate
@@ -193,11 +199,12 @@ def _finish(seg: SegmentArrays, q: QueryBlock, exact: np.ndarray, candidate: np.
         values -= estimate[examples, queries]
         count.dense_read += np.unique(examples).size
     if terms.size:
-        pair = np.repeat(np.arange(examples.size), len(terms))
-        term = np.tile(np.arange(len(terms)), examples.size)
-        q_at, has = find_sorted(q.examples, terms[term, 2], terms[term, 3], queries[pair])  # the query has the token
-        pair, term, q_at = pair[has], term[has], q_at[has]
-        at, found = find_sorted(seg.postings, terms[term, 0], terms[term, 1], examples[pair])  # so does the example
+        entries = _ranges(terms[:, 2], terms[:, 3])  # the pending terms' query entries
+        term_of_entry = np.zeros(q.examples.size, np.int64)
+        term_of_entry[entries] = np.repeat(np.arange(len(terms)), terms[:, 3] - terms[:, 2])
+        pair, q_at = expand_pairs(q, queries, entries)  # each pair with its query's pending terms
+        term = term_of_entry[q_at]
+        at, found = find_sorted(seg.postings, terms[term, 0], terms[term, 1], examples[pair])  # the example has it too
         pair, at, q_at = pair[found], at[found], q_at[found]
         stored = np.asarray(seg.rows[at], dtype=np.float64).reshape(at.size, int(np.prod(seg.rows.shape[1:])))
         products = np.einsum("pd,pd->p", stored, q.rows[q_at].astype(np.float64)) * seg.scale
@@ -231,6 +238,18 @@ def _candidates(exact: np.ndarray, bound: np.ndarray, kept: tuple[np.ndarray, np
     pro = kth_largest(exact - bound, kept[0], k) - tol
     opp = kth_largest(-exact - bound, kept[1], k) - tol
     return (exact + bound >= pro[None, :]) | (bound - exact >= opp[None, :])
+
+
+def _coarse_candidates(exact: np.ndarray, bound: np.ndarray, kept: tuple[np.ndarray, np.ndarray], k: int) -> np.ndarray:
+    """`_candidates` for a coarse ``bound``: once k scores are kept per direction, the thresholds are theirs alone (the
+    segment's own lower bounds, ``exact - bound``, are too loose to raise them), and the test runs on torch's threads."""
+    if min(kept[0].shape[1], kept[1].shape[1]) < k:
+        tol = 1e-9 * (bound.max(axis=0) + np.abs(exact).max(axis=0, initial=0.0))
+        return _candidates(exact, bound, kept, k, tol)
+    e, b = torch.from_numpy(exact), torch.from_numpy(bound)
+    tol = 1e-9 * (b.amax(0) + torch.maximum(e.amax(0), -e.amin(0)))  # float64 sums, per query (as `pruned_screen`'s)
+    pro, opp = (torch.from_numpy(np.partition(-side, k - 1, axis=1)[:, k - 1]) for side in kept)  # minus k-th largest
+    return ((e + b >= -pro - tol) | (b - e >= -opp - tol)).numpy()
 
 
 def _term_bound(seg: SegmentArrays, q_row_norms: np.ndarray, lo: int, hi: int, qlo: int, qhi: int,
@@ -286,6 +305,32 @@ def _long_term_bounds(seg: SegmentArrays, q: QueryBlock, q_row_norms: np.ndarray
     scale = (1.0 + BOUND_SLACK) * seg.scale
     largest = (np.maximum.reduceat(norms, indptr[:-1], axis=0) * per_query.max(axis=2).T).sum(axis=1)
     return out * scale, largest * scale
+
+
+def _coarse_long_bounds(seg: SegmentArrays, q: QueryBlock, q_row_norms: np.ndarray, terms: np.ndarray) -> np.ndarray:
+    """A looser bound (n_seg, n_q) of the long ``terms``' sum, for the cost of an outer product: per checkpoint,
+    Cauchy-Schwarz over the shared long tokens at once, ``sum_t ||g_t|| ||q_t|| <= ||g_long|| ||q_long||``, with the
+    example's norm over all its long tokens (`_long_norms`, once per segment) and the query's over its long terms."""
+    qlo, qhi = terms[:, 2], terms[:, 3]
+    entries = _ranges(qlo, qhi)
+    squares = np.zeros((q.n, q_row_norms.shape[1]))
+    np.add.at(squares, q.examples[entries], q_row_norms[entries] ** 2)
+    return product64(_long_norms(seg), np.sqrt(squares).T) * ((1.0 + BOUND_SLACK) * seg.scale)
+
+
+def _long_norms(seg: SegmentArrays) -> np.ndarray:
+    """Per example and checkpoint (n_seg, C), the norm of its rows of the segment's long tokens (postings longer than
+    `LONG_POSTINGS` of the segment), float64, inflated (computed once per open segment)."""
+    if "long_norms" not in seg.derived:
+        lengths = np.diff(seg.offsets)
+        long = np.flatnonzero(lengths > LONG_POSTINGS * seg.num_examples)
+        at = _ranges(seg.offsets[long].astype(np.int64), seg.offsets[long + 1].astype(np.int64))
+        norms = np.asarray(seg.row_norms[at], dtype=np.float64)
+        examples = np.asarray(seg.postings[at], dtype=np.int64)
+        squares = np.stack([np.bincount(examples, norms[:, c] ** 2, minlength=seg.num_examples)
+                            for c in range(norms.shape[1])], axis=1)
+        seg.derived["long_norms"] = np.sqrt(squares) * (1.0 + BOUND_SLACK)
+    return seg.derived["long_norms"]
 
 
 def _short_term_scores(seg: SegmentArrays, q: QueryBlock, terms: np.ndarray) -> np.ndarray:

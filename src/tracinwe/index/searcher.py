@@ -14,9 +14,11 @@ its share, and ``start``/``rank`` on the driver; the results are equal.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from tracinwe.capture.records import TokenGradients
 from tracinwe.index.errors import IndexMismatchError
@@ -31,7 +33,14 @@ from tracinwe.results import TopInfluences
 #: Candidates rescored exactly per query and direction when the screen is approximate.
 MIN_CANDIDATES = 1000
 #: Queries a pruned screen takes together (`SegmentSearcher.screen`).
-PRUNE_GROUP = 16
+PRUNE_GROUP = 32
+#: Threads that screen segments side by side (None: one per core torch may use, `torch.get_num_threads`).
+SEARCH_THREADS: int | None = None
+
+
+def search_threads() -> int:
+    """How many threads screen segments at once (`SEARCH_THREADS`)."""
+    return max(1, SEARCH_THREADS if SEARCH_THREADS is not None else torch.get_num_threads())
 
 
 @dataclass
@@ -114,11 +123,26 @@ class SegmentSearcher:
         return self._screen(search, q, numbers)
 
     def _screen(self, search: Search, q: QueryBlock, numbers: list[int]) -> TopCandidates:
+        """The segments ``numbers`` screened by `search_threads` threads, each over every so-many-th segment with its own
+        running top (its own thresholds), merged: the same candidates as one thread's (ties keep the lowest rows)."""
+        threads = min(search_threads(), len(numbers))
+        if threads <= 1:
+            return self._screen_share(search, q, numbers, search.count)
+        counts = [PostingsCount() for _ in range(threads)]
+        with ThreadPoolExecutor(threads, thread_name_prefix="tracinwe-search") as pool:
+            tops = list(pool.map(lambda w: self._screen_share(search, q, numbers[w::threads], counts[w]), range(threads)))
+        for count in counts:
+            search.count.add(count)
+        for other in tops[1:]:
+            tops[0].merge(other)
+        return tops[0]
+
+    def _screen_share(self, search: Search, q: QueryBlock, numbers: list[int], count: PostingsCount) -> TopCandidates:
         top = TopCandidates(q.n, search.candidates)
         for number in numbers:
             seg = self.segment(number, search.projected)
             if search.prune and can_prune(seg):
-                scores, keep = pruned_screen(seg, q, (top.scores[0], top.scores[1]), search.k, search.count)
+                scores, keep = pruned_screen(seg, q, (top.scores[0], top.scores[1]), search.k, count)
                 top.update(scores, int(self.starts[number]), keep)
             else:
                 top.update(screen(seg, q, search.projected), int(self.starts[number]))

@@ -70,5 +70,6 @@ def dense_estimate(basis: np.ndarray, sketch: np.ndarray, residual: np.ndarray, 
     q_residual = np.linalg.norm(q - product64(q_sketch, basis.T), axis=1)
     q_norm = np.linalg.norm(q, axis=1)
     estimate = product64(sketch, q_sketch.T)
-    rounding = (FLOAT32_UNIT + FLOAT64_SLACK) * np.outer(norms, q_norm)
-    return estimate, np.outer(np.asarray(residual, dtype=np.float64), q_residual) + rounding
+    # residual_i q_residual_j + (rounding) norm_i q_norm_j, as one (n, 2) x (2, n_q) product
+    rows = np.stack([np.asarray(residual, dtype=np.float64), (FLOAT32_UNIT + FLOAT64_SLACK) * norms], axis=1)
+    return estimate, product64(rows, np.stack([q_residual, q_norm]))

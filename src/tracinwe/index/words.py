@@ -28,7 +28,7 @@ def pair_token_values(seg: SegmentArrays, q: QueryBlock, queries: np.ndarray, lo
         pairs.append(np.repeat(np.arange(queries.size), num_dense))
         toks.append(np.tile(dense_tokens, queries.size))
         vals.append(np.einsum("mctd,mctd->mt", stored, query).reshape(-1))
-    entry_pair, entry = _expand(q, queries)
+    entry_pair, entry = expand_pairs(q, queries)
     if entry.size and seg.tokens.size:
         token = q.tokens[np.searchsorted(q.offsets, entry, side="right") - 1]
         pos = np.searchsorted(seg.tokens, token).clip(max=seg.tokens.size - 1)
@@ -45,10 +45,12 @@ def pair_token_values(seg: SegmentArrays, q: QueryBlock, queries: np.ndarray, lo
     return np.concatenate(pairs), np.concatenate(toks).astype(np.int64), np.concatenate(vals)
 
 
-def _expand(q: QueryBlock, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(pair, query-block entry) for every entry of every pair's query."""
-    by_query = np.argsort(q.examples, kind="stable")
-    counts = np.bincount(q.examples, minlength=q.n)
+def expand_pairs(q: QueryBlock, queries: np.ndarray, entries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(pair, query-block entry) for every entry of every pair's query (of ``entries`` only, if given)."""
+    entries = np.arange(q.examples.size) if entries is None else entries
+    of_query = q.examples[entries]
+    by_query = entries[np.argsort(of_query, kind="stable")]
+    counts = np.bincount(of_query, minlength=q.n)
     starts = np.concatenate([[0], np.cumsum(counts)])
     n_entries = counts[queries]
     pair = np.repeat(np.arange(queries.size), n_entries)
