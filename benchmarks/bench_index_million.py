@@ -197,6 +197,8 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--search-threads", type=int, default=None,
+                        help="threads screening segments side by side (default: the library's, SEARCH_THREADS)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--segment-size", type=int, default=32768)
     parser.add_argument("--skip-unpruned-singles", action="store_true", help="time pruning off on the 20 only")
@@ -215,6 +217,10 @@ def main() -> None:
     from tracinwe.models.pretrained import minilm_l6_path
 
     torch.set_num_threads(args.threads)
+    from tracinwe.index import searcher
+
+    if args.search_threads is not None:
+        searcher.SEARCH_THREADS = args.search_threads
     console = Console()
     distinct, test, batch = corpus(args.seed, args.n_test, args.batch)
     train_texts = repeated(distinct, args.n_train)
@@ -256,7 +262,9 @@ def main() -> None:
                  "checkpoints half way and at the end; labels: final checkpoint's predictions",
         "loss_first20_last20": [float(np.mean(losses[:20])), float(np.mean(losses[-20:]))],
         "max_length": 64, "dtype": "float16", "segment_size": args.segment_size, "k": 10, "repeats": args.repeats,
-        "page_cache": "warm", "torch_threads": args.threads, "torch": torch.__version__, "numpy": np.__version__,
+        "page_cache": "warm", "torch_threads": args.threads,
+        "search_threads": searcher.search_threads(), "prune_group": searcher.PRUNE_GROUP,
+        "torch": torch.__version__, "numpy": np.__version__,
         "python": platform.python_version(), "argv": sys.argv[1:], "cpus": os.cpu_count(),
         "load_average_1_5_15": list(os.getloadavg()),
     }

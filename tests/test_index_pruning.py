@@ -283,7 +283,7 @@ def test_finishing_the_candidates_at_once_equals_term_by_term(tmp_path, monkeypa
         assert_exact(searched(index, test, k, prune=True)[0], brute, k)
 
 
-@pytest.mark.parametrize("chunk", [7, 1 << 15], ids=["many-chunks", "one-chunk"])
+@pytest.mark.parametrize("chunk", [7, 1 << 13], ids=["many-chunks", "one-chunk"])
 def test_first_pass_equals_term_by_term_products_and_bounds(tmp_path, monkeypatch, chunk):
     """The vectorised first pass: short terms' scores equal each term's products, long terms' bounds each term's
     Cauchy-Schwarz bounds, scattered one by one (and every bound covers its term's true products)."""

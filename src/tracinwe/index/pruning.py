@@ -56,8 +56,8 @@ LONG_POSTINGS = 1 / 1024
 #: Share of a segment's (example, query) pairs at or below which the candidates get every pending term in one pass
 #: (`_finish`) instead of term by term.
 FINISH_SHARE = 1 / 64
-#: (posting, query entry) pairs of short terms scored per vectorised step.
-PAIR_CHUNK = 1 << 15
+#: Row pairs multiplied per vectorised step (their float64 copies bound a search's memory).
+PAIR_CHUNK = 1 << 13
 
 
 @dataclass
@@ -194,9 +194,7 @@ def _finish(seg: SegmentArrays, q: QueryBlock, exact: np.ndarray, candidate: np.
     values = np.zeros(examples.size)
     terms = np.array([s[1:] for s in pending if s[1] >= 0], dtype=np.int64).reshape(-1, 4)
     if len(terms) < len(pending):  # the dense block: its rows in float64, less the sketch's estimate
-        stored = np.asarray(seg.dense[examples], dtype=np.float64).reshape(examples.size, int(np.prod(seg.dense.shape[1:])))
-        values += np.einsum("pd,pd->p", stored, q.dense[queries].astype(np.float64)) * seg.scale
-        values -= estimate[examples, queries]
+        values += _row_dots(seg.dense, examples, q.dense, queries) * seg.scale - estimate[examples, queries]
         count.dense_read += np.unique(examples).size
     if terms.size:
         entries = _ranges(terms[:, 2], terms[:, 3])  # the pending terms' query entries
@@ -206,9 +204,7 @@ def _finish(seg: SegmentArrays, q: QueryBlock, exact: np.ndarray, candidate: np.
         term = term_of_entry[q_at]
         at, found = find_sorted(seg.postings, terms[term, 0], terms[term, 1], examples[pair])  # the example has it too
         pair, at, q_at = pair[found], at[found], q_at[found]
-        stored = np.asarray(seg.rows[at], dtype=np.float64).reshape(at.size, int(np.prod(seg.rows.shape[1:])))
-        products = np.einsum("pd,pd->p", stored, q.rows[q_at].astype(np.float64)) * seg.scale
-        values += np.bincount(pair, weights=products, minlength=examples.size)
+        values += np.bincount(pair, weights=_row_dots(seg.rows, at, q.rows, q_at) * seg.scale, minlength=examples.size)
         count.rows_read += np.unique(at).size
     exact[examples, queries] += values
 
@@ -333,25 +329,30 @@ def _long_norms(seg: SegmentArrays) -> np.ndarray:
     return seg.derived["long_norms"]
 
 
+def _row_dots(stored: np.ndarray, at: np.ndarray, query_rows: np.ndarray, q_at: np.ndarray) -> np.ndarray:
+    """``stored[at[p]] . query_rows[q_at[p]]`` per p, in float64, `PAIR_CHUNK` rows at a time (bounded memory)."""
+    out = np.empty(at.size)
+    for lo in range(0, at.size, PAIR_CHUNK):
+        hi = min(lo + PAIR_CHUNK, at.size)
+        left = np.asarray(stored[at[lo:hi]], dtype=np.float64).reshape(hi - lo, -1)
+        out[lo:hi] = np.einsum("pd,pd->p", left, query_rows[q_at[lo:hi]].astype(np.float64))
+    return out
+
+
 def _short_term_scores(seg: SegmentArrays, q: QueryBlock, terms: np.ndarray) -> np.ndarray:
     """Exact float64 scores (n_seg, n_q) of the ``terms`` (rows of `shared_term_array`): every (posting, query entry)
     pair of a term is one dot product, summed per (example, query) by one ``bincount``."""
     lo, hi, qlo, qhi = terms.T
     length, width = hi - lo, qhi - qlo
     per_term = length * width
-    first_row = np.cumsum(length) - length  # each term's first row in ``stored``
-    stored = np.asarray(seg.rows[_ranges(lo, hi)], dtype=np.float64).reshape(int(length.sum()), -1)
-    flat = np.zeros(seg.num_examples * q.n)
     ends = np.cumsum(per_term)
-    for start in range(0, int(ends[-1]) if ends.size else 0, PAIR_CHUNK):
-        pair = np.arange(start, min(start + PAIR_CHUNK, int(ends[-1])))
-        term = np.searchsorted(ends, pair, side="right")
-        k = pair - (ends - per_term)[term]
-        posting, entry = k // width[term], qlo[term] + k % width[term]
-        values = np.einsum("pd,pd->p", stored[first_row[term] + posting], q.rows[entry].astype(np.float64))
-        where = np.asarray(seg.postings[lo[term] + posting], dtype=np.int64) * q.n + q.examples[entry]
-        flat += np.bincount(where, weights=values, minlength=flat.size)
-    return flat.reshape(seg.num_examples, q.n) * seg.scale
+    pair = np.arange(int(ends[-1]) if ends.size else 0)
+    term = np.searchsorted(ends, pair, side="right")
+    k = pair - (ends - per_term)[term]
+    posting, entry = lo[term] + k // width[term], qlo[term] + k % width[term]
+    values = _row_dots(seg.rows, posting, q.rows, entry) * seg.scale
+    where = np.asarray(seg.postings[posting], dtype=np.int64) * q.n + q.examples[entry]
+    return np.bincount(where, weights=values, minlength=seg.num_examples * q.n).reshape(seg.num_examples, q.n)
 
 
 def _products(seg: SegmentArrays, q: QueryBlock, lo: int, hi: int, qlo: int, qhi: int, at: np.ndarray | None) -> np.ndarray:
