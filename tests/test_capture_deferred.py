@@ -8,7 +8,13 @@ import torch
 
 from conftest import tiny_bert
 from tracinwe import TracInWE
-from tracinwe.capture.aggregate import aggregate_by_token, assemble_in_input_order, deferred_aggregate
+from tracinwe.capture.aggregate import (
+    aggregate_by_token,
+    assemble_in_input_order,
+    deferred_aggregate,
+    held_positions,
+    sum_in_input_order,
+)
 from tracinwe.capture.gradients import CaptureSettings, _in_input_order, batch_token_gradients, prepared_for_capture
 from tracinwe.index.manifest import IndexSettings
 from tracinwe.models.huggingface import HuggingFaceClassifier
@@ -55,6 +61,27 @@ def test_a_chunk_of_deferred_batches_comes_back_in_input_order_as_the_waiting_on
         waiting.append((rows, aggregate_by_token(ids, grad, kept, vocab, labels, logits)))
         deferred.append((rows, deferred_aggregate(ids, grad, kept, vocab, labels, logits)))
     assert_same_records(assemble_in_input_order(deferred), _in_input_order(waiting))
+
+
+@pytest.mark.parametrize("kept_share", [0.8, 0.2], ids=["every-position-held", "kept-positions-gathered"])
+def test_a_chunk_summed_at_once_equals_the_batches_summed_one_by_one_bit_for_bit(kept_share):
+    """The CPU path: each batch's rows held unsummed, the chunk summed once in input order (dropped positions and an
+    example with nothing kept included; a low kept share, as with Top-k, keeps the kept rows alone)."""
+    generator = torch.Generator().manual_seed(4)
+    vocab, d = 7, 5  # few token ids: many repeats within an example
+    order = torch.randperm(11, generator=generator).numpy()
+    waiting, held = [], []
+    for rows, t in ((order[:4], 8), (order[4:9], 3), (order[9:], 6)):
+        ids = torch.randint(0, vocab, (rows.size, t), generator=generator)
+        grad = torch.randn(rows.size, t, d, generator=generator).transpose(1, 2).contiguous().transpose(1, 2)  # as a CNN's
+        kept = torch.rand(rows.size, t, generator=generator) < kept_share
+        kept[0] = False
+        labels, logits = torch.randint(0, 2, (rows.size,), generator=generator), torch.randn(rows.size, 2, generator=generator)
+        waiting.append((rows, aggregate_by_token(ids, grad, kept, vocab, labels, logits)))
+        held.append((rows, held_positions(ids, grad, kept, vocab, labels, logits)))
+    got = sum_in_input_order(held, vocab)
+    assert_same_records(got, _in_input_order(waiting))
+    assert int(got.offsets[order[0] + 1] - got.offsets[order[0]]) == 0
 
 
 def test_a_deferred_batch_equals_a_waiting_batch_of_a_real_model(tokenizer):

@@ -1,6 +1,6 @@
 """Sum a batch's kept positions' gradient rows per (example, token): the records G(x)[w] of one batch.
 
-Two ways to the same records:
+Three ways to the same records:
 
 * `aggregate_by_token` asks for the number of distinct (example, token) pairs
   (``unique``), so on an accelerator it waits for the batch's
@@ -9,9 +9,12 @@ Two ways to the same records:
   distinct keys are found by a sort, so the host runs ahead, queueing the next
   batches; `assemble_in_input_order` then puts a whole chunk of them in input
   order on the device and copies the records to the CPU once (the chunk's one
-  wait), instead of the host concatenating and reordering them.
+  wait), instead of the host concatenating and reordering them;
+* `held_positions` keeps a batch's rows unsummed (on the CPU) and `sum_in_input_order`
+  sums a whole chunk of them at once, straight into its records in input order:
+  one sort of the chunk's keys and no copy of the summed rows to concatenate.
 
-Both sum each key's rows in position order, so on the CPU they agree to the bit.
+Each sums a key's rows in position order, so on the CPU they agree to the bit.
 """
 
 from __future__ import annotations
@@ -124,3 +127,66 @@ def _on_host(tensor: torch.Tensor) -> torch.Tensor:
     out = torch.empty(tensor.shape, dtype=tensor.dtype)
     out.copy_(staged)
     return out
+
+
+@dataclass
+class HeldPositions:
+    """A batch's gradient rows, not yet summed: row i belongs to the batch's example ``example[i]`` (-1: a dropped
+    position) and token ``token[i]``."""
+
+    example: torch.Tensor
+    token: torch.Tensor
+    rows: torch.Tensor
+    labels: torch.Tensor
+    logits: torch.Tensor
+
+
+#: Kept share of a batch's positions below which `held_positions` keeps only the kept rows (a copy), as with Top-k.
+GATHER_BELOW = 0.5
+
+
+def held_positions(
+    input_ids: torch.Tensor, grad: torch.Tensor, kept: torch.Tensor, vocab_size: int,
+    labels: torch.Tensor, logits: torch.Tensor,
+) -> HeldPositions:
+    """A batch's rows for `sum_in_input_order`: every position (dropped ones marked), or, where few are kept, the kept
+    ones alone."""
+    n, t = input_ids.shape
+    flat_kept = kept.reshape(-1)
+    example = torch.arange(n, device=grad.device).repeat_interleave(t)
+    token = input_ids.reshape(-1).long()
+    rows = grad.reshape(n * t, -1).float()
+    if int(flat_kept.sum()) < GATHER_BELOW * n * t:
+        at = flat_kept.nonzero().squeeze(1)
+        example, token, rows = example[at], token[at], rows[at]
+    else:
+        example = torch.where(flat_kept, example, -1)
+    return HeldPositions(example, token, rows, labels.long(), logits.float())
+
+
+def sum_in_input_order(parts: list[tuple[np.ndarray, HeldPositions]], vocab_size: int) -> TokenGradients:
+    """One chunk's records in input order from its batches' held rows (``(local indices, held rows)``): one sort of the
+    chunk's (example, token) keys, each batch's rows added straight into their records."""
+    n = sum(local.size for local, _ in parts)
+    dropped = n * vocab_size  # above every real key: sorts last
+    keys = []
+    for local, held in parts:
+        example = torch.from_numpy(local).to(held.example.device)[held.example.clamp(min=0)]
+        keys.append(torch.where(held.example >= 0, example * vocab_size + held.token, dropped))
+    unique_keys, inverse = torch.unique(torch.cat(keys), sorted=True, return_inverse=True)
+    rows = torch.zeros(unique_keys.numel(), parts[0][1].rows.shape[1], dtype=torch.float32)
+    start = 0
+    for (_, held), batch_keys in zip(parts, keys):
+        rows.index_add_(0, inverse[start:start + batch_keys.numel()], held.rows)
+        start += batch_keys.numel()
+    if unique_keys.numel() and int(unique_keys[-1]) == dropped:
+        unique_keys, rows = unique_keys[:-1], rows[:-1]
+    offsets = torch.zeros(n + 1, dtype=torch.long)
+    offsets[1:] = torch.cumsum(torch.bincount(unique_keys // vocab_size, minlength=n), 0)
+    first = parts[0][1]
+    labels = torch.empty(n, dtype=first.labels.dtype)
+    logits = torch.empty(n, first.logits.shape[1], dtype=first.logits.dtype)
+    for local, held in parts:
+        where = torch.from_numpy(local)
+        labels[where], logits[where] = held.labels, held.logits
+    return TokenGradients(offsets, unique_keys % vocab_size, rows, labels, logits)

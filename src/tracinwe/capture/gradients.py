@@ -18,7 +18,15 @@ import torch
 from torch import nn
 
 from tracinwe.capture import prefetch
-from tracinwe.capture.aggregate import DeferredRecords, aggregate_by_token, assemble_in_input_order, deferred_aggregate
+from tracinwe.capture.aggregate import (
+    DeferredRecords,
+    HeldPositions,
+    aggregate_by_token,
+    assemble_in_input_order,
+    deferred_aggregate,
+    held_positions,
+    sum_in_input_order,
+)
 from tracinwe.capture.ahead import TokenizedAhead
 from tracinwe.capture.batching import MAX_TOKENIZE_WORKERS, background_workers, pad_values, token_sorted_batches
 from tracinwe.capture.model_state import LookupOutputTap, prepared_for_capture
@@ -32,6 +40,9 @@ PRECISIONS = ("float32", "bfloat16")
 #: On CUDA, records are aggregated without waiting for the device and put in input order there, one copy to the host per
 #: chunk (`tracinwe.capture.aggregate`); False: each batch waits, and the host orders the chunk (as on the CPU).
 DEFER_ON_CUDA = True
+#: On the CPU, each batch's rows are held unsummed and a chunk's records summed at once, in input order
+#: (`tracinwe.capture.aggregate.sum_in_input_order`); False: each batch is summed, then the chunk put in order.
+HOLD_ON_CPU = True
 
 
 @dataclass(frozen=True)
@@ -111,11 +122,13 @@ def batch_token_gradients(
     labels: torch.Tensor | None,
     settings: CaptureSettings,
     deferred: bool = False,
-) -> TokenGradients | DeferredRecords:
+    held: bool = False,
+) -> TokenGradients | DeferredRecords | HeldPositions:
     """TokenGradients of one batch; ``labels=None`` differentiates the predicted label.
 
     The model must already be prepared (`prepared_for_capture`). ``deferred``: the records
-    without waiting for the device (`tracinwe.capture.aggregate.deferred_aggregate`).
+    without waiting for the device (`tracinwe.capture.aggregate.deferred_aggregate`); ``held``:
+    the rows unsummed, for a chunk's `tracinwe.capture.aggregate.sum_in_input_order`.
     """
     tap = LookupOutputTap(classifier.embedding)
     try:
@@ -133,7 +146,7 @@ def batch_token_gradients(
         top = norms.topk(settings.top_k, dim=1).indices
         in_top = torch.zeros_like(kept).scatter_(1, top, True)
         kept = kept & in_top
-    aggregate = deferred_aggregate if deferred else aggregate_by_token
+    aggregate = deferred_aggregate if deferred else held_positions if held else aggregate_by_token
     return aggregate(batch["input_ids"], grad, kept, classifier.vocab_size, target, logits.detach())
 
 
@@ -176,13 +189,14 @@ def iter_token_gradients(
     run_device = torch.device(device) if device is not None else _module_device(classifier.module)
     pin = run_device.type == "cuda"
     defer = pin and DEFER_ON_CUDA
+    hold = run_device.type == "cpu" and HOLD_ON_CPU
     overlap = can_overlap(run_device)
     targets = None if labels is None else torch.as_tensor(np.asarray(labels, dtype=np.int64))
     bar = tqdm(total=n, desc=description, unit="ex", disable=not progress, leave=False)
     with prepared_for_capture(classifier.module, device), torch.inference_mode(False):
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
-            parts: list[tuple[np.ndarray, TokenGradients | DeferredRecords]] = []
+            parts: list[tuple[np.ndarray, TokenGradients | DeferredRecords | HeldPositions]] = []
             # the producer ends with the chunk: nothing tokenises behind the caller's back while it holds the records;
             # batches already tokenised (another checkpoint's pass) need no thread
             ahead = 0 if not overlap or (batch_cache is not None and (start, stop) in batch_cache) else None
@@ -191,9 +205,10 @@ def iter_token_gradients(
                                                              background=background_workers(run_device)), ahead):
                 batch = {k: v.to(run_device, non_blocking=pin) for k, v in batch.items()}
                 y = None if y is None else y.to(run_device, non_blocking=pin)
-                parts.append((local, batch_token_gradients(classifier, batch, y, settings, deferred=defer)))
+                parts.append((local, batch_token_gradients(classifier, batch, y, settings, deferred=defer, held=hold)))
                 bar.update(local.size)
-            yield start, assemble_in_input_order(parts) if defer else _in_input_order(parts)
+            yield start, (assemble_in_input_order(parts) if defer else
+                          sum_in_input_order(parts, classifier.vocab_size) if hold else _in_input_order(parts))
     bar.close()
 
 
