@@ -34,8 +34,7 @@ def aggregate_by_token(
     """Sum the kept positions' gradient rows per (example, token): G(x)[w], returned on the CPU.
 
     Dropped positions (padding, special tokens left out, Top-k) share one key above every real one, so every row of the
-    batch is added where it belongs without first gathering the kept ones, and that last sum is cut off (on 2 cores,
-    a batch of 64 x 64 tokens: 2-3 ms -> 0.3-0.5 ms, which a cheap model's capture shows, `bench_capture.py`).
+    batch is added where it belongs without first gathering the kept ones, and that last sum is cut off.
     """
     n, t = input_ids.shape
     flat_kept = kept.reshape(-1)
