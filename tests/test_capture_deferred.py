@@ -13,9 +13,10 @@ from tracinwe.capture.aggregate import (
     assemble_in_input_order,
     deferred_aggregate,
     held_positions,
+    in_input_order,
     sum_in_input_order,
 )
-from tracinwe.capture.gradients import CaptureSettings, _in_input_order, batch_token_gradients, prepared_for_capture
+from tracinwe.capture.gradients import CaptureSettings, batch_token_gradients, prepared_for_capture
 from tracinwe.index.manifest import IndexSettings
 from tracinwe.models.huggingface import HuggingFaceClassifier
 
@@ -60,7 +61,7 @@ def test_a_chunk_of_deferred_batches_comes_back_in_input_order_as_the_waiting_on
         labels, logits = torch.randint(0, 2, (rows.size,), generator=generator), torch.randn(rows.size, 2, generator=generator)
         waiting.append((rows, aggregate_by_token(ids, grad, kept, vocab, labels, logits)))
         deferred.append((rows, deferred_aggregate(ids, grad, kept, vocab, labels, logits)))
-    assert_same_records(assemble_in_input_order(deferred), _in_input_order(waiting))
+    assert_same_records(assemble_in_input_order(deferred), in_input_order(waiting))
 
 
 @pytest.mark.parametrize("kept_share", [0.8, 0.2], ids=["every-position-held", "kept-positions-gathered"])
@@ -80,7 +81,7 @@ def test_a_chunk_summed_at_once_equals_the_batches_summed_one_by_one_bit_for_bit
         waiting.append((rows, aggregate_by_token(ids, grad, kept, vocab, labels, logits)))
         held.append((rows, held_positions(ids, grad, kept, vocab, labels, logits)))
     got = sum_in_input_order(held, vocab)
-    assert_same_records(got, _in_input_order(waiting))
+    assert_same_records(got, in_input_order(waiting))
     assert int(got.offsets[order[0] + 1] - got.offsets[order[0]]) == 0
 
 

@@ -5,6 +5,7 @@ Three ways to the same records:
 * `aggregate_by_token` asks for the number of distinct (example, token) pairs
   (``unique``), so on an accelerator it waits for the batch's
   backward pass, then copies the records to the CPU and waits again;
+  `in_input_order` then puts a chunk of such batches in input order;
 * `deferred_aggregate` never asks: every size is the batch's ``B x T`` and the
   distinct keys are found by a sort, so the host runs ahead, queueing the next
   batches; `assemble_in_input_order` then puts a whole chunk of them in input
@@ -189,3 +190,30 @@ def sum_in_input_order(parts: list[tuple[np.ndarray, HeldPositions]], vocab_size
         where = torch.from_numpy(local)
         labels[where], logits[where] = held.labels, held.logits
     return TokenGradients(offsets, unique_keys % vocab_size, rows, labels, logits)
+
+
+def in_input_order(parts: list[tuple[np.ndarray, TokenGradients]]) -> TokenGradients:
+    """One chunk's records, from its batches (``(local indices, records)``), in input order: each batch's entries written
+    once to their place (no concatenation, then reordering, of the rows)."""
+    order = np.concatenate([local for local, _ in parts])
+    if np.array_equal(order, np.arange(order.size)):  # batches already in input order
+        return parts[0][1] if len(parts) == 1 else TokenGradients.concat([r for _, r in parts])
+    counts = torch.cat([r.offsets[1:] - r.offsets[:-1] for _, r in parts])  # per example, in batch order
+    reordered = torch.empty_like(counts)
+    reordered[torch.from_numpy(order)] = counts
+    offsets = torch.zeros(order.size + 1, dtype=torch.long)
+    offsets[1:] = torch.cumsum(reordered, 0)
+    first = parts[0][1]
+    token_ids = torch.empty(int(offsets[-1]), dtype=first.token_ids.dtype)
+    rows = torch.empty(int(offsets[-1]), first.dim, dtype=first.rows.dtype)
+    labels = torch.empty(order.size, dtype=first.labels.dtype)
+    logits = torch.empty(order.size, first.logits.shape[1], dtype=first.logits.dtype)
+    for local, records in parts:
+        where = torch.from_numpy(local)
+        sizes = records.offsets[1:] - records.offsets[:-1]
+        shift = torch.repeat_interleave(offsets[:-1][where] - records.offsets[:-1], sizes)
+        entries = shift + torch.arange(int(records.offsets[-1]))
+        token_ids[entries] = records.token_ids
+        rows.index_copy_(0, entries, records.rows)
+        labels[where], logits[where] = records.labels, records.logits
+    return TokenGradients(offsets, token_ids, rows, labels, logits)

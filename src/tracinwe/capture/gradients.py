@@ -25,6 +25,7 @@ from tracinwe.capture.aggregate import (
     assemble_in_input_order,
     deferred_aggregate,
     held_positions,
+    in_input_order,
     sum_in_input_order,
 )
 from tracinwe.capture.ahead import TokenizedAhead
@@ -208,35 +209,8 @@ def iter_token_gradients(
                 parts.append((local, batch_token_gradients(classifier, batch, y, settings, deferred=defer, held=hold)))
                 bar.update(local.size)
             yield start, (assemble_in_input_order(parts) if defer else
-                          sum_in_input_order(parts, classifier.vocab_size) if hold else _in_input_order(parts))
+                          sum_in_input_order(parts, classifier.vocab_size) if hold else in_input_order(parts))
     bar.close()
-
-
-def _in_input_order(parts: list[tuple[np.ndarray, TokenGradients]]) -> TokenGradients:
-    """One chunk's records, from its batches (``(local indices, records)``), in input order: each batch's entries written
-    once to their place (no concatenation, then reordering, of the rows)."""
-    order = np.concatenate([local for local, _ in parts])
-    if np.array_equal(order, np.arange(order.size)):  # batches already in input order
-        return parts[0][1] if len(parts) == 1 else TokenGradients.concat([r for _, r in parts])
-    counts = torch.cat([r.offsets[1:] - r.offsets[:-1] for _, r in parts])  # per example, in batch order
-    in_input_order = torch.empty_like(counts)
-    in_input_order[torch.from_numpy(order)] = counts
-    offsets = torch.zeros(order.size + 1, dtype=torch.long)
-    offsets[1:] = torch.cumsum(in_input_order, 0)
-    first = parts[0][1]
-    token_ids = torch.empty(int(offsets[-1]), dtype=first.token_ids.dtype)
-    rows = torch.empty(int(offsets[-1]), first.dim, dtype=first.rows.dtype)
-    labels = torch.empty(order.size, dtype=first.labels.dtype)
-    logits = torch.empty(order.size, first.logits.shape[1], dtype=first.logits.dtype)
-    for local, records in parts:
-        where = torch.from_numpy(local)
-        sizes = records.offsets[1:] - records.offsets[:-1]
-        shift = torch.repeat_interleave(offsets[:-1][where] - records.offsets[:-1], sizes)
-        entries = shift + torch.arange(int(records.offsets[-1]))
-        token_ids[entries] = records.token_ids
-        rows.index_copy_(0, entries, records.rows)
-        labels[where], logits[where] = records.labels, records.logits
-    return TokenGradients(offsets, token_ids, rows, labels, logits)
 
 
 def _chunk_batches(classifier: TextClassifier, texts, text_pairs, targets: torch.Tensor | None, settings: CaptureSettings,
