@@ -274,8 +274,10 @@ def test_query_block_part_equals_the_block_of_those_queries(tmp_path):
 
 @pytest.mark.parametrize("share", [0.0, 1 / 64, 1.0], ids=["term-by-term", "default", "finish-at-once"])
 def test_finishing_the_candidates_at_once_equals_term_by_term(tmp_path, monkeypatch, share):
-    """The candidates get the pending terms one by one (share 0), all at once (share 1) or first one by one: same top k."""
+    """The candidates get the pending terms one by one (share 0: the coarse bound never suffices), all at once after the
+    coarse bound (share 1) or as by default: same top k."""
     monkeypatch.setattr(pruning, "FINISH_SHARE", share)
+    monkeypatch.setattr(pruning, "COARSE_SHARE", share if share != 1 / 64 else pruning.COARSE_SHARE)
     train, test = integer_rows(random_records(500, 18, 1.0)), integer_rows(random_records(6, 19, 1.0))
     index = write_index(tmp_path / "ix", train, "float16", 128)
     brute = float64_scores(test, [with_rows(train, lambda rows: rows.half().float())[c] for c in range(2)])

@@ -63,6 +63,9 @@ LONG_POSTINGS = 1 / 1024
 #: Share of a segment's (example, query) pairs at or below which the candidates get every pending term in one pass
 #: (`_finish`) instead of term by term.
 FINISH_SHARE = 1 / 64
+#: Share of the pairs at or below which the coarse bound's candidates get their long terms at once (above it, the
+#: per-term bounds narrow them first).
+COARSE_SHARE = 1 / 256
 #: Row pairs multiplied per vectorised step (their float64 copies bound a search's memory).
 PAIR_CHUNK = 1 << 13
 
@@ -154,7 +157,7 @@ def pruned_screen(seg: SegmentArrays, q: QueryBlock, kept: tuple[np.ndarray, np.
     if long.any():
         coarse = bound + _coarse_long_bounds(seg, q, q_row_norms, terms[long])
         candidate = _coarse_candidates(exact, coarse, kept, k)
-        if candidate.sum() <= FINISH_SHARE * candidate.size:  # the coarse bound suffices: read the long terms there
+        if candidate.sum() <= COARSE_SHARE * candidate.size:  # the coarse bound suffices: read the long terms there
             _finish(seg, q, exact, candidate, steps + [(0.0, *t) for t in terms[long].tolist()], estimate, count)
             return _dense_in_float64(seg, q, exact, candidate, dense_fix), candidate
         term_bounds, largest = _long_term_bounds(seg, q, q_row_norms, terms[long])
