@@ -32,27 +32,10 @@ def aggregate_by_token(
     input_ids: torch.Tensor, grad: torch.Tensor, kept: torch.Tensor, vocab_size: int,
     labels: torch.Tensor, logits: torch.Tensor,
 ) -> TokenGradients:
-    """Sum the kept positions' gradient rows per (example, token): G(x)[w], returned on the CPU.
-
-    Dropped positions (padding, special tokens left out, Top-k) share one key above every real one, so every row of the
-    batch is added where it belongs without first gathering the kept ones, and that last sum is cut off.
-    """
-    n, t = input_ids.shape
-    flat_kept = kept.reshape(-1)
-    dropped = n * vocab_size
-    example = torch.arange(n, device=grad.device).repeat_interleave(t)
-    keys = torch.where(flat_kept, example * vocab_size + input_ids.reshape(-1).long(), dropped)
-    unique_keys, inverse = torch.unique(keys, sorted=True, return_inverse=True)
-    rows = torch.zeros(unique_keys.numel(), grad.shape[-1], dtype=torch.float32, device=grad.device)
-    rows.index_add_(0, inverse, grad.reshape(n * t, -1).float())
-    if not bool(flat_kept.all()):
-        unique_keys, rows = unique_keys[:-1], rows[:-1]
-    counts = torch.bincount(unique_keys // vocab_size, minlength=n)
-    offsets = torch.zeros(n + 1, dtype=torch.long, device=grad.device)
-    offsets[1:] = torch.cumsum(counts, 0)
-    return TokenGradients(
-        offsets.cpu(), (unique_keys % vocab_size).cpu(), rows.cpu(), labels.long().cpu(), logits.float().cpu()
-    )
+    """Sum the kept positions' gradient rows per (example, token): G(x)[w], returned on the CPU: the batch's
+    `held_positions` summed as a chunk of one (`sum_in_input_order`)."""
+    held = held_positions(input_ids, grad, kept, vocab_size, labels, logits)
+    return sum_in_input_order([(np.arange(input_ids.shape[0]), held)], vocab_size)
 
 
 @dataclass
@@ -166,30 +149,31 @@ def held_positions(
 
 def sum_in_input_order(parts: list[tuple[np.ndarray, HeldPositions]], vocab_size: int) -> TokenGradients:
     """One chunk's records in input order from its batches' held rows (``(local indices, held rows)``): one sort of the
-    chunk's (example, token) keys, each batch's rows added straight into their records."""
+    chunk's (example, token) keys, each batch's rows added straight into their records (returned on the CPU)."""
     n = sum(local.size for local, _ in parts)
+    device = parts[0][1].rows.device
     dropped = n * vocab_size  # above every real key: sorts last
     keys = []
     for local, held in parts:
-        example = torch.from_numpy(local).to(held.example.device)[held.example.clamp(min=0)]
+        example = torch.from_numpy(local).to(device)[held.example.clamp(min=0)]
         keys.append(torch.where(held.example >= 0, example * vocab_size + held.token, dropped))
     unique_keys, inverse = torch.unique(torch.cat(keys), sorted=True, return_inverse=True)
-    rows = torch.zeros(unique_keys.numel(), parts[0][1].rows.shape[1], dtype=torch.float32)
+    rows = torch.zeros(unique_keys.numel(), parts[0][1].rows.shape[1], dtype=torch.float32, device=device)
     start = 0
     for (_, held), batch_keys in zip(parts, keys):
         rows.index_add_(0, inverse[start:start + batch_keys.numel()], held.rows)
         start += batch_keys.numel()
     if unique_keys.numel() and int(unique_keys[-1]) == dropped:
         unique_keys, rows = unique_keys[:-1], rows[:-1]
-    offsets = torch.zeros(n + 1, dtype=torch.long)
+    offsets = torch.zeros(n + 1, dtype=torch.long, device=device)
     offsets[1:] = torch.cumsum(torch.bincount(unique_keys // vocab_size, minlength=n), 0)
     first = parts[0][1]
-    labels = torch.empty(n, dtype=first.labels.dtype)
-    logits = torch.empty(n, first.logits.shape[1], dtype=first.logits.dtype)
+    labels = torch.empty(n, dtype=first.labels.dtype, device=device)
+    logits = torch.empty(n, first.logits.shape[1], dtype=first.logits.dtype, device=device)
     for local, held in parts:
-        where = torch.from_numpy(local)
+        where = torch.from_numpy(local).to(device)
         labels[where], logits[where] = held.labels, held.logits
-    return TokenGradients(offsets, unique_keys % vocab_size, rows, labels, logits)
+    return TokenGradients(*(t.cpu() for t in (offsets, unique_keys % vocab_size, rows, labels, logits)))
 
 
 def in_input_order(parts: list[tuple[np.ndarray, TokenGradients]]) -> TokenGradients:

@@ -36,8 +36,8 @@ MIN_CANDIDATES = 1000
 PRUNE_GROUP = 32
 #: Threads that screen segments side by side (None: one per core torch may use, `torch.get_num_threads`). One by
 #: default: the screen's products and candidate tests already run on torch's threads, and each more thread holds its
-#: own score arrays (on 2 cores, 20 queries over 1,000,000 texts: 2 threads gain little and cost ~0.25 GB of peak
-#: memory, `bench_index_million.py --search-threads 1|2`).
+#: own score arrays (on 2 cores, 20 queries over 1,000,000 texts: 2 threads 0.55 -> 0.44 s, but peak memory
+#: 1.86 -> 2.14 GB, over the 2 GB the index aims at; `bench_index_million.py --search-threads 1|2`).
 SEARCH_THREADS: int | None = 1
 
 
