@@ -21,6 +21,9 @@ screen) and on (MaxScore-style bounds, `tracinwe.index.pruning`):
   the training texts (a full brute force costs a second capture of all N);
   and pruned == unpruned (rows, scores, words) on all 20.
 
+Timings interleave: every round calls each measured function once in turn (``--repeats`` rounds after a warm-up),
+so all of them run under the same load; the fastest and the median of the rounds are reported.
+
 Usage::
 
     HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false python benchmarks/bench_index_query.py --threads 2
@@ -77,16 +80,18 @@ def train_bert(tokenizer, texts, labels, seed: int, lr: float, steps: int, batch
     return folders, losses
 
 
-def timed(fn, repeats: int):
-    """(fastest seconds, last result) over ``repeats`` calls after one warm-up call (the machine is shared: the minimum
-    is the least disturbed figure)."""
-    out = fn()
-    times = []
+def timed_rounds(fns: dict, repeats: int) -> tuple[dict[str, float], dict[str, float], dict]:
+    """(fastest seconds, median seconds, last result) per function of ``fns``, over ``repeats`` rounds that call every
+    function once in turn, after one warm-up round. The machine is shared: interleaving puts every function under the
+    same load, and the minimum is the least disturbed figure, the median the typical one."""
+    last = {name: fn() for name, fn in fns.items()}
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            last[name] = fn()
+            times[name].append(time.perf_counter() - t)
+    return ({n: min(v) for n, v in times.items()}, {n: float(np.median(v)) for n, v in times.items()}, last)
 
 
 #: Scores closer than this share of the largest are a tie: the unpruned screen sums in float32 (the pruned one in
@@ -143,25 +148,31 @@ def measure(index, tw, test_texts, brute, repeats: int) -> dict:
     """Latencies with pruning off and on, postings read, agreement with brute force and between the two."""
     from tracinwe.index.queries import capture_queries
 
-    records = tw.capture(test_texts)  # warm-up
-    out = {"tw_capture_s": timed(lambda: tw.capture(test_texts), repeats)[0],  # a prediction pass, then every checkpoint
-           "query_capture_s": timed(lambda: capture_queries(tw, list(test_texts), None, None), repeats)[0]}
-    hits, results = {}, {}
+    records = tw.capture(test_texts)
+    fns = {"tw_capture_s": lambda: tw.capture(test_texts),  # a prediction pass, then every checkpoint
+           "query_capture_s": lambda: capture_queries(tw, list(test_texts), None, None)}
     for name, prune in (("off", False), ("on", True)):
-        out[f"search_s_{name}"], hits[name] = timed(lambda p=prune: index.search(records, k=10, prune=p), repeats)
+        fns[f"search_s_{name}"] = lambda p=prune: index.search(records, k=10, prune=p)
+        fns[f"query_words0_s_{name}"] = lambda p=prune: index.query(test_texts, k=10, words=0, prune=p)
+        fns[f"query_s_{name}"] = lambda p=prune: index.query(test_texts, k=10, prune=p)
+    fastest, median, last = timed_rounds(fns, repeats)
+    out = dict(fastest)
+    hits = {"off": last["search_s_off"], "on": last["search_s_on"]}
+    results = {"off": last["query_s_off"], "on": last["query_s_on"]}
+    for name, prune in (("off", False), ("on", True)):
         search = index.searcher.start(records, 10, prune=True)
         index.searcher.screen(search)
         count = search.count
         out[f"postings_read_{name}"] = count.rows_read if prune else count.rows_total
         out[f"dense_rows_read_{name}"] = count.dense_read if prune else count.dense_total
-        out[f"query_words0_s_{name}"], _ = timed(lambda p=prune: index.query(test_texts, k=10, words=0, prune=p), repeats)
-        out[f"query_s_{name}"], results[name] = timed(lambda p=prune: index.query(test_texts, k=10, prune=p), repeats)
-        out[f"query_over_search_{name}"] = out[f"query_s_{name}"] / out[f"search_s_{name}"]
-        out[f"words_cost_s_{name}"] = out[f"query_s_{name}"] - out[f"query_words0_s_{name}"]  # 5 words x 400 neighbours
-        less_capture = out[f"query_s_{name}"] - out["query_capture_s"]
-        out[f"query_less_capture_over_search_{name}"] = less_capture / out[f"search_s_{name}"]
-        floor = out["query_capture_s"] + out[f"search_s_{name}"]  # what query cannot avoid: capture, then search
-        out[f"query_over_capture_plus_search_{name}"] = out[f"query_s_{name}"] / floor
+        for stat, figures in (("", fastest), ("median_", median)):
+            less_capture = figures[f"query_s_{name}"] - figures["query_capture_s"]
+            out[f"{stat}query_over_search_{name}"] = figures[f"query_s_{name}"] / figures[f"search_s_{name}"]
+            out[f"{stat}words_cost_s_{name}"] = figures[f"query_s_{name}"] - figures[f"query_words0_s_{name}"]
+            out[f"{stat}query_less_capture_over_search_{name}"] = less_capture / figures[f"search_s_{name}"]
+            floor = figures["query_capture_s"] + figures[f"search_s_{name}"]  # what query cannot avoid: capture, search
+            out[f"{stat}query_over_capture_plus_search_{name}"] = figures[f"query_s_{name}"] / floor
+        out[f"median_search_s_{name}"], out[f"median_query_s_{name}"] = median[f"search_s_{name}"], median[f"query_s_{name}"]
         (out[f"top10_agreement_matrix_{name}"], out[f"top10_agreement_up_to_ties_{name}"],
          out[f"max_rel_diff_matrix_{name}"]) = agreement(hits[name], brute)
     same, out["rows_swapped_in_ties"] = same_hits(hits["on"], hits["off"], brute)
@@ -182,7 +193,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds")
     parser.add_argument("--segment-size", type=int, default=16384)
     parser.add_argument("--workdir", default="/tmp/tracinwe-bench-index-query")
     parser.add_argument("--build-only", action="store_true")
@@ -248,7 +259,8 @@ def main() -> None:
         for mode in ("off", "on"):
             table.add_column(f"{name} prune {mode}", justify="right")
     keys = ["search_s", "query_words0_s", "query_s", "query_over_search", "words_cost_s", "query_less_capture_over_search",
-            "query_over_capture_plus_search",
+            "query_over_capture_plus_search", "median_search_s", "median_query_s", "median_words_cost_s",
+            "median_query_less_capture_over_search",
             "postings_read", "dense_rows_read",
             "top10_agreement_matrix", "top10_agreement_up_to_ties", "max_rel_diff_matrix"]
     table.add_row("score matrix vs tw.scores sample", *[f"{figures[n]['score_matrix_vs_brute_sample_max_rel_diff']:.2g}"

@@ -51,6 +51,17 @@ def test_truncated_file_is_named(copy):
         Index.open(path, tracin=tw)
 
 
+def test_truncated_rows_unchecked_fail_on_search_with_the_file_named(copy):
+    """With the checks skipped, the memory map of a file shorter than its header says is refused when a search maps it."""
+    tw, path = copy
+    rows = path / "segments" / "seg-000001" / "rows.npy"
+    data = rows.read_bytes()
+    rows.write_bytes(data[: len(data) // 2])
+    index = Index.open(path, tracin=tw, verify="none")
+    with pytest.raises(IndexFormatError, match=r"seg-000001/rows\.npy.*cannot be read.*rebuild the index"):
+        index.search(TEXTS[:2], k=2)
+
+
 @pytest.mark.parametrize("name", ["tokens.npy", "rows.npy", "examples.parquet"])
 def test_corrupted_file_is_named(copy, name):
     tw, path = copy

@@ -10,7 +10,7 @@ import torch
 from tracinwe.capture.records import TokenGradients
 
 
-@dataclass(frozen=True)
+@dataclass
 class WordContribution:
     """One shared token's share of a (train, test) score. Unpacks as ``(token, contribution)``."""
 
