@@ -42,6 +42,7 @@ import copy
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -261,10 +262,13 @@ def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_siz
         gradients.batch_token_gradients = real
     bare(), ours(), plain()  # warm-up: thread pools, allocator, tokenizer caches
     times: dict[str, list[float]] = {"bare": [], "capture": [], "capture_no_prefetch": [], "tokenize": []}
+    faults: dict[str, list[int]] = {"bare": [], "capture": []}  # minor page faults of the process during each run
     loads = [os.getloadavg()[0]]
     for _ in range(repeats):
-        times["bare"].append(bare())
-        times["capture"].append(ours())
+        for key, run in (("bare", bare), ("capture", ours)):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            times[key].append(run())
+            faults[key].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
         times["capture_no_prefetch"].append(plain())
         times["tokenize"].append(tokenize_only())
         loads.append(os.getloadavg()[0])
@@ -276,6 +280,7 @@ def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_siz
         "batch_size": batch_size, "precision": precision,
         "deferred_records": device.startswith("cuda") and gradients.DEFER_ON_CUDA,
         "tokenize_workers": background_workers(torch.device(device)), "repeats": repeats, "seconds": times,
+        "minor_page_faults": faults,
         "torch_threads": torch.get_num_threads(),
         "load_average_1min_per_round": loads,
         "padded_tokens_capture_batches": sum(ran), "padded_tokens_bare_batches": sum(
@@ -491,8 +496,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run (results in capture-quick.json)")
     parser.add_argument("--autogroup-nice", type=int, default=None,
                         help="write this niceness to /proc/self/autogroup (e.g. -15 on a machine shared with other jobs)")
+    parser.add_argument("--retain-freed-memory", action="store_true",
+                        help="glibc: keep freed memory in the process (tracinwe.capture.allocator, as `tracinwe index "
+                             "build` does); bare pass and capture alike")
     args = parser.parse_args(argv)
     raise_priority(args.autogroup_nice)
+    if args.retain_freed_memory:
+        from tracinwe.capture.allocator import retain_freed_memory
+
+        if not retain_freed_memory():
+            parser.error("--retain-freed-memory needs glibc (Linux)")
     if args.quick:
         args.throughput_texts, args.repeats = [32] * len(args.lengths), 1
         args.captum_train, args.captum_test, args.captum_test_chunk = 32, [4, 8], 4

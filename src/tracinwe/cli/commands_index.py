@@ -82,7 +82,10 @@ def build(
         if precision not in PRECISIONS:
             raise TracInWEError(f"--precision {precision}: not one of {', '.join(PRECISIONS)}")
         paths = _checkpoints(checkpoint, run_dir)
+        from tracinwe.capture.allocator import retain_freed_memory
         from tracinwe.cli.commands_lm import build_lm_index, is_lm_checkpoints
+
+        retain_freed_memory()  # a long capture: freed activations are reused, not page-faulted in again every batch
         from tracinwe.index import LocalBuild
 
         strategy = _ray_build(num_workers) if use_ray else LocalBuild()
