@@ -68,3 +68,25 @@ def test_batched_words_equal_word_contributions(built, words):
                                        rtol=1e-4, atol=1e-7 * scale)
             if words is None:  # all the words: they sum to the score
                 assert sum(w.contribution for w in n.words) == pytest.approx(n.score, rel=1e-5, abs=1e-7 * scale)
+
+
+def test_words_from_the_segments_a_pruned_search_kept_equal_freshly_mapped_ones(built):
+    """A pruned search asked to keep its segments (as `query` does for words) keeps every one it screened; the pair
+    values read from them equal those from segments mapped again, bit for bit. An unpruned screen keeps none."""
+    _, tw, index = built
+    records = tw.capture(QUERIES, [1, 0, 1])
+    search = index.searcher.start(records, 4, prune=True)
+    search.keep_open = True
+    hits = index.searcher.rank(search, index.searcher.screen(search))
+    assert sorted(search.opened) == list(range(index.searcher.num_segments))
+    found = np.concatenate([hits.proponent_indices, hits.opponent_indices], axis=1).astype(np.int64).reshape(-1)
+    queries = np.repeat(np.arange(len(QUERIES)), 2 * hits.proponent_indices.shape[1])
+    kept = index.searcher.pair_values(search.query, queries, found, search.opened)
+    fresh = index.searcher.pair_values(search.query, queries, found)
+    assert kept[0].size > 0
+    for a, b in zip(kept, fresh, strict=True):
+        np.testing.assert_array_equal(a, b)
+    unpruned = index.searcher.start(records, 4, prune=False)
+    unpruned.keep_open = True
+    index.searcher.screen(unpruned)
+    assert unpruned.opened == {}

@@ -16,7 +16,7 @@ import torch
 from tracinwe.capture.gradients import capture_on_final_predictions
 from tracinwe.capture.records import TokenGradients
 from tracinwe.index.documents import display_text
-from tracinwe.index.search import QueryBlock
+from tracinwe.index.searcher import Search
 from tracinwe.index.words import positions, ranked_words
 from tracinwe.results import Neighbor, QueryResult, TopInfluences
 from tracinwe.scoring.words import WordContribution
@@ -60,8 +60,9 @@ def _query_chunk(index, texts: list[str], labels: list[int] | None, pairs: list[
                  candidates: int | None, use_projection: bool | None, prune: bool | None = None) -> list[QueryResult]:
     records = capture_queries(index.tracin, texts, labels, pairs)
     search = index.searcher.start(records, k, candidates, use_projection, prune)
+    search.keep_open = words is None or words > 0  # the words are read from the segments the screen mapped
     hits = index.searcher.rank(search, index.searcher.screen(search))
-    neighbors = _Neighbors(index, search.query, hits, words, texts, pairs)
+    neighbors = _Neighbors(index, search, hits, words, texts, pairs)
     if index.tracin.is_causal_lm:  # no labels or classes: each document's summed target-token loss
         return [QueryResult(display_text(text), -1, -1, [], *neighbors.of(i), loss=float(records[-1].logits[i, 0]))
                 for i, text in enumerate(texts)]
@@ -101,7 +102,7 @@ class _Neighbors:
     (`SegmentSearcher.pair_values`) and one sort (`ranked_words`); token strings are looked up once per token.
     """
 
-    def __init__(self, index, q: QueryBlock, hits: TopInfluences, words: int | None, texts: list[str],
+    def __init__(self, index, search: Search, hits: TopInfluences, words: int | None, texts: list[str],
                  pairs: list[str] | None) -> None:
         self.index, self.hits = index, hits
         rows = np.unique(np.concatenate([hits.proponent_indices.ravel(), hits.opponent_indices.ravel()]).astype(np.int64))
@@ -115,13 +116,14 @@ class _Neighbors:
         if words is None or words > 0:
             found = np.concatenate([hits.proponent_indices, hits.opponent_indices], axis=1).astype(np.int64).reshape(-1)
             queries = np.repeat(np.arange(len(texts)), 2 * hits.proponent_indices.shape[1])
-            self.explained = self._words(q, found, queries, words, texts, pairs)
+            self.explained = self._words(search, found, queries, words, texts, pairs)
 
-    def _words(self, q: QueryBlock, found: np.ndarray, queries: np.ndarray, words: int | None, texts: list[str],
+    def _words(self, search: Search, found: np.ndarray, queries: np.ndarray, words: int | None, texts: list[str],
                pairs: list[str] | None) -> list[list[WordContribution]]:
         """Per pair (``queries[p]``, row ``found[p]``), its top ``words`` shared words with their positions."""
         final = self.index.tracin.final
-        starts, token, value = ranked_words(*self.index.searcher.pair_values(q, queries, found), found.size, words)
+        values = self.index.searcher.pair_values(search.query, queries, found, search.opened)
+        starts, token, value = ranked_words(*values, found.size, words)
         chosen = np.unique(token).tolist()
         strings = dict(zip(chosen, final.token_strings(chosen))) if chosen else {}
         train_at = [positions(ids) for ids in _token_ids(final, self.inputs, self.pairs)]

@@ -56,6 +56,10 @@ class Search:
     candidates: int
     prune: bool = False
     count: PostingsCount = field(default_factory=PostingsCount)
+    #: Segments a pruned screen opened, kept (with the few row pages it read) for the words of the found neighbours
+    #: when ``keep_open`` is set: `pair_values` then maps no segment again. Unpruned screens read every row: never kept.
+    keep_open: bool = False
+    opened: dict[int, SegmentArrays] = field(default_factory=dict)
 
 
 class SegmentSearcher:
@@ -143,7 +147,9 @@ class SegmentSearcher:
     def _screen_share(self, search: Search, q: QueryBlock, numbers: list[int], count: PostingsCount) -> TopCandidates:
         top = TopCandidates(q.n, search.candidates)
         for number in numbers:
-            seg = self.segment(number, search.projected)
+            seg = search.opened.get(number) or self.segment(number, search.projected)
+            if search.keep_open and search.prune:
+                search.opened[number] = seg
             if search.prune and can_prune(seg):
                 scores, keep = pruned_screen(seg, q, (top.scores[0], top.scores[1]), search.k, count)
                 top.update(scores, int(self.starts[number]), keep)
@@ -190,14 +196,18 @@ class SegmentSearcher:
             out[at[order]] = np.bincount(cand, weights=vals, minlength=local.size)
         return out
 
-    def pair_values(self, q: QueryBlock, queries: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def pair_values(self, q: QueryBlock, queries: np.ndarray, rows: np.ndarray,
+                    opened: dict[int, SegmentArrays] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(pair, token, value)`` of the nonzero shared tokens of every pair (query ``queries[p]``, global row ``rows[p]``).
 
-        One batched pass per segment over just these rows' postings (`tracinwe.index.words`).
+        One batched pass per segment over just these rows' postings (`tracinwe.index.words`), on the segments a
+        search kept ``opened`` where it did (`Search.keep_open`).
         """
         parts = []
+        opened = opened or {}
         for s, at, local in self.by_segment(rows):
-            pair, toks, vals = pair_token_values(self.segment(s, False), q, queries[at], local, self.dense_tokens)
+            seg = opened.get(s) or self.segment(s, False)
+            pair, toks, vals = pair_token_values(seg, q, queries[at], local, self.dense_tokens)
             keep = vals != 0.0
             parts.append((at[pair[keep]], toks[keep], vals[keep]))
         if not parts:
