@@ -15,7 +15,9 @@ the medians and their ratio (target: build/capture at most 1.10) are reported.
 The defaults (2 and 8 segments of 4,096) measure throughput; the fixed cost of
 a build (the plan, and the last segment's write, which nothing overlaps) weighs
 more on smaller ones: ``--bert-texts 2048 --cnn-texts 8192`` gives a
-single-segment and a two-segment build.
+single-segment and a two-segment build. ``--retain-freed-memory`` runs both under
+`tracinwe.capture.allocator.retain_freed_memory` (what ``tracinwe index build`` does); the JSON
+records the process's peak resident memory either way.
 
 Usage::
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import shutil
 import statistics
 import sys
@@ -68,7 +71,14 @@ def main() -> None:
     parser.add_argument("--segment-size", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="index_build")
+    parser.add_argument("--retain-freed-memory", action="store_true",
+                        help="glibc keeps freed memory (tracinwe.capture.allocator), as `tracinwe index build` does")
     args = parser.parse_args()
+    if args.retain_freed_memory:
+        from tracinwe.capture.allocator import retain_freed_memory
+
+        if not retain_freed_memory():
+            parser.error("--retain-freed-memory needs glibc (Linux)")
 
     from rich.console import Console
     from rich.table import Table
@@ -117,7 +127,9 @@ def main() -> None:
               "max_length": 64, "batch_size": 64, "seeds": [0, 1],
               "data": {"bert-small": "bundled:rotten-tomatoes", "cnn": "bundled:twitter-sentiment"},
               "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-              "load_average_1_5_15": list(__import__("os").getloadavg()), "argv": sys.argv[1:]}
+              "load_average_1_5_15": list(__import__("os").getloadavg()), "argv": sys.argv[1:],
+              "retain_freed_memory": args.retain_freed_memory,
+              "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{args.out}.json"
     tmp = out.with_suffix(".json.tmp")

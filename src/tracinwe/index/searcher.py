@@ -27,6 +27,7 @@ from tracinwe.index.manifest import IndexManifest
 from tracinwe.index.projection import Projection
 from tracinwe.index.pruning import PostingsCount, can_prune, pruned_screen
 from tracinwe.index.search import QueryBlock, SegmentArrays, TopCandidates, contributions, screen
+from tracinwe.index.storage import release_pages
 from tracinwe.index.words import pair_token_values
 from tracinwe.results import TopInfluences
 
@@ -56,8 +57,9 @@ class Search:
     candidates: int
     prune: bool = False
     count: PostingsCount = field(default_factory=PostingsCount)
-    #: Segments a pruned screen opened, kept (with the few row pages it read) for the words of the found neighbours
-    #: when ``keep_open`` is set: `pair_values` then maps no segment again. Unpruned screens read every row: never kept.
+    #: Segments a pruned screen opened, kept mapped for the words of the found neighbours when ``keep_open`` is set
+    #: (`pair_values` then maps no segment again); the pages the screen read are released after each segment, so
+    #: resident memory stays that of a search. Unpruned screens are never kept.
     keep_open: bool = False
     opened: dict[int, SegmentArrays] = field(default_factory=dict)
 
@@ -153,6 +155,9 @@ class SegmentSearcher:
             if search.prune and can_prune(seg):
                 scores, keep = pruned_screen(seg, q, (top.scores[0], top.scores[1]), search.k, count)
                 top.update(scores, int(self.starts[number]), keep)
+                if number in search.opened:
+                    release_pages(seg.rows)
+                    release_pages(seg.dense)
             else:
                 top.update(screen(seg, q, search.projected), int(self.starts[number]))
         return top

@@ -39,7 +39,7 @@ import io
 import json
 import os
 import shutil
-from mmap import ACCESS_COPY, mmap as memory_map
+from mmap import ACCESS_COPY, MADV_DONTNEED, mmap as memory_map
 from pathlib import Path
 
 import numpy as np
@@ -243,6 +243,16 @@ def open_array(root: Path, record: SegmentRecord, key: str, mmap: bool = True) -
         return np.ndarray(shape, dtype, buffer=mapped, offset=offset)
     except (ValueError, TypeError, OSError, EOFError) as exc:
         raise IndexFormatError(f"index file {str(path)!r} cannot be read ({exc}): rebuild the index") from None
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Unmap the pages read from a memory-mapped array (`open_array`) from this process: they stay in the page cache
+    and a later read maps them again, but they no longer count as resident. Arrays read into memory are left alone."""
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memory_map):
+        base.madvise(MADV_DONTNEED)
 
 
 def read_examples(root: Path, record: SegmentRecord):
