@@ -92,10 +92,12 @@ def validated_examples(tw, texts, labels, ids=None, text_pairs=None, existing_id
     return Examples(texts, labels, ids, pairs)
 
 
-def row_norms(stored: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+def row_norms(stored: np.ndarray, chunk: int = 1 << 13) -> np.ndarray:
     """Per-checkpoint L2 norms over the last axis of the stored rows (float64 sums, stored as float32).
 
-    They bound every product in a search (Cauchy-Schwarz, `tracinwe.index.pruning`).
+    They bound every product in a search (Cauchy-Schwarz, `tracinwe.index.pruning`). Chunks of 8,192 rows keep the
+    float64 copy at 8 MB for rows of 128, which malloc reuses; at 65,536 rows each 64 MB copy was mapped afresh and
+    page-faulted in (a TokenCNN build spent 0.55 s of 7.6 s here).
     """
     flat = stored.reshape(-1, stored.shape[-1])
     out = np.empty(flat.shape[0], dtype=np.float32)
