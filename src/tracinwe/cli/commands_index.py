@@ -84,10 +84,9 @@ def build(
         paths = _checkpoints(checkpoint, run_dir)
         from tracinwe.capture.allocator import retain_freed_memory
         from tracinwe.cli.commands_lm import build_lm_index, is_lm_checkpoints
-
-        retain_freed_memory()  # a long capture: freed activations are reused, not page-faulted in again every batch
         from tracinwe.index import LocalBuild
 
+        retain_freed_memory()  # a long capture: freed activations are reused, not page-faulted in again every batch
         strategy = _ray_build(num_workers) if use_ray else LocalBuild()
         options = {"dtype": dtype, "projection_dim": projection_dim, "projection_method": projection_method, "seed": seed,
                    "chunk_size": chunk_size, "strategy": strategy}

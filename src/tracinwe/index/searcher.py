@@ -149,15 +149,16 @@ class SegmentSearcher:
     def _screen_share(self, search: Search, q: QueryBlock, numbers: list[int], count: PostingsCount) -> TopCandidates:
         top = TopCandidates(q.n, search.candidates)
         for number in numbers:
-            seg = search.opened.get(number) or self.segment(number, search.projected)
-            if search.keep_open and search.prune:
-                search.opened[number] = seg
+            seg = search.opened.get(number)
+            if seg is None:
+                seg = self.segment(number, search.projected)
             if search.prune and can_prune(seg):
                 scores, keep = pruned_screen(seg, q, (top.scores[0], top.scores[1]), search.k, count)
                 top.update(scores, int(self.starts[number]), keep)
-                if number in search.opened:
+                if search.keep_open:  # kept for the words, without the pages this screen read
                     release_pages(seg.rows)
                     release_pages(seg.dense)
+                    search.opened[number] = seg
             else:
                 top.update(screen(seg, q, search.projected), int(self.starts[number]))
         return top
@@ -211,7 +212,8 @@ class SegmentSearcher:
         parts = []
         opened = opened or {}
         for s, at, local in self.by_segment(rows):
-            seg = opened.get(s) or self.segment(s, False)
+            seg = opened.get(s)
+            seg = self.segment(s, False) if seg is None else seg
             pair, toks, vals = pair_token_values(seg, q, queries[at], local, self.dense_tokens)
             keep = vals != 0.0
             parts.append((at[pair[keep]], toks[keep], vals[keep]))
