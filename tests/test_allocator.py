@@ -34,8 +34,11 @@ def faults(mode: str) -> int:
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 def test_a_freed_block_is_reused_instead_of_faulted_in_again():
     pages = (64 << 20) // 4096
-    assert faults("default") > pages // 2  # glibc maps a 64 MB block afresh each time (above its largest threshold)
-    assert faults("retain") < pages // 20  # kept in the heap: its pages are already there
+    default = faults("default")  # glibc maps a 64 MB block afresh each time (above its largest threshold)
+    if default < 16:
+        pytest.skip(f"the probe sees {default} faults for a fresh 64 MB block here (huge pages?): nothing to compare")
+    retained = faults("retain")  # kept in the heap: its pages are already there
+    assert retained < pages // 20 and retained * 10 < default, (default, retained)
 
 
 def test_elsewhere_it_changes_nothing(monkeypatch):

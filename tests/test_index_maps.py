@@ -12,11 +12,12 @@ from tracinwe.index.storage import SEGMENTS, open_array, release_pages
 
 
 def resident_file_kb() -> int:
-    """This process's resident file-backed memory (Linux ``RssFile``), in kB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssFile:"):
-            return int(line.split()[1])
-    pytest.skip("no RssFile in /proc/self/status")
+    """This process's resident file-backed memory, in kB: Linux ``RssFile`` plus ``RssShmem`` (where the temporary
+    folder is a tmpfs, its files' pages count as shared memory)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    if "RssFile" not in fields:
+        pytest.skip("no RssFile in /proc/self/status")
+    return sum(int(fields[key].split()[0]) for key in ("RssFile", "RssShmem") if key in fields)
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc")
