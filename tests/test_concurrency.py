@@ -61,6 +61,25 @@ def test_threads_query_one_index_and_get_the_serial_answers(shared):
     assert _model_state(models) == before
 
 
+def test_threads_query_with_words_and_get_the_serial_answers(shared):
+    """8 threads querying with shared words (each search keeps its segments mapped for them and releases the pages it
+    read) get the serial answers, words included."""
+    _, _, index = shared
+    batches = [QUERIES[b : b + 16] for b in range(0, len(QUERIES), 16)]
+    serial = [[r.to_json() for r in index.query(batch, k=3)] for batch in batches]
+    assert any(n["words"] for r in serial[0] for n in r["proponents"] + r["opponents"])  # words were asked and found
+
+    def run(t: int) -> list[tuple[int, list]]:
+        return [(j % len(batches), [r.to_json() for r in index.query(batches[j % len(batches)], k=3)])
+                for j in range(t, t + 6)]
+
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        answers = [a for part in pool.map(run, range(THREADS)) for a in part]
+    assert len(answers) == THREADS * 6
+    for b, found in answers:
+        assert found == serial[b]
+
+
 def test_threads_score_with_one_tracin_and_get_the_serial_answers(shared):
     models, tw, index = shared
     before = _model_state(models)

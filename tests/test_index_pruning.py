@@ -10,7 +10,7 @@ import torch
 
 from test_index_layout import LRS, random_records, write_index
 from tracinwe.capture.records import TokenGradients
-from tracinwe.index import pruning
+from tracinwe.index import products as index_products, pruning
 from tracinwe.index.index import Index
 from tracinwe.index.pruning import PostingsCount
 from tracinwe.index.storage import MANIFEST, SEGMENTS
@@ -289,7 +289,7 @@ def test_finishing_the_candidates_at_once_equals_term_by_term(tmp_path, monkeypa
 def test_first_pass_equals_term_by_term_products_and_bounds(tmp_path, monkeypatch, chunk):
     """The vectorised first pass: short terms' scores equal each term's products, long terms' bounds each term's
     Cauchy-Schwarz bounds, scattered one by one (and every bound covers its term's true products)."""
-    monkeypatch.setattr(pruning, "PAIR_CHUNK", chunk)
+    monkeypatch.setattr(index_products, "ROW_CHUNK", chunk)
     train, test = random_records(300, 20, 1.0), random_records(6, 21, 1.0)
     index = write_index(tmp_path / "ix", train, "float16", 128)
     q = index.query_block(test)

@@ -29,3 +29,17 @@ def product64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if not b.flags.writeable:
         b = b.copy()
     return (torch.from_numpy(a) @ torch.from_numpy(b)).numpy()
+
+
+#: Row pairs multiplied per vectorised step by `row_dots` (their float64 copies bound a search's memory).
+ROW_CHUNK = 1 << 13
+
+
+def row_dots(stored: np.ndarray, at: np.ndarray, query_rows: np.ndarray, q_at: np.ndarray) -> np.ndarray:
+    """``stored[at[p]] . query_rows[q_at[p]]`` per p (rows flattened), in float64, `ROW_CHUNK` rows at a time."""
+    out = np.empty(at.size)
+    for lo in range(0, at.size, ROW_CHUNK):
+        hi = min(lo + ROW_CHUNK, at.size)
+        left = np.asarray(stored[at[lo:hi]], dtype=np.float64).reshape(hi - lo, -1)
+        out[lo:hi] = np.einsum("pd,pd->p", left, query_rows[q_at[lo:hi]].astype(np.float64).reshape(hi - lo, -1))
+    return out

@@ -14,7 +14,7 @@ segment and batch of queries:
    query): Cauchy-Schwarz over all of them at once, ``||g_long|| ||q_long||``
    per checkpoint, with each example's norm over its frequent tokens computed
    once per segment (an outer product, not a pass over the postings). Where it
-   leaves few candidates (`FINISH_SHARE`), their long terms are read at once
+   leaves few candidates (`COARSE_SHARE`), their long terms are read at once
    and the segment is done (with the steps before it, 20 queries over 1M real
    texts took 0.55 s instead of 1.16 s, `bench_index_million.py`);
 3. otherwise (the first segments, before k scores are kept) the long terms get
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from tracinwe.index.products import product64
+from tracinwe.index.products import product64, row_dots
 from tracinwe.index.search import QueryBlock, SegmentArrays
 from tracinwe.index.sketch import dense_estimate
 from tracinwe.index.words import expand_pairs, find_sorted
@@ -66,8 +66,6 @@ FINISH_SHARE = 1 / 64
 #: Share of the pairs at or below which the coarse bound's candidates get their long terms at once (above it, the
 #: per-term bounds narrow them first).
 COARSE_SHARE = 1 / 256
-#: Row pairs multiplied per vectorised step (their float64 copies bound a search's memory).
-PAIR_CHUNK = 1 << 13
 
 
 @dataclass
@@ -204,7 +202,7 @@ def _finish(seg: SegmentArrays, q: QueryBlock, exact: np.ndarray, candidate: np.
     values = np.zeros(examples.size)
     terms = np.array([s[1:] for s in pending if s[1] >= 0], dtype=np.int64).reshape(-1, 4)
     if len(terms) < len(pending):  # the dense block: its rows in float64, less the sketch's estimate
-        values += _row_dots(seg.dense, examples, q.dense, queries) * seg.scale - estimate[examples, queries]
+        values += row_dots(seg.dense, examples, q.dense, queries) * seg.scale - estimate[examples, queries]
         count.dense_read += np.unique(examples).size
     if terms.size:
         entries = _ranges(terms[:, 2], terms[:, 3])  # the pending terms' query entries
@@ -214,7 +212,7 @@ def _finish(seg: SegmentArrays, q: QueryBlock, exact: np.ndarray, candidate: np.
         term = term_of_entry[q_at]
         at, found = find_sorted(seg.postings, terms[term, 0], terms[term, 1], examples[pair])  # the example has it too
         pair, at, q_at = pair[found], at[found], q_at[found]
-        values += np.bincount(pair, weights=_row_dots(seg.rows, at, q.rows, q_at) * seg.scale, minlength=examples.size)
+        values += np.bincount(pair, weights=row_dots(seg.rows, at, q.rows, q_at) * seg.scale, minlength=examples.size)
         count.rows_read += np.unique(at).size
     exact[examples, queries] += values
 
@@ -340,16 +338,6 @@ def _long_norms(seg: SegmentArrays) -> np.ndarray:
     return seg.derived[key]
 
 
-def _row_dots(stored: np.ndarray, at: np.ndarray, query_rows: np.ndarray, q_at: np.ndarray) -> np.ndarray:
-    """``stored[at[p]] . query_rows[q_at[p]]`` per p, in float64, `PAIR_CHUNK` rows at a time (bounded memory)."""
-    out = np.empty(at.size)
-    for lo in range(0, at.size, PAIR_CHUNK):
-        hi = min(lo + PAIR_CHUNK, at.size)
-        left = np.asarray(stored[at[lo:hi]], dtype=np.float64).reshape(hi - lo, -1)
-        out[lo:hi] = np.einsum("pd,pd->p", left, query_rows[q_at[lo:hi]].astype(np.float64))
-    return out
-
-
 def _short_term_scores(seg: SegmentArrays, q: QueryBlock, terms: np.ndarray) -> np.ndarray:
     """Exact float64 scores (n_seg, n_q) of the ``terms`` (rows of `shared_term_array`): every (posting, query entry)
     pair of a term is one dot product, summed per (example, query) by one ``bincount``."""
@@ -361,7 +349,7 @@ def _short_term_scores(seg: SegmentArrays, q: QueryBlock, terms: np.ndarray) -> 
     term = np.searchsorted(ends, pair, side="right")
     k = pair - (ends - per_term)[term]
     posting, entry = lo[term] + k // width[term], qlo[term] + k % width[term]
-    values = _row_dots(seg.rows, posting, q.rows, entry) * seg.scale
+    values = row_dots(seg.rows, posting, q.rows, entry) * seg.scale
     where = np.asarray(seg.postings[posting], dtype=np.int64) * q.n + q.examples[entry]
     return np.bincount(where, weights=values, minlength=seg.num_examples * q.n).reshape(seg.num_examples, q.n)
 

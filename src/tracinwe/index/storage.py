@@ -237,7 +237,7 @@ def open_array(root: Path, record: SegmentRecord, key: str, mmap: bool = True) -
         if int(np.prod(shape)) == 0:
             return np.zeros(shape, dtype)
         # a copy-on-write map is a writable view (torch takes it without warnings); nothing is ever written. A plain
-        # ndarray over the map opens ~3x faster than np.memmap and slices without its per-call wrapper
+        # ndarray over the map opens and slices without np.memmap's per-call Python wrapper
         with open(path, "rb") as f:
             mapped = memory_map(f.fileno(), 0, access=ACCESS_COPY)
         return np.ndarray(shape, dtype, buffer=mapped, offset=offset)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tracinwe.index.products import row_dots
 from tracinwe.index.search import QueryBlock, SegmentArrays
 
 
@@ -36,10 +37,9 @@ def pair_token_values(seg: SegmentArrays, q: QueryBlock, queries: np.ndarray, lo
         entry_pair, entry, token, pos = entry_pair[present], entry[present], token[present], pos[present]
         at, found = find_sorted(seg.postings, seg.offsets[pos], seg.offsets[pos + 1], local[entry_pair])
         if found.any():
-            stored = np.asarray(seg.rows[at[found]], dtype=np.float64).reshape(int(found.sum()), -1) * seg.scale
             pairs.append(entry_pair[found])
             toks.append(token[found])
-            vals.append(np.einsum("nd,nd->n", stored, q.rows[entry[found]].astype(np.float64)))
+            vals.append(row_dots(seg.rows, at[found], q.rows, entry[found]) * seg.scale)
     if not pairs:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     return np.concatenate(pairs), np.concatenate(toks).astype(np.int64), np.concatenate(vals)
