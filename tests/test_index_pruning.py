@@ -332,3 +332,31 @@ def test_segments_screened_by_several_threads_equal_one(tmp_path, monkeypatch, t
         np.testing.assert_array_equal(getattr(several, field), getattr(one, field))
     assert_exact(several, float64_scores(test, train), 5)
     assert 0 < count.rows_read <= count.rows_total
+
+
+@pytest.mark.parametrize("longest", [1, 2, 3, 40, 3000])
+def test_find_sorted_equals_searchsorted_per_run(longest):
+    """The vectorised binary search finds each row where `np.searchsorted` on its own run does: empty runs, runs of one,
+    rows before, inside and past a run, and the last run ending at the array's end."""
+    from tracinwe.index.words import find_sorted
+
+    rng = np.random.default_rng(longest)
+    runs = rng.integers(0, longest + 1, size=60)
+    runs[-1] = max(runs[-1], 1)
+    offsets = np.concatenate([[0], np.cumsum(runs)])
+    postings = np.concatenate([np.sort(rng.choice(10 * longest + 10, r, replace=False)) for r in runs]).astype(np.int32)
+    run = rng.integers(0, runs.size, 2000)
+    lo, hi = offsets[run], offsets[run + 1]
+    inside = postings[np.minimum(lo + rng.integers(0, longest + 1, run.size), postings.size - 1)]
+    rows = np.where(rng.random(run.size) < 0.5, inside, rng.integers(-1, 10 * longest + 12, run.size)).astype(np.int64)
+    at, found = find_sorted(postings, lo, hi, rows)
+    for e in range(run.size):
+        segment = postings[lo[e]:hi[e]]
+        j = int(np.searchsorted(segment, rows[e]))
+        want = j < segment.size and segment[j] == rows[e]
+        assert found[e] == want, e
+        if want:
+            assert at[e] == lo[e] + j
+    assert found.any() and not found.all()
+    empty_at, empty_found = find_sorted(postings[:0], lo[:3] * 0, lo[:3] * 0, rows[:3])
+    assert not empty_found.any()

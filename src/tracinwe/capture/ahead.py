@@ -51,6 +51,11 @@ class TokenizedAhead(dict):
         self._thread = threading.Thread(target=fill, name="tracinwe-tokenize", daemon=True)
         self._thread.start()
 
+    @property
+    def chunks(self) -> list[Chunk]:
+        """The chunks this cache tokenises, in order."""
+        return list(self._lists)
+
     def __contains__(self, key) -> bool:
         return key in self._lists
 

@@ -33,6 +33,7 @@ from tracinwe.capture.batching import MAX_TOKENIZE_WORKERS, background_workers, 
 from tracinwe.capture.model_state import LookupOutputTap, prepared_for_capture
 from tracinwe.capture.prefetch import can_overlap, prefetched
 from tracinwe.capture.records import TokenGradients
+from tracinwe.capture.sequences import TokenSequences, cached_token_sequences, token_lists
 from tracinwe.models.contract import Batch, TextClassifier
 
 #: Capture precisions: "float32" (exact) or "bfloat16" (autocast forward, `CaptureSettings.precision`).
@@ -298,11 +299,29 @@ def capture_checkpoints(
     Consecutive checkpoints whose tokenizers agree (`TextClassifier.tokenization_key`)
     share one tokenisation of the texts: for small models a large share of the capture.
     """
+    return capture_checkpoints_with_tokens(classifiers, texts, labels, text_pairs, settings, device, progress,
+                                           chunk_size, keep_tokens=False)[0]
+
+
+def capture_checkpoints_with_tokens(
+    classifiers: Iterable[TextClassifier],
+    texts: Sequence[str],
+    labels: Sequence[int] | None,
+    text_pairs: Sequence[str] | None = None,
+    settings: CaptureSettings = CaptureSettings(),
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    chunk_size: int | None = None,
+    keep_tokens: bool = True,
+) -> tuple[list[TokenGradients], TokenSequences | None]:
+    """`capture_checkpoints`, and the texts' token ids from the first checkpoint's batches (`cached_token_sequences`;
+    None where they were not kept, or ``keep_tokens`` is False)."""
     out: list[TokenGradients] = []
     cache: dict = {}
     shared = None
+    tokens = None
     try:
-        for classifier in classifiers:
+        for c, classifier in enumerate(classifiers):
             chunk = chunk_size or _in_memory_chunk(len(texts), settings, device, classifier)
             key = classifier.tokenization_key()
             if key is None or key != shared:
@@ -314,11 +333,13 @@ def capture_checkpoints(
             if not parts:
                 raise ValueError("no texts to capture")
             out.append(parts[0] if len(parts) == 1 else TokenGradients.concat(parts))  # one chunk: no copy
+            if c == 0 and key is not None and keep_tokens:
+                tokens = cached_token_sequences(cache, len(texts))
     except BaseException:
         _closed(cache, stop=True)  # no tokenising on behind a failed capture
         raise
     _closed(cache)
-    return out
+    return out, tokens
 
 
 def capture_on_final_predictions(
@@ -336,11 +357,27 @@ def capture_on_final_predictions(
     prediction (the argmax of its logits, which its records keep as ``labels``); the others
     are captured on those labels. Checkpoints whose tokenizers agree share one tokenisation.
     """
+    return capture_with_token_ids(classifier, num_checkpoints, texts, text_pairs, settings, device, progress)[0]
+
+
+def capture_with_token_ids(
+    classifier: Callable[[int], TextClassifier],
+    num_checkpoints: int,
+    texts: Sequence[str],
+    text_pairs: Sequence[str] | None = None,
+    settings: CaptureSettings = CaptureSettings(),
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> tuple[list[TokenGradients], list[list[int]] | None]:
+    """`capture_on_final_predictions`, and each text's token ids (padding dropped) from the batches it tokenised: the
+    positions of a query's words need no second tokenisation. None where the batches were not kept (checkpoints that
+    tokenise differently, or a model without a `TextClassifier.tokenization_key`)."""
     last = num_checkpoints - 1
     out: list[TokenGradients | None] = [None] * num_checkpoints
     cache: dict = {}
     shared = None
     labels: list[int] | None = None
+    tokens = None
     try:
         for c in [last, *range(last)]:
             clf = classifier(c)
@@ -357,11 +394,12 @@ def capture_on_final_predictions(
             out[c] = parts[0] if len(parts) == 1 else TokenGradients.concat(parts)
             if labels is None:
                 labels = out[c].labels.tolist()
+                tokens = cached_token_sequences(cache, len(texts)) if key is not None else None
     except BaseException:
         _closed(cache, stop=True)
         raise
     _closed(cache)
-    return [r for r in out if r is not None]
+    return [r for r in out if r is not None], None if tokens is None else token_lists(tokens)
 
 
 def capture_token_gradients(

@@ -51,16 +51,22 @@ class ExampleTables:
 
     def column(self, column: str, rows=None) -> list:
         """Values of ``column`` at global ``rows`` (all rows when None), in the order given."""
+        return self.columns([column], rows)[0]
+
+    def columns(self, names: Sequence[str], rows=None) -> list[list]:
+        """Values of each of ``names`` at global ``rows`` (all rows when None), in the order given: one read per
+        segment for all of them."""
         if rows is None:
-            return [v for i in range(len(self.segments)) for v in self.table(i).column(column).to_pylist()]
+            return [[v for i in range(len(self.segments)) for v in self.table(i).column(c).to_pylist()] for c in names]
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if rows.size and (rows.min() < 0 or rows.max() >= self.total):
             raise IndexError(f"row out of range for an index of {self.total} examples")
         seg = np.searchsorted(self.starts, rows, side="right") - 1
-        out: list = [None] * rows.size
+        out: list[list] = [[None] * rows.size for _ in names]
         for s in np.unique(seg):
-            at = np.flatnonzero(seg == s)
-            values = self.table(int(s)).column(column).take(rows[at] - self.starts[s]).to_pylist()
-            for i, v in zip(at, values):
-                out[i] = v
+            at = np.flatnonzero(seg == s).tolist()
+            taken = self.table(int(s)).select(list(names)).take(rows[at] - self.starts[s])
+            for column, name in zip(out, names):
+                for i, v in zip(at, taken.column(name).to_pylist()):
+                    column[i] = v
         return out

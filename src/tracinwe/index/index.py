@@ -178,6 +178,10 @@ class Index:
         """A stored column at global ``rows`` (all rows when None), in the order given."""
         return self._examples.column(column, rows)
 
+    def columns(self, names: Sequence[str], rows=None) -> list[list]:
+        """Stored columns at global ``rows`` (all rows when None), in the order given, read together."""
+        return self._examples.columns(names, rows)
+
     def texts(self, rows=None) -> list[str]:
         return self.column("text", rows)
 
@@ -206,6 +210,13 @@ class Index:
         are mapped afresh on every call, so the pages a search reads from them are not held after it.
         """
         record = self._segments[number]
+        seg = self._kept_open(number)
+        fresh = ("rows", "dense", "rows_proj", "dense_proj") if projected else ("rows", "dense")
+        return dataclasses.replace(seg, **{name: open_array(self.path, record, name) for name in fresh})
+
+    def _kept_open(self, number: int) -> SegmentArrays:
+        """Segment ``number``'s arrays that stay open (`segment`), opened (and checked) on first use."""
+        record = self._segments[number]
         self._checks.ensure(record)
         key = record.name
         with self._lock:
@@ -218,8 +229,21 @@ class Index:
                 self._open[key] = seg
                 while len(self._open) > OPEN_SEGMENTS:
                     self._open.pop(next(iter(self._open)))
-        fresh = ("rows", "dense", "rows_proj", "dense_proj") if projected else ("rows", "dense")
-        return dataclasses.replace(seg, **{name: open_array(self.path, record, name) for name in fresh})
+        return seg
+
+    def token_ids(self, rows) -> list[list[int]] | None:
+        """Each of ``rows``' token ids as the model tokenised it at build time (padding dropped), in the order given;
+        None when a segment of these rows does not store them (indexes built before they were kept)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        out: list = [None] * rows.size
+        for number, at, local in self.searcher.by_segment(rows):
+            seg = self._kept_open(number)
+            if seg.example_tokens is None:
+                return None
+            bounds = seg.example_token_offsets[np.stack([local, local + 1])].tolist()
+            for i, lo, hi in zip(at.tolist(), bounds[0], bounds[1]):
+                out[i] = seg.example_tokens[lo:hi].tolist()
+        return out
 
     def _open_segment(self, record) -> SegmentArrays:
         """The segment's arrays that stay open (the gradient rows are left empty); plain array views of the maps,
@@ -234,6 +258,8 @@ class Index:
         )
         if "row_norms.npy" in record.files:  # older indexes have none: they search without pruning
             seg.row_norms, seg.dense_norms = mapped("row_norms"), mapped("dense_norms")
+        if "example_tokens.npy" in record.files:  # indexes built before them tokenise the found examples again
+            seg.example_tokens, seg.example_token_offsets = mapped("example_tokens"), mapped("example_token_offsets")
         if "dense_sketch.npy" in record.files:  # indexes built before the sketch bound the dense block less tightly
             seg.dense_basis = open_array(self.path, record, "dense_basis", mmap=False)
             seg.dense_sketch, seg.dense_residual = mapped("dense_sketch"), mapped("dense_residual")

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from tracinwe.capture.gradients import capture_on_final_predictions
+from tracinwe.capture.gradients import capture_with_token_ids
 from tracinwe.capture.records import TokenGradients
 from tracinwe.index.documents import display_text
 from tracinwe.index.searcher import Search
@@ -58,11 +58,11 @@ def _chunks(index, texts: list[str], labels: list[int] | None, pairs: list[str] 
 
 def _query_chunk(index, texts: list[str], labels: list[int] | None, pairs: list[str] | None, k: int, words: int | None,
                  candidates: int | None, use_projection: bool | None, prune: bool | None = None) -> list[QueryResult]:
-    records = capture_queries(index.tracin, texts, labels, pairs)
+    records, token_ids = _captured(index.tracin, texts, labels, pairs)
     search = index.searcher.start(records, k, candidates, use_projection, prune)
     search.keep_open = words is None or words > 0  # the words are read from the segments the screen mapped
     hits = index.searcher.rank(search, index.searcher.screen(search))
-    neighbors = _Neighbors(index, search, hits, words, texts, pairs)
+    neighbors = _Neighbors(index, search, hits, words, texts, pairs, token_ids)
     if index.tracin.is_causal_lm:  # no labels or classes: each document's summed target-token loss
         return [QueryResult(display_text(text), -1, -1, [], *neighbors.of(i), loss=float(records[-1].logits[i, 0]))
                 for i, text in enumerate(texts)]
@@ -80,10 +80,15 @@ def _query_chunk(index, texts: list[str], labels: list[int] | None, pairs: list[
 def capture_queries(tw, texts: list[str], labels: list[int] | None, pairs: list[str] | None) -> list[TokenGradients]:
     """``tw.capture`` of checked inputs; without labels, on the final checkpoint's predictions with no separate prediction
     pass (`capture_on_final_predictions`: the final checkpoint is captured first, on the argmax of its own logits)."""
+    return _captured(tw, texts, labels, pairs)[0]
+
+
+def _captured(tw, texts: list[str], labels: list[int] | None,
+              pairs: list[str] | None) -> tuple[list[TokenGradients], list[list[int]] | None]:
+    """`capture_queries`, and the texts' token ids where the capture kept its batches (`capture_with_token_ids`)."""
     if labels is not None or tw.is_causal_lm:
-        return tw.capture(texts, labels, pairs)
-    return capture_on_final_predictions(tw.classifier, len(tw.checkpoints), texts, pairs, tw.settings, tw.device,
-                                        tw.progress)
+        return tw.capture(texts, labels, pairs), None
+    return capture_with_token_ids(tw.classifier, len(tw.checkpoints), texts, pairs, tw.settings, tw.device, tw.progress)
 
 
 def _token_ids(final, texts: list[str], pairs: list | None) -> list[list[int]]:
@@ -103,31 +108,37 @@ class _Neighbors:
     """
 
     def __init__(self, index, search: Search, hits: TopInfluences, words: int | None, texts: list[str],
-                 pairs: list[str] | None) -> None:
+                 pairs: list[str] | None, token_ids: list[list[int]] | None = None) -> None:
         self.index, self.hits = index, hits
         rows = np.unique(np.concatenate([hits.proponent_indices.ravel(), hits.opponent_indices.ravel()]).astype(np.int64))
-        self.at = {r: j for j, r in enumerate(rows.tolist())}
-        self.texts, self.labels, self.ids = index.texts(rows), index.labels(rows), index.ids(rows)
-        self.inputs = index.examples(rows) if index.is_causal_lm else self.texts  # what the model tokenises
-        has_pairs = "text_pair" in index.column_names()
-        self.pairs = index.column("text_pair", rows) if has_pairs else None
+        self.rows, self.at = rows, {r: j for j, r in enumerate(rows.tolist())}
+        if index.is_causal_lm:
+            self.texts, self.ids = index.texts(rows), index.ids(rows)
+            self.labels, self.inputs, self.pairs = [-1] * rows.size, index.examples(rows), None  # what the model tokenises
+        else:
+            has_pairs = "text_pair" in index.column_names()
+            self.texts, self.labels, self.ids, *pairs = index.columns(
+                ["text", "label", "id"] + (["text_pair"] if has_pairs else []), rows)
+            self.inputs, self.pairs = self.texts, pairs[0] if pairs else None
         self.names = index.label_names
         self.explained: list[list[WordContribution]] | None = None
         if words is None or words > 0:
             found = np.concatenate([hits.proponent_indices, hits.opponent_indices], axis=1).astype(np.int64).reshape(-1)
             queries = np.repeat(np.arange(len(texts)), 2 * hits.proponent_indices.shape[1])
-            self.explained = self._words(search, found, queries, words, texts, pairs)
+            self.explained = self._words(search, found, queries, words, texts, pairs, token_ids)
 
     def _words(self, search: Search, found: np.ndarray, queries: np.ndarray, words: int | None, texts: list[str],
-               pairs: list[str] | None) -> list[list[WordContribution]]:
-        """Per pair (``queries[p]``, row ``found[p]``), its top ``words`` shared words with their positions."""
+               pairs: list[str] | None, token_ids: list[list[int]] | None) -> list[list[WordContribution]]:
+        """Per pair (``queries[p]``, row ``found[p]``), its top ``words`` shared words with their positions (the queries'
+        from ``token_ids``, the capture's, where given)."""
         final = self.index.tracin.final
         values = self.index.searcher.pair_values(search.query, queries, found, search.opened)
         starts, token, value = ranked_words(*values, found.size, words)
         chosen = np.unique(token).tolist()
         strings = dict(zip(chosen, final.token_strings(chosen))) if chosen else {}
-        train_at = [positions(ids) for ids in _token_ids(final, self.inputs, self.pairs)]
-        test_at = [positions(ids) for ids in _token_ids(final, texts, pairs)]
+        stored = self.index.token_ids(self.rows)  # as the build tokenised them (older indexes: tokenised here)
+        train_at = [positions(ids) for ids in (stored if stored is not None else _token_ids(final, self.inputs, self.pairs))]
+        test_at = [positions(ids) for ids in (token_ids if token_ids is not None else _token_ids(final, texts, pairs))]
         tokens, values, bounds = token.tolist(), value.tolist(), starts.tolist()
         out = []
         for p, (row, i) in enumerate(zip(found.tolist(), queries.tolist())):

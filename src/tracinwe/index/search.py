@@ -94,6 +94,8 @@ class SegmentArrays:
     dense_basis: np.ndarray | None = None  # (C*T*d, p) the dense block's sketch (`tracinwe.index.sketch`; None: none)
     dense_sketch: np.ndarray | None = None  # (n, p)
     dense_residual: np.ndarray | None = None  # (n,)
+    example_tokens: np.ndarray | None = None  # each example's token ids, end to end (None: an index without them)
+    example_token_offsets: np.ndarray | None = None  # (n + 1,) example i owns example_tokens[offsets[i]:offsets[i + 1]]
     derived: dict = field(default_factory=dict)  # arrays computed from these once per open segment (`pruning`)
 
 

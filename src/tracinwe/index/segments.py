@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tracinwe.capture.gradients import capture_checkpoints
+from tracinwe.capture.gradients import capture_checkpoints_with_tokens
 from tracinwe.capture.records import TokenGradients
+from tracinwe.capture.sequences import TokenSequences
 from tracinwe.index import documents, projection as projection_basis
 from tracinwe.index.errors import IndexBuildError
 from tracinwe.index.layout import combine_checkpoints, float16_scale, self_influence
@@ -119,13 +120,17 @@ class SegmentBuilder:
         self.dense_tokens = np.array(plan.dense_token_ids, dtype=np.int64)
         self.dtype = DTYPES[plan.dtype]
 
-    def capture(self, texts, labels, pairs) -> list[TokenGradients]:
-        """Every checkpoint's records of the texts (tokenised once when the tokenizers agree)."""
-        return capture_checkpoints(self.classifiers, texts, labels, pairs, self.plan.settings.capture, self.device,
-                                   chunk_size=len(texts))
+    def capture(self, texts, labels, pairs) -> tuple[list[TokenGradients], TokenSequences | None]:
+        """Every checkpoint's records of the texts (tokenised once when the tokenizers agree), and the texts' token ids
+        (None where the capture did not keep its batches)."""
+        return capture_checkpoints_with_tokens(self.classifiers, texts, labels, pairs, self.plan.settings.capture,
+                                               self.device, chunk_size=len(texts))
 
-    def arrays(self, records: Sequence[TokenGradients]) -> tuple[dict[str, np.ndarray], float]:
-        """The segment's arrays from full-precision records, and the scale they are stored at."""
+    def arrays(self, records: Sequence[TokenGradients],
+               tokens: TokenSequences | None = None) -> tuple[dict[str, np.ndarray], float]:
+        """The segment's arrays from full-precision records, and the scale they are stored at; with ``tokens``, each
+        example's token ids too (``example_tokens``, ``example_token_offsets``: the positions of its words at query
+        time, without tokenising it again)."""
         block = combine_checkpoints(records, self.dense_tokens)
         full = {"dense": block.dense, "rows": block.rows}
         if self.plan.projection is not None:
@@ -140,6 +145,8 @@ class SegmentBuilder:
                       self_influence=self_influence(records, self.plan.learning_rates),
                       row_norms=row_norms(arrays["rows"]), dense_norms=row_norms(arrays["dense"]),
                       **dense_sketch(arrays["dense"]))
+        if tokens is not None:
+            arrays.update(example_token_offsets=tokens[0], example_tokens=tokens[1])
         return arrays, scale
 
     def build(self, root: Path, number: int, start: int, stop: int, examples: Examples, offset: int = 0) -> SegmentRecord:
@@ -148,7 +155,7 @@ class SegmentBuilder:
 
     def prepare(self, start: int, stop: int, examples: Examples) -> tuple[dict[str, np.ndarray], float]:
         """Capture rows ``start:stop`` and lay them out: the segment's arrays and scale."""
-        return self.arrays(self.capture(*examples.part(range(start, stop))))
+        return self.arrays(*self.capture(*examples.part(range(start, stop))))
 
     @staticmethod
     def write(root: Path, number: int, start: int, stop: int, examples: Examples, arrays: dict, scale: float,
@@ -163,7 +170,7 @@ class SegmentBuilder:
             return None
         stored = projection_basis.read(root)
         if stored is None:
-            records = self.capture(*examples.part(projection_basis.probe_rows(len(examples.texts), spec).tolist()))
+            records, _ = self.capture(*examples.part(projection_basis.probe_rows(len(examples.texts), spec).tolist()))
             block = combine_checkpoints(records, self.dense_tokens)
             stored = projection_basis.fit(spec, block.rows.reshape(block.rows.shape[0], -1),
                                           block.dense.reshape(block.num_examples, -1))

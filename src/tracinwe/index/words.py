@@ -59,18 +59,31 @@ def expand_pairs(q: QueryBlock, queries: np.ndarray, entries: np.ndarray | None 
 
 
 def find_sorted(postings: np.ndarray, lo: np.ndarray, hi: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per entry, the position of ``rows`` in the ascending run ``postings[lo:hi]`` and whether it is there (a vectorised
-    binary search)."""
-    a, b = lo.astype(np.int64), hi.astype(np.int64)
-    last = max(int(postings.shape[0]) - 1, 0)
-    while (a < b).any():
-        mid = (a + b) >> 1
-        live = a < b
-        below = live & (np.asarray(postings[np.minimum(mid, last)]) < rows)
-        a = np.where(below, mid + 1, a)
-        b = np.where(live & ~below, mid, b)
-    found = (a < hi) & (np.asarray(postings[np.minimum(a, last)]) == rows)
-    return a, found
+    """Per entry, the position of ``rows`` in the ascending run ``postings[lo:hi]`` and whether it is there.
+
+    A vectorised branch-free binary search: every entry halves its run in the same steps (as many as the longest run
+    needs), then one comparison decides.
+    """
+    base = lo.astype(np.int64)
+    size = hi.astype(np.int64) - base
+    last = int(postings.shape[0]) - 1
+    if base.size == 0 or last < 0:
+        return base, np.zeros(base.size, dtype=bool)
+    empty = size <= 0
+    if empty.any():  # searched as a one-row run at a valid position, never found
+        size[empty] = 1
+        base[empty] = np.minimum(base[empty], last)
+    probe = np.empty_like(base)
+    move = np.empty(base.size, dtype=bool)
+    for _ in range(int(size.max() - 1).bit_length()):
+        half = size >> 1
+        np.add(base, half, out=probe)
+        np.less(postings[probe], rows, out=move)
+        np.copyto(base, probe, where=move)
+        size -= half
+    at = base + (postings[base] < rows)
+    found = ~empty & (at < hi) & (postings[np.minimum(at, last)] == rows)
+    return at, found
 
 
 def ranked_words(pair: np.ndarray, token: np.ndarray, value: np.ndarray, num_pairs: int,
