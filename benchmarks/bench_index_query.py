@@ -14,6 +14,9 @@ screen) and on (MaxScore-style bounds, `tracinwe.index.pruning`):
 * capture of the 20 queries as ``index.query`` does it (``capture_queries``: no separate
   prediction pass) and as ``tw.capture`` does; ``index.search`` (exact top-10, batch of 20);
 * ``index.query(words=0)`` and ``index.query`` (5 words per neighbour, the default);
+* a capture followed by ``index.search`` in one call (what ``query`` does before its words): ``query`` less that,
+  over ``search``, plus one, is what the words and results add (``query_added_over_search``), beside ``query`` less
+  the capture timed alone, over ``search`` (``query_less_capture_over_search``);
 * postings read by the search (rows whose product was computed);
 * top-10 agreement with the full (20 x N) score matrix (``index.scores``, every
   row scored), that matrix checked against brute-force ``tw.scores`` (a fresh
@@ -153,6 +156,8 @@ def measure(index, tw, test_texts, brute, repeats: int) -> dict:
            "query_capture_s": lambda: capture_queries(tw, list(test_texts), None, None)}
     for name, prune in (("off", False), ("on", True)):
         fns[f"search_s_{name}"] = lambda p=prune: index.search(records, k=10, prune=p)
+        fns[f"capture_then_search_s_{name}"] = lambda p=prune: index.search(  # what query does before its words
+            capture_queries(tw, list(test_texts), None, None), k=10, prune=p)
         fns[f"query_words0_s_{name}"] = lambda p=prune: index.query(test_texts, k=10, words=0, prune=p)
         fns[f"query_s_{name}"] = lambda p=prune: index.query(test_texts, k=10, prune=p)
     fastest, median, last = timed_rounds(fns, repeats)
@@ -172,6 +177,10 @@ def measure(index, tw, test_texts, brute, repeats: int) -> dict:
             out[f"{stat}query_less_capture_over_search_{name}"] = less_capture / figures[f"search_s_{name}"]
             floor = figures["query_capture_s"] + figures[f"search_s_{name}"]  # what query cannot avoid: capture, search
             out[f"{stat}query_over_capture_plus_search_{name}"] = figures[f"query_s_{name}"] / floor
+            # what query adds to a capture followed by a search (its words, its results), in units of search: the
+            # search then runs right after a capture, as in query, with the caches the capture left
+            added = figures[f"query_s_{name}"] - figures[f"capture_then_search_s_{name}"]
+            out[f"{stat}query_added_over_search_{name}"] = 1 + added / figures[f"search_s_{name}"]
         out[f"median_search_s_{name}"], out[f"median_query_s_{name}"] = median[f"search_s_{name}"], median[f"query_s_{name}"]
         (out[f"top10_agreement_matrix_{name}"], out[f"top10_agreement_up_to_ties_{name}"],
          out[f"max_rel_diff_matrix_{name}"]) = agreement(hits[name], brute)
@@ -258,7 +267,8 @@ def main() -> None:
     for name in figures:
         for mode in ("off", "on"):
             table.add_column(f"{name} prune {mode}", justify="right")
-    keys = ["search_s", "query_words0_s", "query_s", "query_over_search", "words_cost_s", "query_less_capture_over_search",
+    keys = ["search_s", "capture_then_search_s", "query_words0_s", "query_s", "query_over_search", "words_cost_s",
+            "query_less_capture_over_search", "query_added_over_search", "median_query_added_over_search",
             "query_over_capture_plus_search", "median_search_s", "median_query_s", "median_words_cost_s",
             "median_query_less_capture_over_search",
             "postings_read", "dense_rows_read",

@@ -67,13 +67,12 @@ def _query_chunk(index, texts: list[str], labels: list[int] | None, pairs: list[
         return [QueryResult(display_text(text), -1, -1, [], *neighbors.of(i), loss=float(records[-1].logits[i, 0]))
                 for i, text in enumerate(texts)]
     probs = torch.softmax(records[-1].logits.double(), -1).numpy()
+    labels_of, predictions = records[-1].labels.tolist(), probs.argmax(axis=1).tolist()
     results = []
-    for i, text in enumerate(texts):
+    for i, (text, probabilities) in enumerate(zip(texts, probs.tolist())):
         proponents, opponents = neighbors.of(i)
-        results.append(QueryResult(
-            text=text, label=int(records[-1].labels[i]), prediction=int(np.argmax(probs[i])),
-            probabilities=[float(p) for p in probs[i]], proponents=proponents, opponents=opponents,
-        ))
+        results.append(QueryResult(text=text, label=labels_of[i], prediction=predictions[i], probabilities=probabilities,
+                                   proponents=proponents, opponents=opponents))
     return results
 
 
