@@ -313,15 +313,17 @@ def capture_checkpoints_with_tokens(
     progress: bool = False,
     chunk_size: int | None = None,
     keep_tokens: bool = True,
+    labels_from_first: bool = False,
 ) -> tuple[list[TokenGradients], TokenSequences | None]:
     """`capture_checkpoints`, and the texts' token ids from the first checkpoint's batches (`cached_token_sequences`;
-    None where they were not kept, or ``keep_tokens`` is False)."""
+    None where they were not kept, or ``keep_tokens`` is False). ``labels_from_first``: with ``labels=None``, the first
+    checkpoint is captured on its own predictions and the others on those."""
     out: list[TokenGradients] = []
     cache: dict = {}
     shared = None
     tokens = None
     try:
-        for c, classifier in enumerate(classifiers):
+        for classifier in classifiers:
             chunk = chunk_size or _in_memory_chunk(len(texts), settings, device, classifier)
             key = classifier.tokenization_key()
             if key is None or key != shared:
@@ -333,8 +335,11 @@ def capture_checkpoints_with_tokens(
             if not parts:
                 raise ValueError("no texts to capture")
             out.append(parts[0] if len(parts) == 1 else TokenGradients.concat(parts))  # one chunk: no copy
-            if c == 0 and key is not None and keep_tokens:
-                tokens = cached_token_sequences(cache, len(texts))
+            if len(out) == 1:
+                if key is not None and keep_tokens:
+                    tokens = cached_token_sequences(cache, len(texts))
+                if labels is None and labels_from_first:
+                    labels = out[0].labels.tolist()
     except BaseException:
         _closed(cache, stop=True)  # no tokenising on behind a failed capture
         raise
@@ -373,33 +378,10 @@ def capture_with_token_ids(
     positions of a query's words need no second tokenisation. None where the batches were not kept (checkpoints that
     tokenise differently, or a model without a `TextClassifier.tokenization_key`)."""
     last = num_checkpoints - 1
-    out: list[TokenGradients | None] = [None] * num_checkpoints
-    cache: dict = {}
-    shared = None
-    labels: list[int] | None = None
-    tokens = None
-    try:
-        for c in [last, *range(last)]:
-            clf = classifier(c)
-            chunk = _in_memory_chunk(len(texts), settings, device, clf)
-            key = clf.tokenization_key()
-            if key is None or key != shared:
-                _closed(cache)
-                cache = {} if key is None else _batch_cache(clf, texts, text_pairs, settings, device, chunk)
-                shared = key
-            parts = [r for _, r in iter_token_gradients(clf, texts, labels, text_pairs, settings, device, chunk, progress,
-                                                        batch_cache=cache if key is not None else None)]
-            if not parts:
-                raise ValueError("no texts to capture")
-            out[c] = parts[0] if len(parts) == 1 else TokenGradients.concat(parts)
-            if labels is None:
-                labels = out[c].labels.tolist()
-                tokens = cached_token_sequences(cache, len(texts)) if key is not None else None
-    except BaseException:
-        _closed(cache, stop=True)
-        raise
-    _closed(cache)
-    return [r for r in out if r is not None], None if tokens is None else token_lists(tokens)
+    final_first = (classifier(c) for c in [last, *range(last)])  # loaded one by one, as they are captured
+    out, tokens = capture_checkpoints_with_tokens(final_first, texts, None, text_pairs, settings, device, progress,
+                                                  labels_from_first=True)
+    return [*out[1:], out[0]], None if tokens is None else token_lists(tokens)
 
 
 def capture_token_gradients(
