@@ -144,6 +144,11 @@ def test_duplicated_document_is_the_top_proponent_of_its_completion(tw, corpus, 
     for t, (value, train_at, test_at) in ours.items():
         assert value == pytest.approx(theirs[t][0], abs=1e-6 * abs(top.score))
         assert (train_at, test_at) == theirs[t][1:]
+    # the token ids the build stored are what the model makes of the stored documents (strings and prompt/completion dicts)
+    from tracinwe.index.queries import _token_ids
+
+    rows = np.arange(len(index))
+    assert index.token_ids(rows) == _token_ids(tw.final, index.examples(rows), None)
 
 
 def test_append_then_search_equals_a_fresh_build(tw, corpus, queries, brute, tmp_path):

@@ -113,12 +113,12 @@ class _Neighbors:
         self.rows, self.at = rows, {r: j for j, r in enumerate(rows.tolist())}
         if index.is_causal_lm:
             self.texts, self.ids = index.texts(rows), index.ids(rows)
-            self.labels, self.inputs, self.pairs = [-1] * rows.size, index.examples(rows), None  # what the model tokenises
+            self.labels, self.pairs = [-1] * rows.size, None
         else:
             has_pairs = "text_pair" in index.column_names()
             self.texts, self.labels, self.ids, *pairs = index.columns(
                 ["text", "label", "id"] + (["text_pair"] if has_pairs else []), rows)
-            self.inputs, self.pairs = self.texts, pairs[0] if pairs else None
+            self.pairs = pairs[0] if pairs else None
         self.names = index.label_names
         self.explained: list[list[WordContribution]] | None = None
         if words is None or words > 0:
@@ -136,7 +136,10 @@ class _Neighbors:
         chosen = np.unique(token).tolist()
         strings = dict(zip(chosen, final.token_strings(chosen))) if chosen else {}
         stored = self.index.token_ids(self.rows)  # as the build tokenised them (older indexes: tokenised here)
-        train_at = [positions(ids) for ids in (stored if stored is not None else _token_ids(final, self.inputs, self.pairs))]
+        if stored is None:
+            inputs = self.index.examples(self.rows) if self.index.is_causal_lm else self.texts  # what the model tokenises
+            stored = _token_ids(final, inputs, self.pairs)
+        train_at = [positions(ids) for ids in stored]
         test_at = [positions(ids) for ids in (token_ids if token_ids is not None else _token_ids(final, texts, pairs))]
         tokens, values, bounds = token.tolist(), value.tolist(), starts.tolist()
         out = []

@@ -120,11 +120,11 @@ class SegmentBuilder:
         self.dense_tokens = np.array(plan.dense_token_ids, dtype=np.int64)
         self.dtype = DTYPES[plan.dtype]
 
-    def capture(self, texts, labels, pairs) -> tuple[list[TokenGradients], TokenSequences | None]:
+    def capture(self, texts, labels, pairs, keep_tokens: bool = True) -> tuple[list[TokenGradients], TokenSequences | None]:
         """Every checkpoint's records of the texts (tokenised once when the tokenizers agree), and the texts' token ids
-        (None where the capture did not keep its batches)."""
+        (None where the capture did not keep its batches, or ``keep_tokens`` is False)."""
         return capture_checkpoints_with_tokens(self.classifiers, texts, labels, pairs, self.plan.settings.capture,
-                                               self.device, chunk_size=len(texts))
+                                               self.device, chunk_size=len(texts), keep_tokens=keep_tokens)
 
     def arrays(self, records: Sequence[TokenGradients],
                tokens: TokenSequences | None = None) -> tuple[dict[str, np.ndarray], float]:
@@ -170,7 +170,8 @@ class SegmentBuilder:
             return None
         stored = projection_basis.read(root)
         if stored is None:
-            records, _ = self.capture(*examples.part(projection_basis.probe_rows(len(examples.texts), spec).tolist()))
+            probe = examples.part(projection_basis.probe_rows(len(examples.texts), spec).tolist())
+            records, _ = self.capture(*probe, keep_tokens=False)  # the sample fits the basis; its ids are not stored
             block = combine_checkpoints(records, self.dense_tokens)
             stored = projection_basis.fit(spec, block.rows.reshape(block.rows.shape[0], -1),
                                           block.dense.reshape(block.num_examples, -1))
