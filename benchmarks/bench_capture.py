@@ -242,6 +242,16 @@ def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_siz
         finally:
             prefetch.PREFETCH_BATCHES = ahead
 
+    from tracinwe.capture.batching import accelerator_tokenize_workers, pad_values, tokenize_window
+
+    threads = accelerator_tokenize_workers()
+
+    def window_tokenize(workers: int) -> float:
+        """All texts tokenised as one window by ``workers`` threads (on an accelerator: `accelerator_tokenize_workers`)."""
+        start = time.perf_counter()
+        tokenize_window(per_checkpoint[0][0], texts, None, pad_values(per_checkpoint[0][0]), workers)
+        return time.perf_counter() - start
+
     def tokenize_only() -> float:
         """The tokenization capture does (once: the checkpoints share a tokenizer), which the bare pass is spared."""
         start = time.perf_counter()
@@ -261,7 +271,8 @@ def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_siz
     finally:
         gradients.batch_token_gradients = real
     bare(), ours(), plain()  # warm-up: thread pools, allocator, tokenizer caches
-    times: dict[str, list[float]] = {"bare": [], "capture": [], "capture_no_prefetch": [], "tokenize": []}
+    times: dict[str, list[float]] = {"bare": [], "capture": [], "capture_no_prefetch": [], "tokenize": [],
+                                     "window_tokenize_1_thread": [], f"window_tokenize_{threads}_threads": []}
     faults: dict[str, list[int]] = {"bare": [], "capture": []}  # minor page faults of the process during each run
     loads = [os.getloadavg()[0]]
     for _ in range(repeats):
@@ -271,6 +282,8 @@ def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_siz
             faults[key].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
         times["capture_no_prefetch"].append(plain())
         times["tokenize"].append(tokenize_only())
+        times["window_tokenize_1_thread"].append(window_tokenize(1))
+        times[f"window_tokenize_{threads}_threads"].append(window_tokenize(threads))
         loads.append(os.getloadavg()[0])
     work = len(texts) * len(checkpoints)
     bare_rate = work / statistics.median(times["bare"])
@@ -295,6 +308,11 @@ def throughput(checkpoints, tokenizer, texts, labels, max_length: int, batch_siz
         "tokenize_share_of_capture": statistics.median(times["tokenize"]) / statistics.median(times["capture"]),
         "ratio_without_tokenization": statistics.median(times["bare"])
         / (statistics.median(times["capture"]) - statistics.median(times["tokenize"])),
+        # the host side of an accelerator's capture: its threads tokenising (TOKENIZERS_PARALLELISM as set)
+        "accelerator_tokenize_threads": threads,
+        "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
+        "window_tokenize_speedup_paired": statistics.median(
+            a / b for a, b in zip(times["window_tokenize_1_thread"], times[f"window_tokenize_{threads}_threads"])),
     }
 
 
@@ -443,14 +461,16 @@ def print_tables(result: dict) -> None:
     console = Console()
     table = Table(title="capture throughput vs bare forward + activation-only backward (examples x checkpoints / s)")
     for col in ("model", "tokens", "texts", "bare ex/s", "capture ex/s", "ratio", "target", "ratio no prefetch",
-                "tokenize share", "ratio w/o tokenize"):
+                "tokenize share", "ratio w/o tokenize", "window tokenize: threads, speedup"):
         table.add_column(col, justify="right")
     for row in result["throughput"]:
         table.add_row(row.get("model", "minilm"), str(row["max_length"]), str(row["texts"]), f"{row['bare_examples_per_s']:.1f}",
                       f"{row['capture_examples_per_s']:.1f}", f"{row['ratio']:.3f}", ">= 0.9",
                       f"{row.get('ratio_no_prefetch', float('nan')):.3f}",
                       f"{row.get('tokenize_share_of_capture', float('nan')):.2f}",
-                      f"{row.get('ratio_without_tokenization', float('nan')):.3f}")
+                      f"{row.get('ratio_without_tokenization', float('nan')):.3f}",
+                      f"{row.get('accelerator_tokenize_threads', '-')}, "
+                      f"{row.get('window_tokenize_speedup_paired', float('nan')):.2f}x")
     console.print(table)
     table = Table(title="TracInWE.scores vs Captum TracInCP on the word embeddings (MiniLM-L6, 2 checkpoints)")
     for col in ("train x test", "tokens", "Captum batch", "TracInWE s", "Captum s", "speedup", "max rel diff", "sign agree"):

@@ -79,11 +79,26 @@ def test_each_batch_equals_the_tokenizer_on_its_own_texts(tokenizer):
     two = tokenize_window(clf, TEXTS[::-1] * 8, None, pads, workers=2)  # parts tokenised by two threads, joined
     for key, value in clf.tokenize(TEXTS[::-1] * 8).items():
         assert torch.equal(two[key], value), key
+    many = TEXTS[::-1] * 32  # 384 texts: six parts of 64 by as many threads at once
+    six = tokenize_window(clf, many, many[::-1], pads, workers=6)
+    for key, value in clf.tokenize(many, many[::-1]).items():
+        assert torch.equal(six[key], value), key
     for rows, batch in window_batches(one, 5, sort=True):
         want = clf.tokenize([TEXTS[i] for i in rows])
         assert set(batch) == set(want)
         for key in want:
             assert torch.equal(batch[key], want[key]), key
+
+
+def test_an_accelerator_is_fed_by_one_tokenising_thread_per_core_up_to_a_cap(monkeypatch):
+    monkeypatch.setattr(batching.os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a device object only: nothing runs on it
+    assert batching.background_workers(cuda) == batching.MAX_ACCELERATOR_TOKENIZE_WORKERS == 8
+    assert batching.background_workers(cpu) == 1  # beside a CPU model the other cores run the model
+    monkeypatch.setattr(batching.os, "sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
+    assert batching.background_workers(cuda) == 3
+    monkeypatch.setattr(batching, "ACCELERATOR_TOKENIZE_WORKERS", 1)  # set by hand (bench_capture --tokenize-workers)
+    assert batching.background_workers(cuda) == 1
 
 
 def test_bert_and_cnn_scores_equal_dense_autograd_with_token_sorted_batches(tokenizer):

@@ -115,22 +115,35 @@ def window_batches(window: Batch, batch_size: int, sort: bool) -> Iterator[tuple
         yield rows, {k: v[index, lo:hi].contiguous() for k, v in window.items()}
 
 
-#: Threads that tokenise ahead of a model on an accelerator. One: the fast tokenizer already spreads a call over the
-#: cores, and on a 16-core H200 host 4 threads were no faster (capture / bare 0.80 against 0.81 with one,
-#: benchmarks/results/capture-h200-b256*.json). On a CPU one thread tokenises ahead (`tracinwe.capture.prefetch`).
-ACCELERATOR_TOKENIZE_WORKERS = 1
+#: Threads that tokenise ahead of a model on an accelerator; None: one per core this process may use, at most
+#: `MAX_ACCELERATOR_TOKENIZE_WORKERS` (`accelerator_tokenize_workers`). Each window is split into that many parts,
+#: tokenised at once (fast tokenizers release the GIL while they encode). One thread is enough only where the
+#: tokenizer spreads a call over the cores itself (Rust's thread pool, off under ``TOKENIZERS_PARALLELISM=false``
+#: and in a process forked after it ran): on a 16-core H200 host 4 threads gave 0.80 against 0.81 with one
+#: (`capture-h200-b256*.json`), while on another host, where one thread tokenised alone, tokenising took 69% of the
+#: capture and the GPU idled (0.36, `capture-h200-b256-s20.json`).
+ACCELERATOR_TOKENIZE_WORKERS: int | None = None
+#: The most threads tokenising ahead of an accelerator by default.
+MAX_ACCELERATOR_TOKENIZE_WORKERS = 8
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
+def accelerator_tokenize_workers() -> int:
+    """Threads tokenising ahead of a model on an accelerator: `ACCELERATOR_TOKENIZE_WORKERS`, or one per usable core
+    (at most `MAX_ACCELERATOR_TOKENIZE_WORKERS`): the model's own thread mostly waits for the device."""
+    if ACCELERATOR_TOKENIZE_WORKERS is not None:
+        return max(1, ACCELERATOR_TOKENIZE_WORKERS)
+    return max(1, min(MAX_ACCELERATOR_TOKENIZE_WORKERS, usable_cores()))
 
 
 def background_workers(device: torch.device) -> int:
-    """Threads that tokenise ahead of the model on ``device`` (one beside a CPU model)."""
-    return 1 if device.type == "cpu" else max(1, ACCELERATOR_TOKENIZE_WORKERS)
-
-
-def spare_cores() -> int:
-    """CPU cores this process may use beyond torch's threads (0 where torch takes them all)."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
-    return max(0, cores - torch.get_num_threads())
+    """Threads that tokenise ahead of the model on ``device`` (one beside a CPU model, which needs the other cores)."""
+    return 1 if device.type == "cpu" else accelerator_tokenize_workers()
 
 
 #: The most batches tokenised in one call (and sorted by token count together): bounds the tokenizer's lists in memory.
@@ -166,6 +179,7 @@ def token_sorted_batches(classifier: TextClassifier, texts: Sequence, pairs: Seq
     for w, window in enumerate(windows):
         part = [texts[i] for i in window] if len(windows) > 1 else texts
         part_pairs = None if pairs is None else ([pairs[i] for i in window] if len(windows) > 1 else pairs)
-        tokens = tokenize_window(classifier, part, part_pairs, pads, lead_workers if w == 0 and len(windows) > 1 else workers)
+        first_of_several = w == 0 and len(windows) > 1  # the model waits for it: as many threads as help
+        tokens = tokenize_window(classifier, part, part_pairs, pads, max(lead_workers, workers) if first_of_several else workers)
         for local, batch in window_batches(tokens, batch_size, sort):
             yield window[local], batch

@@ -10,13 +10,14 @@ whichever batch it ran in (equal to float rounding where padding differs).
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 import torch
+
+from tracinwe.capture.batching import usable_cores
 
 T = TypeVar("T")
 
@@ -33,9 +34,7 @@ def can_overlap(device: torch.device) -> bool:
     """
     if device.type != "cpu":
         return True
-    affinity = getattr(os, "sched_getaffinity", None)
-    cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
-    return cores > torch.get_num_threads()
+    return usable_cores() > torch.get_num_threads()
 
 
 class _Failure:
