@@ -88,6 +88,33 @@ def repeated(texts: list[str], n: int) -> list[str]:
     return [t if r == 0 else f"{t} ({r + 1})" for r in range(reps) for t in texts][:n]
 
 
+def repeated_at(texts: list[str], row: int) -> str:
+    """``repeated(texts, n)[row]`` without making the list."""
+    r, i = divmod(row, len(texts))
+    return texts[i] if r == 0 else f"{texts[i]} ({r + 1})"
+
+
+def released_memory() -> None:
+    """Collect garbage and hand glibc's free heap back to the system: the querying process then holds what a server
+    holds, not the training texts this script made."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def resident() -> dict[str, int]:
+    """This process's resident memory now (bytes): all, anonymous (its own allocations) and file-backed (the index's
+    memory-mapped pages it touched, which the kernel may drop and read again)."""
+    status = Path("/proc/self/status").read_text()
+    return {key: int(re.search(rf"{field}:\s+(\d+) kB", status).group(1)) * 1024
+            for key, field in (("all", "VmRSS"), ("anon", "RssAnon"), ("file", "RssFile"))}
+
+
 def peak_rss_reset() -> int:
     """This process's peak resident memory so far (bytes); then the peak is reset to the current resident size."""
     status = Path("/proc/self/status").read_text()
@@ -139,16 +166,24 @@ def predicted(args, tw, train_texts: list[str]) -> list[int]:
     return np.load(path).tolist()
 
 
-def measure(args, folders, train_texts: list[str], test: list[str], batch: list[str]) -> dict:
-    """Every latency, memory and exactness figure, in this process (which only opened the index)."""
+def measure(args, folders, sample: np.ndarray, sample_texts: list[str], test: list[str], batch: list[str]) -> dict:
+    """Every latency, memory and exactness figure, in this process (which only opened the index; ``sample_texts``:
+    the training texts at the rows ``sample``, scored by brute force)."""
     from tracinwe import TracInWE
     from tracinwe.index import Index
 
     tw = TracInWE.from_checkpoints([str(f) for f in folders], [0.05, 0.05], max_length=64, batch_size=128)
     tw.keep_loaded()
+    labels_path = Path(args.workdir) / f"labels-n{args.n_train}.npy"
+    if not labels_path.exists():
+        raise SystemExit(f"{labels_path} is missing: the build writes it (run with --build-only)")
+    labels = np.load(labels_path)
+    released_memory()
+    before = resident()["all"]
+    peak_rss_reset()
     t = time.perf_counter()
     index = Index.open(Path(args.workdir) / f"index-n{args.n_train}", tw, verify="none")
-    out: dict = {"open_s": time.perf_counter() - t, "rss_after_open_bytes": peak_rss_reset()}
+    out: dict = {"open_s": time.perf_counter() - t, "rss_before_open_bytes": before, "rss_after_open_bytes": peak_rss_reset()}
     records = tw.capture(test)
     singles = [tw.capture(test[i:i + 1]) for i in range(args.singles)]
     for name, prune in (("on", True), ("off", False)):
@@ -164,6 +199,7 @@ def measure(args, folders, train_texts: list[str], test: list[str], batch: list[
             out["query20_s_on"], _ = timed(lambda: index.query(test, k=10), args.repeats)
             out["query20_words0_s_on"], _ = timed(lambda: index.query(test, k=10, words=0), args.repeats)
             out["peak_rss_single_and_20_bytes"] = peak_rss_reset()
+            out.update({f"rss_{key}_after_20_bytes": value for key, value in resident().items()})
     search = index.searcher.start(records, 10, prune=True)
     index.searcher.screen(search)
     out["postings_read_on"], out["postings_total"] = search.count.rows_read, search.count.rows_total
@@ -171,9 +207,7 @@ def measure(args, folders, train_texts: list[str], test: list[str], batch: list[
     on, off = out.pop("hits_on"), out.pop("hits_off")
     scale = float(np.abs(off.proponent_scores).max())
     out["pruned_equals_unpruned"], out["rows_swapped_in_ties"] = same_hits(on, off, scale)
-    sample = np.sort(np.random.default_rng(args.seed + 1).choice(len(train_texts), 1000, replace=False))
-    labels = predicted(args, tw, train_texts)
-    brute = tw.scores([train_texts[i] for i in sample], [labels[i] for i in sample], test[:5])
+    brute = tw.scores(sample_texts, labels[sample].tolist(), test[:5])
     q = index.searcher.query_block(records, False)
     exact = np.stack([index.searcher.exact_rows(q, i, sample) for i in range(5)])
     out["stored_vs_brute_sample_max_rel_diff"] = float(np.abs(exact - brute).max() / np.abs(brute).max())
@@ -223,8 +257,8 @@ def main() -> None:
         searcher.SEARCH_THREADS = args.search_threads
     console = Console()
     distinct, test, batch = corpus(args.seed, args.n_test, args.batch)
-    train_texts = repeated(distinct, args.n_train)
-    console.print(f"{len(distinct):,} distinct passages, {len(train_texts):,} training texts")
+    n_distinct = len(distinct)
+    console.print(f"{n_distinct:,} distinct passages, {args.n_train:,} training texts")
     model_dir = Path(args.workdir) / f"bert-s{args.seed}-steps{args.train_steps}"
     model_dir.mkdir(parents=True, exist_ok=True)
     reviews = load_bundled("rotten-tomatoes").dedupe()
@@ -234,7 +268,7 @@ def main() -> None:
     folders, losses = train_bert(tokenizer, [reviews.texts[i] for i in keep], [reviews.labels[i] for i in keep],
                                  args.seed, 0.05, args.train_steps, 32, model_dir)
     if args.build_only:
-        console.print(f"build: {build(args, folders, train_texts):.0f} s")
+        console.print(f"build: {build(args, folders, repeated(distinct, args.n_train)):.0f} s")
         return
     if not (Path(args.workdir) / f"index-n{args.n_train}" / "manifest.json").exists():
         # the build runs in its own process, so that this one's memory is the querying process's alone
@@ -243,10 +277,13 @@ def main() -> None:
         build_s = time.perf_counter() - t
     else:
         build_s = None
-    figures = measure(args, folders, train_texts, test, batch)
+    sample = np.sort(np.random.default_rng(args.seed + 1).choice(args.n_train, 1000, replace=False))
+    sample_texts = [repeated_at(distinct, int(i)) for i in sample]
+    del distinct, reviews, keep, held  # the querying process keeps no training texts (released before the index opens)
+    figures = measure(args, folders, sample, sample_texts, test, batch)
     disk = sum(f.stat().st_size for f in (Path(args.workdir) / f"index-n{args.n_train}").rglob("*") if f.is_file())
-    figures.update(build_s=build_s, disk_bytes=disk, bytes_per_text=disk / len(train_texts))
-    table = Table(title=f"TracIn-WE index over {len(train_texts):,} real texts ({len(distinct):,} distinct passages), "
+    figures.update(build_s=build_s, disk_bytes=disk, bytes_per_text=disk / args.n_train)
+    table = Table(title=f"TracIn-WE index over {args.n_train:,} real texts ({n_distinct:,} distinct passages), "
                         f"BERT-small, float16, {args.threads} threads")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -255,7 +292,7 @@ def main() -> None:
                       and not isinstance(value, bool) else str(value))
     console.print(table)
     config = {
-        "n_train": len(train_texts), "n_distinct": len(distinct), "n_test": args.n_test, "singles": args.singles,
+        "n_train": args.n_train, "n_distinct": n_distinct, "n_test": args.n_test, "singles": args.singles,
         "batch": args.batch, "window_words": WINDOW, "data": "every bundled corpus: documents + sentences "
         "(windows of <= 32 words), deduped, repeats suffixed ' (2)', ...; queries: held-out Rotten Tomatoes snippets",
         "model": f"BERT-small from scratch (2 layers, hidden 128), {args.train_steps} SGD steps on Rotten Tomatoes; "
