@@ -206,8 +206,15 @@ def main() -> None:
     parser.add_argument("--segment-size", type=int, default=16384)
     parser.add_argument("--workdir", default="/tmp/tracinwe-bench-index-query")
     parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--retain-freed-memory", action="store_true",
+                        help="glibc keeps freed memory (tracinwe.capture.allocator), as the command line's queries do")
     parser.add_argument("--out", default="index_query")
     args = parser.parse_args()
+    if args.retain_freed_memory:
+        from tracinwe.capture.allocator import retain_freed_memory
+
+        if not retain_freed_memory():
+            parser.error("--retain-freed-memory needs glibc (Linux)")
 
     from rich.console import Console
     from rich.table import Table
