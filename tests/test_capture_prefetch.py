@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import tiny_bert
-from tracinwe.capture import gradients, prefetch
+from tracinwe.capture import batching, gradients, prefetch
 from tracinwe.capture.gradients import CaptureSettings, capture_checkpoints, iter_token_gradients
 from tracinwe.capture.prefetch import prefetched
 from tracinwe.data import load_dataset_source
@@ -113,3 +113,31 @@ def test_torch_classifier_tokenises_long_texts_from_a_prefix_to_the_same_ids(tok
         got = clf.tokenize(texts)
         assert got["input_ids"].tolist() == want["input_ids"].tolist()
         assert got["attention_mask"].tolist() == want["attention_mask"].tolist()
+
+
+def test_capture_fed_as_an_accelerator_is_by_several_tokenising_threads_equals_the_plain_capture(tokenizer, monkeypatch):
+    """The accelerator's feed on a CPU: a thread tokenises ahead, each window split over 4 threads (long BBC articles
+    among the texts take the prefix path in those threads); records equal the capture tokenised in the caller's thread."""
+    texts = list(load_dataset_source("bundled:rotten-tomatoes").dedupe().sample(560, seed=5).texts)
+    texts += list(load_dataset_source("bundled:bbc-news").dedupe().sample(40, seed=5).texts)
+    texts = texts[::2] + texts[1::2]  # the articles spread over the windows
+    labels = [i % 2 for i in range(len(texts))]
+    clfs = classifiers("bert", tokenizer)
+    settings = CaptureSettings(batch_size=128, max_length=48)  # windows of 128, 128, 256 (4 parts of 64), 88 texts
+    monkeypatch.setattr(prefetch, "PREFETCH_BATCHES", 0)
+    plain = capture_checkpoints(clfs, texts, labels, settings=settings, chunk_size=len(texts))
+    monkeypatch.setattr(prefetch, "PREFETCH_BATCHES", 2)
+    monkeypatch.setattr(gradients, "can_overlap", lambda device: True)
+    monkeypatch.setattr(gradients, "background_workers", lambda device: 4)
+    split = []
+    real_window = batching.tokenize_window
+    monkeypatch.setattr(batching, "tokenize_window", lambda *a, **kw: (split.append(min(a[4], len(a[1]) // 64)),
+                                                                       real_window(*a, **kw))[1])
+    fed = capture_checkpoints(clfs, texts, labels, settings=settings, chunk_size=len(texts))
+    assert max(split) == 4  # a window was tokenised by four threads at once
+    for want, got in zip(plain, fed, strict=True):
+        for field in ("offsets", "token_ids", "labels"):
+            assert torch.equal(getattr(want, field), getattr(got, field)), field
+        for field in ("rows", "logits"):
+            value = getattr(want, field)
+            torch.testing.assert_close(getattr(got, field), value, rtol=1e-5, atol=1e-6 * float(value.abs().max()))
