@@ -360,3 +360,25 @@ def test_find_sorted_equals_searchsorted_per_run(longest):
     assert found.any() and not found.all()
     empty_at, empty_found = find_sorted(postings[:0], lo[:3] * 0, lo[:3] * 0, rows[:3])
     assert not empty_found.any()
+
+
+def test_tokens_in_examples_is_membership_in_each_examples_stored_tokens():
+    """The words' filter keeps an entry exactly when its token is among its example's stored token ids (examples with
+    no tokens, repeated tokens and rows asked for several times included)."""
+    from tracinwe.index.search import SegmentArrays
+    from tracinwe.index.words import tokens_in_examples
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 12, size=40)
+    lengths[3] = 0
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    tokens = rng.integers(0, 30, size=int(offsets[-1])).astype(np.int32)
+    seg = SegmentArrays(0, 40, np.zeros(0, np.int32), np.zeros(1, np.int64), np.zeros(0, np.int32), rows=np.zeros(0),
+                        dense=np.zeros(0), example_tokens=tokens, example_token_offsets=offsets)
+    local = rng.integers(0, 40, size=25)
+    local[:2] = 3  # an example without tokens
+    pair = rng.integers(0, local.size, size=500)
+    token = rng.integers(0, 35, size=500)
+    got = tokens_in_examples(seg, local, pair, token)
+    want = [int(t) in set(tokens[offsets[local[p]]:offsets[local[p] + 1]].tolist()) for p, t in zip(pair, token)]
+    assert got.tolist() == want and 0 < sum(want) < len(want)

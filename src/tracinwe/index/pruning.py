@@ -47,7 +47,7 @@ from scipy import sparse
 from tracinwe.index.products import product64, row_dots
 from tracinwe.index.search import QueryBlock, SegmentArrays
 from tracinwe.index.sketch import dense_estimate
-from tracinwe.index.words import expand_pairs, find_sorted
+from tracinwe.index.words import concatenated_ranges, expand_pairs, find_sorted
 
 #: Relative inflation of every bound: covers float32 norms and float64 sums.
 BOUND_SLACK = 1e-5
@@ -205,7 +205,7 @@ def _finish(seg: SegmentArrays, q: QueryBlock, exact: np.ndarray, candidate: np.
         values += row_dots(seg.dense, examples, q.dense, queries) * seg.scale - estimate[examples, queries]
         count.dense_read += np.unique(examples).size
     if terms.size:
-        entries = _ranges(terms[:, 2], terms[:, 3])  # the pending terms' query entries
+        entries = concatenated_ranges(terms[:, 2], terms[:, 3])  # the pending terms' query entries
         term_of_entry = np.zeros(q.examples.size, np.int64)
         term_of_entry[entries] = np.repeat(np.arange(len(terms)), terms[:, 3] - terms[:, 2])
         pair, q_at = expand_pairs(q, queries, entries)  # each pair with its query's pending terms
@@ -278,13 +278,6 @@ def shared_term_array(seg: SegmentArrays, q: QueryBlock) -> np.ndarray:
     return np.stack([seg.offsets[s], seg.offsets[s + 1], q.offsets[u], q.offsets[u + 1]], axis=1).astype(np.int64)
 
 
-def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """The concatenated ranges ``lo[i]:hi[i]``."""
-    lengths = hi - lo
-    firsts = np.cumsum(lengths) - lengths
-    return np.repeat(lo - firsts, lengths) + np.arange(int(lengths.sum()))
-
-
 def _long_term_bounds(seg: SegmentArrays, q: QueryBlock, q_row_norms: np.ndarray,
                       terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The summed bounds (n_seg, n_q) of the ``terms`` (rows of `shared_term_array`) and an upper estimate of each
@@ -295,11 +288,11 @@ def _long_term_bounds(seg: SegmentArrays, q: QueryBlock, q_row_norms: np.ndarray
     """
     lo, hi, qlo, qhi = terms.T
     n_terms, num_ckpt = len(terms), q_row_norms.shape[1]
-    at = _ranges(lo, hi)
+    at = concatenated_ranges(lo, hi)
     examples = np.asarray(seg.postings[at])
     norms = np.asarray(seg.row_norms[at], dtype=np.float64)  # (P, C)
     indptr = np.concatenate([[0], np.cumsum(hi - lo)])
-    entries = _ranges(qlo, qhi)
+    entries = concatenated_ranges(qlo, qhi)
     entry_term = np.repeat(np.arange(n_terms), qhi - qlo)
     per_query = np.zeros((num_ckpt, n_terms, q.n))
     per_query[:, entry_term, q.examples[entries]] = q_row_norms[entries].T
@@ -316,7 +309,7 @@ def _coarse_long_bounds(seg: SegmentArrays, q: QueryBlock, q_row_norms: np.ndarr
     Cauchy-Schwarz over the shared long tokens at once, ``sum_t ||g_t|| ||q_t|| <= ||g_long|| ||q_long||``, with the
     example's norm over all its long tokens (`_long_norms`, once per segment) and the query's over its long terms."""
     qlo, qhi = terms[:, 2], terms[:, 3]
-    entries = _ranges(qlo, qhi)
+    entries = concatenated_ranges(qlo, qhi)
     squares = np.zeros((q.n, q_row_norms.shape[1]))
     np.add.at(squares, q.examples[entries], q_row_norms[entries] ** 2)
     return product64(_long_norms(seg), np.sqrt(squares).T) * ((1.0 + BOUND_SLACK) * seg.scale)
@@ -329,7 +322,7 @@ def _long_norms(seg: SegmentArrays) -> np.ndarray:
     if key not in seg.derived:
         lengths = np.diff(seg.offsets)
         long = np.flatnonzero(lengths > LONG_POSTINGS * seg.num_examples)
-        at = _ranges(seg.offsets[long].astype(np.int64), seg.offsets[long + 1].astype(np.int64))
+        at = concatenated_ranges(seg.offsets[long].astype(np.int64), seg.offsets[long + 1].astype(np.int64))
         norms = np.asarray(seg.row_norms[at], dtype=np.float64)
         examples = np.asarray(seg.postings[at], dtype=np.int64)
         squares = np.stack([np.bincount(examples, norms[:, c] ** 2, minlength=seg.num_examples)
