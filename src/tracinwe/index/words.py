@@ -1,8 +1,9 @@
 """Shared-word contributions of found neighbours, for all (query, neighbour) pairs of a chunk in one batched pass.
 
-Per segment, every pair is expanded into (pair, query token) entries; each
-entry's training row is found by a vectorised binary search in that token's
-postings (only the postings of the pairs' rows are touched), and the values
+Per segment, every pair is expanded into (pair, query token) entries; those
+whose token the example's stored token ids lack are dropped (`tokens_in_examples`),
+each other entry's training row is found by a vectorised binary search in that
+token's postings (only the postings of the pairs' rows are touched), and the values
 ``sum_c lr_c G_c(train)[w] . G_c(query)[w]`` are one row-wise product in
 float64: the same numbers as ``TracInWE.word_contributions`` on the texts.
 """
