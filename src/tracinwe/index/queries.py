@@ -141,13 +141,12 @@ class _Neighbors:
             stored = _token_ids(final, inputs, self.pairs)
         train_at = [positions(ids) for ids in stored]
         test_at = [positions(ids) for ids in (token_ids if token_ids is not None else _token_ids(final, texts, pairs))]
-        tokens, values, bounds = token.tolist(), value.tolist(), starts.tolist()
-        out = []
-        for p, (row, i) in enumerate(zip(found.tolist(), queries.tolist())):
-            train, test = train_at[self.at[row]], test_at[i]
-            out.append([WordContribution(strings[t], v, t, train.get(t, ()), test.get(t, ()))
-                        for t, v in zip(tokens[bounds[p]:bounds[p + 1]], values[bounds[p]:bounds[p + 1]])])
-        return out
+        pair = np.repeat(np.arange(found.size), np.diff(starts))  # each listed word's pair, its row and its query
+        rows, tests = np.searchsorted(self.rows, found)[pair].tolist(), queries[pair].tolist()
+        made = [WordContribution(strings[t], v, t, train_at[j].get(t, ()), test_at[i].get(t, ()))
+                for t, v, j, i in zip(token.tolist(), value.tolist(), rows, tests)]
+        bounds = starts.tolist()
+        return [made[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
 
     def of(self, i: int) -> tuple[list[Neighbor], list[Neighbor]]:
         """Query ``i``'s proponents and opponents, each with its top words."""
