@@ -259,8 +259,9 @@ def read_examples(root: Path, record: SegmentRecord):
     import pyarrow.parquet as pq
 
     path = root / SEGMENTS / record.name / "examples.parquet"
-    try:
-        return pq.read_table(path)
+    try:  # one file: ParquetFile reads it without importing pyarrow.dataset (~0.16 s of a fresh process's first query)
+        with pq.ParquetFile(path) as table:
+            return table.read()
     except Exception as exc:  # pyarrow raises several types for damaged files
         raise IndexFormatError(f"index file {str(path)!r} cannot be read ({exc}): rebuild the index") from None
 
