@@ -26,6 +26,11 @@ rescored exactly):
 * exactness: pruned == unpruned (rows and scores) on the 20, and the scores
   against brute-force ``tw.scores`` on 5 queries x a seeded 1,000-row sample.
 
+``--first-query`` measures instead what one ``tracinwe index query`` waits for: a fresh process opens the index
+with the defaults (``verify="quick"``: the segments' large files are hashed before their first read) and times its
+first query; with the segments hashed by one thread, by the default pool (`tracinwe.index.integrity.HASH_THREADS`),
+and with no checks (``verify="none"``), in rounds.
+
 Usage::
 
     HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false python benchmarks/bench_index_million.py --threads 2
@@ -38,6 +43,7 @@ The build is resumable and cached in ``--workdir``. Prints a table and writes
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -222,6 +228,41 @@ def measure(args, folders, sample: np.ndarray, sample_texts: list[str], test: li
     return out
 
 
+FIRST_QUERY_CHILD = """
+import json, sys, time
+import torch
+from tracinwe import TracInWE
+from tracinwe.index import Index, integrity
+folders, path, verify, threads, text = json.loads(sys.argv[1])
+torch.set_num_threads(2)
+integrity.HASH_THREADS = threads
+tw = TracInWE.from_checkpoints(folders, [0.05, 0.05], max_length=64, batch_size=128)
+tw.keep_loaded()
+start = time.perf_counter()
+index = Index.open(path, tw, verify=verify)
+opened = time.perf_counter()
+index.query([text], k=10)
+print(json.dumps({"open_s": opened - start, "first_query_s": time.perf_counter() - opened}))
+"""
+
+
+def first_queries(args, folders, text: str, rounds: int = 2) -> dict:
+    """Seconds a fresh process takes to open the index and answer its first query, per verify mode and hash threads."""
+    from tracinwe.index.integrity import hash_threads
+
+    path = str(Path(args.workdir) / f"index-n{args.n_train}")
+    variants = {"quick_1_thread": ("quick", 1), f"quick_{hash_threads()}_threads": ("quick", None), "none": ("none", 1)}
+    out: dict = {name: [] for name in variants}
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    for _ in range(rounds):
+        for name, (verify, threads) in variants.items():
+            payload = json.dumps([[str(f) for f in folders], path, verify, threads, text])
+            done = subprocess.run([sys.executable, "-c", FIRST_QUERY_CHILD, payload], capture_output=True, text=True,
+                                  env=env, check=True)
+            out[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-train", type=int, default=1_000_000)
@@ -238,6 +279,8 @@ def main() -> None:
     parser.add_argument("--skip-unpruned-singles", action="store_true", help="time pruning off on the 20 only")
     parser.add_argument("--workdir", default="/tmp/tracinwe-bench-index-million")
     parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--first-query", action="store_true",
+                        help="only time a fresh process's open and first query, per verify mode (writes OUT.json)")
     parser.add_argument("--out", default="index_million")
     args = parser.parse_args()
 
@@ -277,6 +320,22 @@ def main() -> None:
         build_s = time.perf_counter() - t
     else:
         build_s = None
+    if args.first_query:
+        runs = first_queries(args, folders, test[0])
+        table = Table(title="a fresh process: open the 1M index, answer one query (seconds, per round)")
+        for col in ("variant", "open", "first query"):
+            table.add_column(col, justify="right")
+        for name, rounds in runs.items():
+            table.add_row(name, ", ".join(f"{r['open_s']:.2f}" for r in rounds),
+                          ", ".join(f"{r['first_query_s']:.2f}" for r in rounds))
+        console.print(table)
+        RESULTS.mkdir(exist_ok=True)
+        out = RESULTS / f"{args.out}.json"
+        write_json_atomic(out, {"benchmark": "index_million_first_query", "config": {
+            "n_train": args.n_train, "query": test[0], "page_cache": "as left by earlier runs (not dropped)",
+            "cpus": os.cpu_count(), "argv": sys.argv[1:], "load_average_1_5_15": list(os.getloadavg())}, "figures": runs})
+        console.print(f"wrote {out}")
+        return
     sample = np.sort(np.random.default_rng(args.seed + 1).choice(args.n_train, 1000, replace=False))
     sample_texts = [repeated_at(distinct, int(i)) for i in sample]
     del distinct, reviews, keep, held  # the querying process keeps no training texts (released before the index opens)

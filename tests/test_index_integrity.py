@@ -116,6 +116,39 @@ def test_large_files_are_hashed_once_per_segment(tw, built, monkeypatch):
     assert len(large) == len(set(large)) > 0 and any(p.endswith("rows.npy") for p in large)
 
 
+def test_the_first_touch_hashes_every_segment_side_by_side_and_a_later_corrupted_one_is_refused(tw, copy, monkeypatch):
+    from tracinwe.index import integrity
+
+    monkeypatch.setattr(storage, "QUICK_HASH_LIMIT", 1000)
+    monkeypatch.setattr(integrity, "HASH_THREADS", 3)
+    names = [s.name for s in Index.open(copy, tracin=tw, verify="none").manifest.segments]
+    assert len(names) >= 3
+    target = copy / "segments" / names[-1] / "rows.npy"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 3] ^= 0x10
+    target.write_bytes(bytes(data))
+    hashed: list[tuple[str, str]] = []
+    real = storage.sha256_file
+    monkeypatch.setattr(storage, "sha256_file", lambda path, *a: hashed.append((str(path), threading.current_thread().name))
+                        or real(path, *a))
+    index = Index.open(copy, tracin=tw)
+    assert not any(Path(p).stat().st_size > 1000 for p, _ in hashed)  # opening hashes only the small files
+    index.segment(0)  # the first touch: waits for segment 0, starts all the others
+    for _ in range(200):
+        large = {Path(p).parent.name for p, _ in hashed if Path(p).stat().st_size > 1000}
+        if large == set(names):
+            break
+        threading.Event().wait(0.05)
+    assert large == set(names)  # every segment hashed without being touched
+    threads = {name for p, name in hashed if Path(p).stat().st_size > 1000}
+    assert threads and all(t.startswith("tracinwe-verify") for t in threads)
+    with pytest.raises(IndexFormatError, match=rf"{names[-1]}/rows\.npy.*corrupted"):
+        index.search(tw.capture(TEXTS[:2], [0, 1]), k=3)
+    with pytest.raises(IndexFormatError, match=rf"{names[-1]}/rows\.npy"):  # refused again, not forgotten
+        index.segment(len(names) - 1)
+    assert len([p for p, _ in hashed if p.endswith("rows.npy")]) == len(names)  # each hashed once
+
+
 @pytest.mark.parametrize("name", ["../outside", "/tmp/outside", "seg-1/../../outside", "segment-000000"])
 def test_segment_names_outside_the_index_are_refused(tw, copy, name):
     shutil.copytree(copy / "segments" / "seg-000000", copy / "outside")
