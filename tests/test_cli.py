@@ -129,6 +129,12 @@ def test_index_build_indexes_the_run_rows_and_query_matches_the_library(trained,
         assert [n["score"] for n in r["opponents"]] == pytest.approx(np.sort(row)[:3], rel=1e-5)
     both = invoke("query", index_path, "text", "--data", test_csv)
     assert both.exit_code == 2 and "not both" in both.stderr
+    for mode in ("none", "full"):  # the checks are the user's call; the answers are the same
+        again = invoke("query", index_path, "--data", test_csv, "--text-column", "review", "--label-column", "sentiment",
+                       "--k", 3, "--json", "--verify", mode)
+        assert again.exit_code == 0 and json.loads(again.stdout)["results"] == out, mode
+    bogus = invoke("query", index_path, "text", "--verify", "sometimes")
+    assert bogus.exit_code == 2 and "--verify sometimes: pass one of quick, full, none" in bogus.stderr
 
 
 def test_explain_self_influence_and_report_from_an_index(trained, index_path):

@@ -15,6 +15,7 @@ from tracinwe.cli.common import (
     LABEL_COLUMN,
     PAIR_COLUMN,
     TEXT_COLUMN,
+    VERIFY,
     exit_codes,
     label_ids,
     load_data,
@@ -200,6 +201,7 @@ def query(
     k: int = typer.Option(10, min=1, help="Proponents and opponents per text."),
     words: int = typer.Option(0, min=0, help="Shared words listed per neighbour (0: none, fastest)."),
     checkpoints_from: Optional[Path] = CHECKPOINTS_FROM,
+    verify: str = VERIFY,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Top-k proponents and opponents of many texts at once (exact scores); --json for scripts.
@@ -209,7 +211,7 @@ def query(
     with exit_codes():
         if bool(texts) == bool(data):
             raise TracInWEError("pass texts as arguments or --data FILE, not both and not neither")
-        idx = open_index(index, checkpoints_from)
+        idx = open_index(index, checkpoints_from, verify)
         if idx.is_causal_lm:
             raise TracInWEError(f"{str(index)!r} is a causal language model index: `query` explains classifier "
                                 "predictions; explain a completion with tracinwe explain --generate PROMPT --run-dir RUN")

@@ -13,6 +13,7 @@ from tracinwe.cli.common import (
     LABEL_COLUMN,
     PAIR_COLUMN,
     TEXT_COLUMN,
+    VERIFY,
     exit_codes,
     label_ids,
     load_data,
@@ -344,6 +345,7 @@ def serve(
     allow_host: list[str] = typer.Option(None, help="A further name the page may be opened by (the Host header); "
                                                      "127.0.0.1, localhost, ::1 and --host are always allowed."),
     checkpoints_from: Path = CHECKPOINTS_FROM,
+    verify: str = VERIFY,
 ) -> None:
     """Start the browser explorer on an index: type a sentence, see who supports and opposes it.
 
@@ -363,7 +365,7 @@ def serve(
 
         sock = _listen_socket(host, port)
         try:
-            application = create_app(open_index(index, checkpoints_from), hosts=[host, *(allow_host or [])])
+            application = create_app(open_index(index, checkpoints_from, verify), hosts=[host, *(allow_host or [])])
             stderr.print(f"explorer on [bold]http://{markup_safe(host)}:{port}[/bold] (Ctrl+C to stop)")
             uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="warning")).run(sockets=[sock])
         finally:

@@ -28,6 +28,10 @@ PAIR_COLUMN = typer.Option(None, help="Column holding the second text of sentenc
 CHECKPOINTS_FROM = typer.Option(None, "--checkpoints-from",
                                 help="The run folder holding the index's checkpoints, if it moved (found by folder name).")
 
+VERIFY = typer.Option("quick", help="Index checks: quick (file sizes, small files hashed on open, each segment's large "
+                                    "files hashed before its first read), full (everything hashed on open) or none "
+                                    "(storage you trust: the first query skips hashing the whole index).")
+
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -119,11 +123,14 @@ def label_ids(labels: Sequence[str] | None, n: int, names: Sequence[str]) -> lis
     return out * n if len(out) == 1 else out
 
 
-def open_index(path: Path, checkpoints_from: Path | None = None):
+def open_index(path: Path, checkpoints_from: Path | None = None, verify: str = "quick"):
     from tracinwe.index import Index
+    from tracinwe.index.integrity import VERIFY_MODES
 
+    if verify not in VERIFY_MODES:
+        raise TracInWEError(f"--verify {verify}: pass one of {', '.join(VERIFY_MODES)}")
     with stderr.status(literal(f"opening index {path} ...")):
-        return Index.open(path, checkpoints_from=checkpoints_from)
+        return Index.open(path, checkpoints_from=checkpoints_from, verify=verify)
 
 
 def run_training_data(run_dir: Path, data, text_column, label_column, pair_column):
