@@ -149,6 +149,77 @@ def test_the_first_touch_hashes_every_segment_side_by_side_and_a_later_corrupted
     assert len([p for p, _ in hashed if p.endswith("rows.npy")]) == len(names)  # each hashed once
 
 
+def test_eight_threads_on_a_fresh_index_get_the_serial_answer_and_each_large_file_is_hashed_once(tw, built, monkeypatch):
+    from tracinwe.index import integrity
+
+    monkeypatch.setattr(storage, "QUICK_HASH_LIMIT", 1000)
+    monkeypatch.setattr(integrity, "HASH_THREADS", 2)
+    records = tw.capture(TEXTS[:3], [0, 1, 0])
+    want = Index.open(built, tracin=tw, verify="none").search(records, k=4)
+    hashed: list[str] = []
+    real = storage.sha256_file
+
+    def slow(path, *a):  # hashing outlasts the threads' start, so they meet it half done
+        threading.Event().wait(0.02)
+        hashed.append(str(path))
+        return real(path, *a)
+
+    monkeypatch.setattr(storage, "sha256_file", slow)
+    index = Index.open(built, tracin=tw)
+    hashed.clear()
+    got, errors = [None] * 8, []
+
+    def query(i):
+        try:
+            got[i] = index.search(records, k=4)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=query, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    verifiers = [t for t in threading.enumerate() if t.name.startswith("tracinwe-verify")]
+    for t in threads:
+        t.join()
+    assert errors == []
+    for hits in got:
+        for field in ("proponent_indices", "proponent_scores", "opponent_indices", "opponent_scores"):
+            np.testing.assert_array_equal(getattr(hits, field), getattr(want, field))
+    large = [p for p in hashed if Path(p).stat().st_size > 1000]
+    assert len(large) == len(set(large)) and {Path(p).parent.name for p in large} == {
+        s.name for s in index.manifest.segments}
+    assert verifiers and all(t.daemon for t in verifiers)  # a process that ends early does not wait for the rest of the index
+
+
+def test_a_process_that_read_one_segment_ends_without_hashing_the_rest(built, tmp_path):
+    """The hashing of the other segments is speculative: the process exits while it runs (daemon threads)."""
+    import subprocess
+    import sys
+
+    script = f"""
+import threading, time
+from tracinwe.index import storage
+from tracinwe.index.integrity import LazyChecksums, read_manifest
+storage.QUICK_HASH_LIMIT = 1000
+real = storage.sha256_file
+def slow(path, *a):  # in the hashing threads, every segment but the first takes a minute
+    if threading.current_thread().name.startswith("tracinwe-verify") and "seg-000000" not in str(path):
+        time.sleep(60)
+    return real(path, *a)
+storage.sha256_file = slow
+manifest = read_manifest({str(built)!r})
+checks = LazyChecksums({str(built)!r}, "quick")
+for record in manifest.segments:
+    checks.add(record)
+checks.ensure(manifest.segments[0])
+print("read segment 0", flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=40,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    assert done.returncode == 0, done.stderr
+    assert "read segment 0" in done.stdout
+
+
 @pytest.mark.parametrize("name", ["../outside", "/tmp/outside", "seg-1/../../outside", "segment-000000"])
 def test_segment_names_outside_the_index_are_refused(tw, copy, name):
     shutil.copytree(copy / "segments" / "seg-000000", copy / "outside")

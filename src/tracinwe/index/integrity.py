@@ -5,14 +5,16 @@ large ones (opening stays fast); `LazyChecksums` hashes a segment's large files
 before the first read of that segment, once, so a corrupted file is refused before
 any query reads it. A query touches every segment, so the first touch starts the
 hashing of all of them, side by side (`HASH_THREADS`): the first query of a fresh
-process (every `tracinwe index query`) waits for one segment's hash, not for each
-in turn.
+process (every `tracinwe query`) waits for one segment's hash, not for each
+in turn. The hashing threads are daemons: a process that read one segment and
+ends does not wait for the rest of the index to be hashed.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 from tracinwe.index.manifest import IndexManifest, SegmentRecord
@@ -25,6 +27,7 @@ HASH_THREADS: int | None = None
 
 
 def hash_threads() -> int:
+    """Threads hashing segments side by side: `HASH_THREADS`, or one per usable core (at most 4)."""
     from tracinwe.capture.batching import usable_cores
 
     return max(1, HASH_THREADS if HASH_THREADS is not None else min(4, usable_cores()))
@@ -75,8 +78,24 @@ class LazyChecksums:
             self._pending.pop(name, None)
 
     def _start(self, names: list[str]) -> None:
-        """Hash ``names``' pending files side by side, in order (called under the guard)."""
-        pool = ThreadPoolExecutor(min(hash_threads(), len(names)), thread_name_prefix="tracinwe-verify")
+        """Hash ``names``' pending files side by side, in order, in daemon threads (called under the guard)."""
+        jobs: queue.SimpleQueue = queue.SimpleQueue()
         for name in names:
-            self._hashing[name] = pool.submit(verify_files, self.root / SEGMENTS / name, self._pending[name], True)
-        pool.shutdown(wait=False)  # its threads end once the last file is hashed
+            self._hashing[name] = Future()
+            jobs.put((self.root / SEGMENTS / name, self._pending[name], self._hashing[name]))
+
+        def work() -> None:
+            while True:
+                try:
+                    folder, files, future = jobs.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    verify_files(folder, files, full=True)
+                except BaseException as error:  # noqa: BLE001 - raised by every `ensure` of the segment
+                    future.set_exception(error)
+                else:
+                    future.set_result(None)
+
+        for _ in range(min(hash_threads(), len(names))):
+            threading.Thread(target=work, name="tracinwe-verify", daemon=True).start()
