@@ -39,6 +39,7 @@ import io
 import json
 import os
 import shutil
+import threading
 from mmap import ACCESS_COPY, MADV_DONTNEED, mmap as memory_map
 from pathlib import Path
 
@@ -214,10 +215,16 @@ def verify_segment(root: Path, record: SegmentRecord, full: bool) -> list[str]:
     return verify_files(root / SEGMENTS / record.name, record.files, full)
 
 
+#: Held while a .npy header is parsed: NumPy parses it with ``ast.literal_eval``, and ``ast.parse`` in several threads
+#: at once can raise ``SystemError: AST constructor recursion depth mismatch`` (CPython 3.11.7 here: eight threads
+#: opening a fresh index's segments hit it).
+_HEADER_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=4096)
 def _npy_header(path: str, size: int, mtime_ns: int) -> tuple[np.dtype, tuple[int, ...], int]:
     """dtype, shape and data offset of a .npy file (parsed once: parsing is slower than mapping)."""
-    with open(path, "rb") as f:
+    with _HEADER_LOCK, open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read_header(f)
@@ -230,8 +237,9 @@ def open_array(root: Path, record: SegmentRecord, key: str, mmap: bool = True) -
     """A segment array: memory-mapped (copy-on-write, never written) or read into memory."""
     path = root / SEGMENTS / record.name / f"{key}.npy"
     try:
-        if not mmap:
-            return np.load(path, allow_pickle=False)
+        if not mmap:  # the small arrays: read whole, under the header lock
+            with _HEADER_LOCK:
+                return np.load(path, allow_pickle=False)
         stat = path.stat()
         dtype, shape, offset = _npy_header(str(path), stat.st_size, stat.st_mtime_ns)
         if int(np.prod(shape)) == 0:
