@@ -159,9 +159,12 @@ def test_eight_threads_on_a_fresh_index_get_the_serial_answer_and_each_large_fil
     hashed: list[str] = []
     real = storage.sha256_file
 
+    hashers: set[threading.Thread] = set()
+
     def slow(path, *a):  # hashing outlasts the threads' start, so they meet it half done
         threading.Event().wait(0.02)
         hashed.append(str(path))
+        hashers.add(threading.current_thread())
         return real(path, *a)
 
     monkeypatch.setattr(storage, "sha256_file", slow)
@@ -178,7 +181,6 @@ def test_eight_threads_on_a_fresh_index_get_the_serial_answer_and_each_large_fil
     threads = [threading.Thread(target=query, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
-    verifiers = [t for t in threading.enumerate() if t.name.startswith("tracinwe-verify")]
     for t in threads:
         t.join()
     assert errors == []
@@ -188,6 +190,7 @@ def test_eight_threads_on_a_fresh_index_get_the_serial_answer_and_each_large_fil
     large = [p for p in hashed if Path(p).stat().st_size > 1000]
     assert len(large) == len(set(large)) and {Path(p).parent.name for p in large} == {
         s.name for s in index.manifest.segments}
+    verifiers = [t for t in hashers if t.name.startswith("tracinwe-verify")]  # the threads that hashed the large files
     assert verifiers and all(t.daemon for t in verifiers)  # a process that ends early does not wait for the rest of the index
 
 
